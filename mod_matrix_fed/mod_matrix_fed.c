@@ -1,0 +1,130 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+/*
+ * mod_matrix_fed: the Matrix server-server API for room history, served
+ * from a PostgreSQL room DAG through mod_dbd.
+ *
+ * Request flow: translate_name claims the paths of the endpoints the module
+ * implements (before mod_proxy and mod_alias see them), map_to_storage keeps
+ * httpd off the file system for them, <Location> configuration still
+ * applies, and the handler answers. Everything else is left to the rest of
+ * httpd untouched.
+ */
+#include "mod_matrix_fed_private.h"
+
+#include <apr_strings.h>
+#include <http_request.h>
+#include <sodium.h>
+
+#include "mod_matrix_fed.h"
+#include "mxf_version.h"
+#include "mod_matrix_fed_config.h"
+#include "mod_matrix_fed_db.h"
+#include "mod_matrix_fed_router.h"
+
+/* ------------------------------------------------------------------ logging */
+
+static int log_is_level(void *baton, mxf_log_level_t level)
+{
+    server_rec *s = baton;
+
+    return APLOG_IS_LEVEL(s, (int)level);
+}
+
+static void log_print(const char *file, int line, mxf_log_level_t level,
+                      apr_status_t rv, void *baton, apr_pool_t *p,
+                      const char *fmt, va_list ap)
+{
+    server_rec *s = baton;
+    apr_pool_t *tmp;
+    const char *msg;
+
+    /* Format into a short-lived pool: the caller's may live for the process. */
+    apr_pool_create(&tmp, p);
+    msg = apr_pvsprintf(tmp, fmt, ap);
+    ap_log_error(file, line, APLOG_MODULE_INDEX, (int)level, rv, s, "%s", msg);
+    apr_pool_destroy(tmp);
+}
+
+/* ------------------------------------------------------------------ hooks */
+
+static int mxf_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    int status;
+
+    if (sodium_init() < 0) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(20007)
+                     "libsodium could not be initialised");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    mxf_log_set(log_is_level, log_print, s);
+    if ((status = mxf_config_check(ptemp, s)) != OK) {
+        return status;
+    }
+    ap_add_version_component(pconf, MXF_PACKAGE_NAME "/" MXF_PACKAGE_VERSION);
+    return OK;
+}
+
+static int mxf_translate_name(request_rec *r)
+{
+    const mxf_srv_conf_t *conf = mxf_config_get(r->server);
+    mxf_req_t *req;
+
+    if (!mxf_config_enabled(conf) || r->proxyreq) {
+        return DECLINED;
+    }
+    if ((req = mxf_router_match(r, conf)) == NULL) {
+        return DECLINED;
+    }
+    ap_set_module_config(r->request_config, &matrix_fed_module, req);
+    r->handler = MATRIX_FED_HANDLER;
+    r->filename = apr_pstrcat(r->pool, MATRIX_FED_HANDLER ":", r->uri, NULL);
+    return OK;
+}
+
+static mxf_req_t *claimed(request_rec *r)
+{
+    return ap_get_module_config(r->request_config, &matrix_fed_module);
+}
+
+static int mxf_map_to_storage(request_rec *r)
+{
+    /* Our endpoints are not files: skip the <Directory>/<Files> walk. */
+    return claimed(r) ? OK : DECLINED;
+}
+
+static int mxf_handler(request_rec *r)
+{
+    mxf_req_t *req = claimed(r);
+
+    if (!req) {
+        return DECLINED;
+    }
+    /* Keyed on our own claim, not r->handler: a SetHandler or ProxyPass in
+     * a surrounding <Location> must not take our endpoints away. */
+    r->handler = MATRIX_FED_HANDLER;
+    return mxf_router_dispatch(req);
+}
+
+static void mxf_register_hooks(apr_pool_t *p)
+{
+    static const char *const before_proxy[] = { "mod_proxy.c", "mod_alias.c", NULL };
+
+    ap_hook_post_config(mxf_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_translate_name(mxf_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
+    ap_hook_map_to_storage(mxf_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_handler(mxf_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
+}
+
+module AP_MODULE_DECLARE_DATA matrix_fed_module = {
+    STANDARD20_MODULE_STUFF,
+    NULL,                       /* per-directory config creator */
+    NULL,                       /* per-directory config merger */
+    mxf_config_create_srv,      /* per-server config creator */
+    mxf_config_merge_srv,       /* per-server config merger */
+    mxf_cmds,                   /* command table */
+    mxf_register_hooks,
+#if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
+    AP_MODULE_FLAG_ALWAYS_MERGE
+#endif
+};

@@ -1,0 +1,167 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#include "mod_matrix_fed_private.h"
+
+#include <apr_lib.h>
+#include <apr_strings.h>
+#include <http_core.h>
+
+#include "mod_matrix_fed_config.h"
+#include "mod_matrix_fed_db.h"
+
+#define UNSET_INT (-1)
+
+#define MERGE_PTR(field) conf->field = add->field ? add->field : base->field
+#define MERGE_INT(field) \
+    conf->field = add->field != UNSET_INT ? add->field : base->field
+
+void *mxf_config_create_srv(apr_pool_t *p, server_rec *s)
+{
+    mxf_srv_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->s = s;
+    conf->enabled = UNSET_INT;
+    return conf;
+}
+
+void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
+{
+    const mxf_srv_conf_t *base = basev, *add = addv;
+    mxf_srv_conf_t *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->s = add->s;
+    MERGE_INT(enabled);
+    MERGE_PTR(server_name);
+    /* The key file and the key loaded from it always travel together. */
+    if (add->signing_key_file) {
+        conf->signing_key_file = add->signing_key_file;
+        conf->signing_key = add->signing_key;
+    }
+    else {
+        conf->signing_key_file = base->signing_key_file;
+        conf->signing_key = base->signing_key;
+    }
+    return conf;
+}
+
+const mxf_srv_conf_t *mxf_config_get(const server_rec *s)
+{
+    return ap_get_module_config(s->module_config, &matrix_fed_module);
+}
+
+int mxf_config_enabled(const mxf_srv_conf_t *conf)
+{
+    return conf->enabled == 1;
+}
+
+static mxf_srv_conf_t *conf_of(cmd_parms *cmd)
+{
+    return ap_get_module_config(cmd->server->module_config, &matrix_fed_module);
+}
+
+static const char *set_enabled(cmd_parms *cmd, void *dconf, int flag)
+{
+    mxf_srv_conf_t *conf = conf_of(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    if (err) {
+        return err;
+    }
+    conf->enabled = flag ? 1 : 0;
+    if (flag) {
+        /* Statements must be known to mod_dbd before it builds its pools. */
+        return mxf_db_prepare_statements(cmd);
+    }
+    return NULL;
+}
+
+/*
+ * A server name as the spec's grammar has it: a DNS name, an IPv4 literal or
+ * a bracketed IPv6 literal, with an optional port. The full grammar check
+ * lives in the core; here we reject what could never be one.
+ */
+static const char *check_server_name(apr_pool_t *p, const char *name)
+{
+    const char *c;
+
+    if (!*name || strlen(name) > 255) {
+        return "must be 1 to 255 characters";
+    }
+    for (c = name; *c; c++) {
+        if (!apr_isalnum(*c) && !strchr("-.:[]", *c)) {
+            return apr_psprintf(p, "contains the character '%c', not allowed in a server name", *c);
+        }
+    }
+    return NULL;
+}
+
+static const char *set_server_name(cmd_parms *cmd, void *dconf, const char *name)
+{
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    const char *why;
+
+    if (err) {
+        return err;
+    }
+    if ((why = check_server_name(cmd->temp_pool, name)) != NULL) {
+        return apr_psprintf(cmd->pool, "MatrixFedServerName '%s' %s", name, why);
+    }
+    conf_of(cmd)->server_name = apr_pstrdup(cmd->pool, name);
+    return NULL;
+}
+
+static const char *set_signing_key(cmd_parms *cmd, void *dconf, const char *path)
+{
+    mxf_srv_conf_t *conf = conf_of(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    const char *full, *why = NULL;
+
+    if (err) {
+        return err;
+    }
+    full = ap_server_root_relative(cmd->pool, path);
+    if (!full) {
+        return apr_psprintf(cmd->pool, "MatrixFedSigningKey: invalid path '%s'", path);
+    }
+    if (mxf_key_load_file(cmd->pool, full, &conf->signing_key, &why) != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "MatrixFedSigningKey: %s", why);
+    }
+    conf->signing_key_file = full;
+    return NULL;
+}
+
+const command_rec mxf_cmds[] = {
+    AP_INIT_FLAG("MatrixFederation", set_enabled, NULL, RSRC_CONF,
+                 "On to answer the Matrix federation and key endpoints this module "
+                 "implements on this virtual host (default Off)"),
+    AP_INIT_TAKE1("MatrixFedServerName", set_server_name, NULL, RSRC_CONF,
+                  "This server's Matrix server name, e.g. example.org"),
+    AP_INIT_TAKE1("MatrixFedSigningKey", set_signing_key, NULL, RSRC_CONF,
+                  "Path of the signing key file ('ed25519 <version> <base64 seed>')"),
+    { NULL }
+};
+
+int mxf_config_check(apr_pool_t *ptemp, server_rec *s)
+{
+    int status = OK;
+
+    for (; s; s = s->next) {
+        const mxf_srv_conf_t *conf = mxf_config_get(s);
+
+        if (!mxf_config_enabled(conf)) {
+            continue;
+        }
+        if (!conf->server_name) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(20001)
+                         "MatrixFederation is On for %s:%u but MatrixFedServerName is not set",
+                         s->server_hostname, s->port);
+            status = HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (!conf->signing_key) {
+            ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(20002)
+                         "MatrixFederation is On for %s:%u but MatrixFedSigningKey is not set",
+                         s->server_hostname, s->port);
+            status = HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return status;
+}

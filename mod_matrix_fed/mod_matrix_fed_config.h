@@ -1,0 +1,32 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#ifndef mod_matrix_fed_config_h
+#define mod_matrix_fed_config_h
+
+#include "mxf_key.h"
+
+/* Per-server configuration. Unset values are -1 / NULL until merged. */
+typedef struct mxf_srv_conf {
+    server_rec *s;                      /* the server this record was made for */
+    int enabled;                        /* MatrixFederation */
+    const char *server_name;            /* MatrixFedServerName */
+    const char *signing_key_file;       /* MatrixFedSigningKey */
+    mxf_signing_key_t *signing_key;     /* loaded from signing_key_file */
+} mxf_srv_conf_t;
+
+extern const command_rec mxf_cmds[];
+
+void *mxf_config_create_srv(apr_pool_t *p, server_rec *s);
+void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv);
+
+/* The effective configuration of server @a s. */
+const mxf_srv_conf_t *mxf_config_get(const server_rec *s);
+
+int mxf_config_enabled(const mxf_srv_conf_t *conf);
+
+/*
+ * Checks every virtual host with MatrixFederation On at start-up. Logs and
+ * returns a non-OK status when one cannot serve.
+ */
+int mxf_config_check(apr_pool_t *ptemp, server_rec *s);
+
+#endif /* mod_matrix_fed_config_h */

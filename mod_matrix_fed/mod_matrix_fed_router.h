@@ -1,0 +1,51 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+/*
+ * Which requests the module answers, and the handler of each.
+ *
+ * Each route's leading literal segments are a prefix the module claims on a
+ * vhost with MatrixFederation On: a request under a claimed prefix is
+ * answered here (404 M_UNRECOGNIZED if no route matches it, 405 if only the
+ * method is wrong); every other request falls through to the rest of httpd
+ * (typically a ProxyPass to the homeserver).
+ */
+#ifndef mod_matrix_fed_router_h
+#define mod_matrix_fed_router_h
+
+#include "mod_matrix_fed_config.h"
+
+#define MXF_ROUTE_MAX_PARAMS 4
+
+struct mxf_route;
+
+typedef struct mxf_req {
+    request_rec *r;
+    const mxf_srv_conf_t *conf;
+    const struct mxf_route *route;      /* NULL: claimed but unrecognised */
+    int allowed;                        /* AP_METHOD_BIT mask of matching routes */
+    const char *params[MXF_ROUTE_MAX_PARAMS];  /* percent-decoded path parameters */
+    apr_size_t param_lens[MXF_ROUTE_MAX_PARAMS];
+    int nparams;
+} mxf_req_t;
+
+typedef int mxf_handler_fn(mxf_req_t *req);
+
+typedef struct mxf_route {
+    int method;                         /* M_GET (HEAD included) or M_POST */
+    const char *pattern;                /* literal segments and "{}" parameters */
+    mxf_handler_fn *handler;
+} mxf_route_t;
+
+/*
+ * Matches @a r against the route table. Returns NULL when the request is not
+ * under a prefix the module claims; otherwise a request record with the
+ * route (or NULL route, see above) and decoded parameters.
+ */
+mxf_req_t *mxf_router_match(request_rec *r, const mxf_srv_conf_t *conf);
+
+/* Answers a claimed request: runs its handler or sends 404/405/400. */
+int mxf_router_dispatch(mxf_req_t *req);
+
+/* Handlers (one file per endpoint family). */
+mxf_handler_fn mxf_handle_version;
+
+#endif /* mod_matrix_fed_router_h */

@@ -1,0 +1,113 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+/*
+ * matrix-fed: the operator's tool for mod_matrix_fed, built from the same
+ * core as the module.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <apr_general.h>
+#include <apr_strings.h>
+#include <sodium.h>
+
+#include "mxf_cmd.h"
+#include "mxf_log.h"
+#include "mxf_version.h"
+
+static const struct {
+    const char *name;
+    mxf_cmd_fn *fn;
+    const char *usage;
+} commands[] = {
+    { "db", mxf_cmd_db,
+      "db init --db CONNINFO      create or upgrade the database schema" },
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+void mxf_cmd_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("matrix-fed: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static void log_print(const char *file, int line, mxf_log_level_t level,
+                      apr_status_t rv, void *baton, apr_pool_t *p,
+                      const char *fmt, va_list ap)
+{
+    fputs("matrix-fed: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    if (rv != APR_SUCCESS) {
+        char buf[128];
+        fprintf(stderr, " (%s)", apr_strerror(rv, buf, sizeof(buf)));
+    }
+    fputc('\n', stderr);
+}
+
+static void usage(FILE *out)
+{
+    apr_size_t i;
+
+    fprintf(out,
+            "Usage: matrix-fed COMMAND [OPTIONS]\n"
+            "\n"
+            "The command-line tool of mod_matrix_fed %s.\n"
+            "\n"
+            "Commands:\n", MXF_PACKAGE_VERSION);
+    for (i = 0; i < NCOMMANDS; i++) {
+        fprintf(out, "  %s\n", commands[i].usage);
+    }
+    fprintf(out,
+            "\n"
+            "Options:\n"
+            "  -h, --help                 show this help\n"
+            "  -V, --version              show the version\n"
+            "\n"
+            "CONNINFO is a libpq connection string or URI, e.g.\n"
+            "  \"host=/run/postgresql dbname=matrix_fed\" or postgresql://user@host/db\n");
+}
+
+int main(int argc, const char *const *argv)
+{
+    apr_pool_t *pool;
+    apr_size_t i;
+    int rc = MXF_EXIT_USAGE;
+
+    if (argc < 2) {
+        usage(stderr);
+        return MXF_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return MXF_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "-V") || !strcmp(argv[1], "--version")) {
+        printf("matrix-fed (%s) %s\n", MXF_PACKAGE_NAME, MXF_PACKAGE_VERSION);
+        return MXF_EXIT_OK;
+    }
+    if (apr_app_initialize(&argc, &argv, NULL) != APR_SUCCESS || sodium_init() < 0) {
+        fputs("matrix-fed: cannot initialise APR or libsodium\n", stderr);
+        return MXF_EXIT_FAILURE;
+    }
+    atexit(apr_terminate);
+    mxf_log_set(NULL, log_print, NULL);
+    apr_pool_create(&pool, NULL);
+
+    for (i = 0; i < NCOMMANDS; i++) {
+        if (!strcmp(argv[1], commands[i].name)) {
+            rc = commands[i].fn(pool, argc - 1, argv + 1);
+            break;
+        }
+    }
+    if (i == NCOMMANDS) {
+        mxf_cmd_error("unknown command '%s' (see matrix-fed --help)", argv[1]);
+    }
+    apr_pool_destroy(pool);
+    return rc;
+}

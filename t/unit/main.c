@@ -1,0 +1,46 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#include <stdlib.h>
+
+#include <apr_general.h>
+#include <sodium.h>
+
+#include "mxf_test.h"
+
+apr_pool_t *mxf_test_pool;
+
+void mxf_test_setup(void)
+{
+    apr_pool_create(&mxf_test_pool, NULL);
+}
+
+void mxf_test_teardown(void)
+{
+    apr_pool_destroy(mxf_test_pool);
+    mxf_test_pool = NULL;
+}
+
+TCase *mxf_test_case(const char *name)
+{
+    TCase *tc = tcase_create(name);
+
+    tcase_add_checked_fixture(tc, mxf_test_setup, mxf_test_teardown);
+    return tc;
+}
+
+int main(void)
+{
+    SRunner *sr;
+    int failed;
+
+    if (apr_initialize() != APR_SUCCESS || sodium_init() < 0) {
+        return EXIT_FAILURE;
+    }
+    sr = srunner_create(mxf_suite_json());
+    srunner_add_suite(sr, mxf_suite_base64());
+    srunner_add_suite(sr, mxf_suite_key());
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    apr_terminate();
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,22 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+/* Shared by the unit test suites of the core (Check). */
+#ifndef mxf_test_h
+#define mxf_test_h
+
+#include <check.h>
+#include <apr_pools.h>
+
+/* A fresh pool per test, destroyed after it (see main.c). */
+extern apr_pool_t *mxf_test_pool;
+
+void mxf_test_setup(void);
+void mxf_test_teardown(void);
+
+/* Adds a test case with the per-test pool fixture. */
+TCase *mxf_test_case(const char *name);
+
+Suite *mxf_suite_json(void);
+Suite *mxf_suite_base64(void);
+Suite *mxf_suite_key(void);
+
+#endif /* mxf_test_h */
