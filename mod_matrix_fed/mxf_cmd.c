@@ -22,6 +22,26 @@ static const struct {
 } commands[] = {
     { "db", mxf_cmd_db,
       "db init --db CONNINFO      create or upgrade the database schema" },
+    { "import", mxf_cmd_import,
+      "import --db CONNINFO [--keys FILE]... [--require-signatures] [FILE|-]\n"
+      "                             load federation PDUs (JSON lines) into the database" },
+    { "export", mxf_cmd_export,
+      "export --db CONNINFO --room ROOM_ID [--out FILE]\n"
+      "                             write a room's PDUs as JSON lines, as received" },
+    { "gen-room", mxf_cmd_genroom,
+      "gen-room --out DIR [...]   generate a signed test room (see gen-room --help)" },
+    { "keygen", mxf_cmd_keygen,
+      "keygen [--key-version V] FILE\n"
+      "                             create a signing key file (mode 0600, never overwritten)" },
+    { "pubkey", mxf_cmd_pubkey,
+      "pubkey FILE                print the key ID and public key of a key file" },
+    { "sign-request", mxf_cmd_sign_request,
+      "sign-request --key FILE --origin NAME --destination NAME [--method M] URI\n"
+      "             [--body JSON|@FILE|@-]\n"
+      "                             print an X-Matrix Authorization header value" },
+    { "verify-event", mxf_cmd_verify_event,
+      "verify-event --room-version V --server NAME --key-id ID --public-key B64 [FILE|-]\n"
+      "                             check a PDU's content hash, event ID and signatures" },
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

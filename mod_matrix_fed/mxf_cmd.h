@@ -19,6 +19,13 @@ extern const mxf_migration_t mxf_migrations[];
 typedef int mxf_cmd_fn(apr_pool_t *p, int argc, const char *const *argv);
 
 mxf_cmd_fn mxf_cmd_db;
+mxf_cmd_fn mxf_cmd_import;
+mxf_cmd_fn mxf_cmd_export;
+mxf_cmd_fn mxf_cmd_genroom;
+mxf_cmd_fn mxf_cmd_keygen;
+mxf_cmd_fn mxf_cmd_pubkey;
+mxf_cmd_fn mxf_cmd_sign_request;
+mxf_cmd_fn mxf_cmd_verify_event;
 
 /* Prints a message prefixed with "matrix-fed: " to stderr. */
 void mxf_cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

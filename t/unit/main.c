@@ -38,6 +38,12 @@ int main(void)
     sr = srunner_create(mxf_suite_json());
     srunner_add_suite(sr, mxf_suite_base64());
     srunner_add_suite(sr, mxf_suite_key());
+    srunner_add_suite(sr, mxf_suite_canonical());
+    srunner_add_suite(sr, mxf_suite_sign());
+    srunner_add_suite(sr, mxf_suite_xmatrix());
+    srunner_add_suite(sr, mxf_suite_roomver());
+    srunner_add_suite(sr, mxf_suite_id());
+    srunner_add_suite(sr, mxf_suite_event());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -18,5 +18,11 @@ TCase *mxf_test_case(const char *name);
 Suite *mxf_suite_json(void);
 Suite *mxf_suite_base64(void);
 Suite *mxf_suite_key(void);
+Suite *mxf_suite_canonical(void);
+Suite *mxf_suite_sign(void);
+Suite *mxf_suite_xmatrix(void);
+Suite *mxf_suite_roomver(void);
+Suite *mxf_suite_id(void);
+Suite *mxf_suite_event(void);
 
 #endif /* mxf_test_h */

@@ -1,6 +1,8 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
 #include <string.h>
 
+#include <apr_strings.h>
+
 #include "mxf_json.h"
 #include "mxf_test.h"
 
@@ -42,6 +44,138 @@ START_TEST(dump_rejects_invalid_utf8)
 }
 END_TEST
 
+static apr_status_t try_parse(const char *text, apr_size_t len, unsigned flags, json_t **j,
+                              const char **why)
+{
+    *why = NULL;
+    return mxf_json_parse(mxf_test_pool, text, len, flags, j, why);
+}
+
+START_TEST(parse_accepts)
+{
+    static const struct { const char *text; unsigned flags; } good[] = {
+        { "{}", 0 },
+        { " {\"a\": [1, -2, {\"b\": null}], \"c\": \"\\u65E5\"} ", 0 },
+        { "{\"max\":9007199254740991,\"min\":-9007199254740991}", MXF_JSON_STRICT_INTS },
+        { "{\"a\":-0}", MXF_JSON_STRICT_INTS },
+        /* Rooms v1-v5: reals and big ints are kept. */
+        { "{\"a\":1.5,\"b\":1e10,\"c\":9223372036854775807}", 0 },
+        { "[1]", MXF_JSON_ANY },
+        { "\"x\"", MXF_JSON_ANY },
+        { "{\"a\":\"x\\u0000y\"}", MXF_JSON_ALLOW_NUL },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        json_t *j = NULL;
+        const char *why;
+
+        ck_assert_msg(try_parse(good[i].text, strlen(good[i].text), good[i].flags, &j, &why)
+                      == APR_SUCCESS, "rejected %s: %s", good[i].text, why);
+        ck_assert_ptr_nonnull(j);
+    }
+}
+END_TEST
+
+START_TEST(parse_keeps_types)
+{
+    json_t *j = NULL;
+    const char *why;
+    const char *text = "{\"i\":9007199254740993,\"r\":1e10,\"z\":-0,\"s\":\"a\\u0000b\"}";
+
+    ck_assert_int_eq(try_parse(text, strlen(text), MXF_JSON_ALLOW_NUL, &j, &why), APR_SUCCESS);
+    ck_assert(json_is_integer(json_object_get(j, "i")));
+    ck_assert(json_integer_value(json_object_get(j, "i")) == 9007199254740993LL);
+    ck_assert(json_is_real(json_object_get(j, "r")));
+    ck_assert(json_is_integer(json_object_get(j, "z")));
+    ck_assert_uint_eq(json_string_length(json_object_get(j, "s")), 3);
+}
+END_TEST
+
+START_TEST(parse_rejects)
+{
+    static const struct { const char *text; unsigned flags; } bad[] = {
+        { "{\"a\":1,\"a\":2}", 0 },                      /* duplicate keys */
+        { "{\"a\":{\"b\":1,\"b\":1}}", MXF_JSON_ANY },
+        { "{\"a\":\"x\\u0000\"}", 0 },                  /* NUL needs ALLOW_NUL */
+        { "{\"a\\u0000\":1}", MXF_JSON_ALLOW_NUL },     /* never in keys */
+        { "{\"a\":\"\xff\"}", 0 },                      /* invalid UTF-8 */
+        { "{\"a\":\"\xc0\xaf\"}", 0 },                  /* overlong */
+        { "{\"a\":\"\xed\xa0\x80\"}", 0 },              /* encoded surrogate */
+        { "{\"a\":\"\\ud800\"}", 0 },                   /* lone surrogate escape */
+        { "{\"a\":9007199254740992}", MXF_JSON_STRICT_INTS },
+        { "{\"a\":-9007199254740992}", MXF_JSON_STRICT_INTS },
+        { "{\"a\":[1,{\"b\":1.0}]}", MXF_JSON_STRICT_INTS },
+        { "{\"a\":1e3}", MXF_JSON_STRICT_INTS },
+        { "{\"a\":9223372036854775808}", 0 },           /* beyond json_int_t */
+        { "{\"a\":1e400}", 0 },
+        { "{\"a\":NaN}", 0 },
+        { "[1]", 0 },                                   /* object required */
+        { "\"x\"", 0 },
+        { "{} {}", 0 },                                 /* trailing data */
+        { "{\"a\":1,}", 0 },
+        { "", 0 },
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *j = NULL;
+        const char *why;
+
+        ck_assert_msg(try_parse(bad[i].text, strlen(bad[i].text), bad[i].flags, &j, &why)
+                      == APR_EINVAL, "accepted %s", bad[i].text);
+        ck_assert_ptr_null(j);
+        ck_assert_ptr_nonnull(why);
+    }
+}
+END_TEST
+
+START_TEST(parse_uses_length)
+{
+    json_t *j = NULL;
+    const char *why;
+
+    /* Not NUL-terminated: only the first 2 bytes count. */
+    ck_assert_int_eq(try_parse("{}garbage", 2, 0, &j, &why), APR_SUCCESS);
+    /* A NUL byte outside a string is an error, not the end. */
+    ck_assert_int_eq(try_parse("{}\0", 3, 0, &j, &why), APR_EINVAL);
+}
+END_TEST
+
+START_TEST(parse_depth_cap)
+{
+    char *text = apr_palloc(mxf_test_pool, 2 * MXF_JSON_MAX_DEPTH + 3);
+    json_t *j = NULL;
+    const char *why;
+    int n;
+
+    for (n = MXF_JSON_MAX_DEPTH; n <= MXF_JSON_MAX_DEPTH + 1; n++) {
+        memset(text, '[', (size_t)n);
+        memset(text + n, ']', (size_t)n);
+        ck_assert_int_eq(try_parse(text, 2 * (apr_size_t)n, MXF_JSON_ANY, &j, &why),
+                         n <= MXF_JSON_MAX_DEPTH ? APR_SUCCESS : APR_EINVAL);
+    }
+}
+END_TEST
+
+START_TEST(check_ints_walks)
+{
+    json_t *j = mxf_json_own(mxf_test_pool, json_pack("{s:[i,{s:I}]}", "a", 1, "b",
+                                                       (json_int_t)9007199254740991LL));
+    const char *why = NULL;
+
+    ck_assert_int_eq(mxf_json_check_ints(j, &why), APR_SUCCESS);
+    json_object_set_new(json_array_get(json_object_get(j, "a"), 1), "c",
+                        json_integer(-9007199254740992LL));
+    ck_assert_int_eq(mxf_json_check_ints(j, &why), APR_EINVAL);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_int_eq(mxf_json_check_ints(json_array_get(json_object_get(j, "a"), 0), &why),
+                     APR_SUCCESS);
+    j = mxf_json_own(mxf_test_pool, json_real(2.0));
+    ck_assert_int_eq(mxf_json_check_ints(j, &why), APR_EINVAL);
+}
+END_TEST
+
 Suite *mxf_suite_json(void)
 {
     Suite *s = suite_create("json");
@@ -50,6 +184,14 @@ Suite *mxf_suite_json(void)
     tcase_add_test(tc, own_releases_with_pool);
     tcase_add_test(tc, dump_is_compact);
     tcase_add_test(tc, dump_rejects_invalid_utf8);
+    suite_add_tcase(s, tc);
+    tc = mxf_test_case("parse");
+    tcase_add_test(tc, parse_accepts);
+    tcase_add_test(tc, parse_keeps_types);
+    tcase_add_test(tc, parse_rejects);
+    tcase_add_test(tc, parse_uses_length);
+    tcase_add_test(tc, parse_depth_cap);
+    tcase_add_test(tc, check_ints_walks);
     suite_add_tcase(s, tc);
     return s;
 }
