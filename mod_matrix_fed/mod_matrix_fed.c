@@ -33,6 +33,11 @@ static int log_is_level(void *baton, mxf_log_level_t level)
 static void log_print(const char *file, int line, mxf_log_level_t level,
                       apr_status_t rv, void *baton, apr_pool_t *p,
                       const char *fmt, va_list ap)
+    __attribute__((format(printf, 7, 0)));
+
+static void log_print(const char *file, int line, mxf_log_level_t level,
+                      apr_status_t rv, void *baton, apr_pool_t *p,
+                      const char *fmt, va_list ap)
 {
     server_rec *s = baton;
     apr_pool_t *tmp;

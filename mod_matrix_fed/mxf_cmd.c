@@ -60,6 +60,11 @@ void mxf_cmd_error(const char *fmt, ...)
 static void log_print(const char *file, int line, mxf_log_level_t level,
                       apr_status_t rv, void *baton, apr_pool_t *p,
                       const char *fmt, va_list ap)
+    __attribute__((format(printf, 7, 0)));
+
+static void log_print(const char *file, int line, mxf_log_level_t level,
+                      apr_status_t rv, void *baton, apr_pool_t *p,
+                      const char *fmt, va_list ap)
 {
     fputs("matrix-fed: ", stderr);
     vfprintf(stderr, fmt, ap);

@@ -51,12 +51,13 @@ static void genroom_usage(FILE *out)
 {
     fputs("Usage: matrix-fed gen-room --out DIR [--room-version V] [--events N]\n"
           "         [--servers S] [--users-per-server U] [--branchiness F]\n"
-          "         [--redactions F] [--seed SEED]\n"
+          "         [--redactions F] [--seed SEED] [--threads T]\n"
           "  Generates a room of N signed events (default 1000, room version 10)\n"
           "  among S homeservers hs1.example.. (default 4) with U users each\n"
           "  (default 5). F: per-step probability of concurrent branches (0.1) and\n"
           "  of redactions (0.02). Same options and seed (default 1) give the same\n"
-          "  bytes. Writes DIR/room.jsonl, DIR/expected.jsonl, DIR/expected.json\n"
+          "  bytes, whatever the number of signing threads T (default 2).\n"
+          "  Writes DIR/room.jsonl, DIR/expected.jsonl, DIR/expected.json\n"
           "  and DIR/keys/ (<server>.key, <server>.json, all.json).\n", out);
 }
 
@@ -273,6 +274,9 @@ int mxf_cmd_genroom(apr_pool_t *p, int argc, const char *const *argv)
         }
         else if ((r = opt_value(argc, argv, &i, "--seed", &value)) != 0) {
             r = r > 0 && parse_u64("--seed", value, &o.seed) ? 1 : -1;
+        }
+        else if ((r = opt_value(argc, argv, &i, "--threads", &value)) != 0) {
+            r = r > 0 && parse_int("--threads", value, &o.threads) ? 1 : -1;
         }
         else {
             mxf_cmd_error("unexpected argument '%s'", argv[i]);

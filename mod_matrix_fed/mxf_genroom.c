@@ -139,6 +139,8 @@ struct mxf_genroom {
     job_t *jobs;
     apr_uint64_t head, tail, claim;
     int quit;
+    int idle;                   /* workers waiting for work */
+    int main_waiting;           /* the main thread waits for a job to finish */
     int nthreads;
     apr_thread_t **threads;
     apr_thread_mutex_t *mutex;
@@ -712,7 +714,9 @@ static void *APR_THREAD_FUNC worker(apr_thread_t *t, void *data)
         job_t *j;
 
         while (!g->quit && g->claim == g->tail) {
+            g->idle++;
             apr_thread_cond_wait(g->work_cv, g->mutex);
+            g->idle--;
         }
         if (g->claim == g->tail) {
             break;      /* quit, and nothing left */
@@ -722,7 +726,9 @@ static void *APR_THREAD_FUNC worker(apr_thread_t *t, void *data)
         sign_job(g, j);
         apr_thread_mutex_lock(g->mutex);
         j->done = 1;
-        apr_thread_cond_broadcast(g->done_cv);
+        if (g->main_waiting) {
+            apr_thread_cond_signal(g->done_cv);
+        }
     }
     apr_thread_mutex_unlock(g->mutex);
     apr_thread_exit(t, APR_SUCCESS);
@@ -761,7 +767,9 @@ static apr_status_t flush(mxf_genroom_t *g, apr_uint64_t wait_for, const char **
             if (g->head >= wait_for) {
                 break;
             }
+            g->main_waiting = 1;
             apr_thread_cond_wait(g->done_cv, g->mutex);
+            g->main_waiting = 0;
             continue;
         }
         apr_thread_mutex_unlock(g->mutex);
@@ -801,10 +809,12 @@ static apr_status_t submit(mxf_genroom_t *g, json_t *pdu, const gserver_t *srv,
     j->srv2 = srv2;
     j->done = 0;
     g->tail++;
-    apr_thread_cond_signal(g->work_cv);
+    if (g->idle) {
+        apr_thread_cond_signal(g->work_cv);
+    }
     apr_thread_mutex_unlock(g->mutex);
-    /* Write what is ready, without waiting. */
-    return flush(g, 0, why);
+    /* Now and then, write what is ready without waiting. */
+    return (g->tail % 32) ? APR_SUCCESS : flush(g, 0, why);
 }
 
 static apr_status_t pipeline_start(mxf_genroom_t *g, const char **why)

@@ -45,6 +45,7 @@ struct mxf_rs_ctx {
     apr_array_header_t *pending_groups; /* mxf_rs_state_t *, in numbering order */
     apr_array_header_t *pending_vis;    /* (vis_t *, room nid) */
     apr_hash_t *vis_room;               /* vis_t * -> room */
+    apr_hash_t *merges;                 /* sorted parent states -> their merge */
 };
 
 static const char *state_key_of(apr_pool_t *p, const char *type, const char *state_key)
@@ -63,6 +64,7 @@ mxf_rs_ctx_t *mxf_rs_create(apr_pool_t *p, PGconn *conn)
     ctx->pending_groups = apr_array_make(p, 256, sizeof(mxf_rs_state_t *));
     ctx->pending_vis = apr_array_make(p, 64, sizeof(vis_t *));
     ctx->vis_room = apr_hash_make(p);
+    ctx->merges = apr_hash_make(p);
     res = PQexec(conn, "SELECT (SELECT coalesce(max(group_id), 0) + 1 FROM mxf_state_groups),"
                        "       (SELECT coalesce(max(vis_id), 0) + 1 FROM mxf_visibility)");
     if (!mxf_pg_ok(res, "reading state group numbers")) {
@@ -382,12 +384,41 @@ static const char *describe(apr_pool_t *p, const char *key, const mxf_rs_value_t
                         b ? apr_psprintf(p, "event #%" APR_INT64_T_FMT, b->nid) : "unset");
 }
 
+static int cmp_ptr(const void *a, const void *b)
+{
+    const void *x = *(const void *const *)a, *y = *(const void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
 mxf_rs_state_t *mxf_rs_merge(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
                              apr_array_header_t *states, const char **why)
 {
-    mxf_rs_state_t *base = APR_ARRAY_IDX(states, 0, mxf_rs_state_t *);
+    mxf_rs_state_t *base = APR_ARRAY_IDX(states, 0, mxf_rs_state_t *), *result;
     apr_hash_t *merged = apr_hash_make(ctx->p);
-    int i;
+    mxf_rs_state_t **sorted;
+    int i, n = 0;
+
+    /*
+     * The same parents always give the same merged state object: concurrent
+     * events that merge the same tips then share one state, and a later
+     * merge of their descendants finds it as the common ancestor.
+     */
+    sorted = apr_palloc(ctx->p, sizeof(*sorted) * (apr_size_t)states->nelts);
+    for (i = 0; i < states->nelts; i++) {
+        sorted[i] = APR_ARRAY_IDX(states, i, mxf_rs_state_t *);
+    }
+    qsort(sorted, (size_t)states->nelts, sizeof(*sorted), cmp_ptr);
+    for (i = 0; i < states->nelts; i++) {
+        if (n == 0 || sorted[n - 1] != sorted[i]) {
+            sorted[n++] = sorted[i];
+        }
+    }
+    if (n == 1) {
+        return sorted[0];
+    }
+    if ((result = apr_hash_get(ctx->merges, sorted, sizeof(*sorted) * (apr_size_t)n)) != NULL) {
+        return result;
+    }
 
     for (i = 1; i < states->nelts; i++) {
         mxf_rs_state_t *s = APR_ARRAY_IDX(states, i, mxf_rs_state_t *);
@@ -437,10 +468,9 @@ mxf_rs_state_t *mxf_rs_merge(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
             }
         }
     }
-    if (apr_hash_count(merged) == 0) {
-        return base;
-    }
-    return new_child(ctx, base, merged);
+    result = apr_hash_count(merged) == 0 ? base : new_child(ctx, base, merged);
+    apr_hash_set(ctx->merges, sorted, sizeof(*sorted) * (apr_size_t)n, result);
+    return result;
 }
 
 mxf_rs_state_t *mxf_rs_find(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t group_id)
