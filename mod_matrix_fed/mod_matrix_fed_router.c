@@ -9,7 +9,7 @@
 #include "mod_matrix_fed_router.h"
 
 static const mxf_route_t routes[] = {
-    { M_GET, "/_matrix/federation/v1/version", mxf_handle_version },
+    { M_GET, "/_matrix/federation/v1/version", mxf_handle_version, MXF_ROUTE_PUBLIC },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))

@@ -25,14 +25,23 @@ typedef struct mxf_req {
     const char *params[MXF_ROUTE_MAX_PARAMS];  /* percent-decoded path parameters */
     apr_size_t param_lens[MXF_ROUTE_MAX_PARAMS];
     int nparams;
+    /*
+     * The authenticated origin server (from the X-Matrix signature, also in
+     * r->user), or NULL on routes that need no authentication.
+     */
+    const char *origin;
 } mxf_req_t;
 
 typedef int mxf_handler_fn(mxf_req_t *req);
+
+/* Route flags. */
+#define MXF_ROUTE_PUBLIC 0x01           /* no X-Matrix authentication (version, keys) */
 
 typedef struct mxf_route {
     int method;                         /* M_GET (HEAD included) or M_POST */
     const char *pattern;                /* literal segments and "{}" parameters */
     mxf_handler_fn *handler;
+    unsigned flags;                     /* MXF_ROUTE_* */
 } mxf_route_t;
 
 /*
