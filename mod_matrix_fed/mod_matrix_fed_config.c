@@ -1,6 +1,9 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
 #include "mod_matrix_fed_private.h"
 
+#include <errno.h>
+#include <stdlib.h>
+
 #include <apr_lib.h>
 #include <apr_strings.h>
 #include <http_core.h>
@@ -20,6 +23,9 @@ void *mxf_config_create_srv(apr_pool_t *p, server_rec *s)
 
     conf->s = s;
     conf->enabled = UNSET_INT;
+    conf->max_body = UNSET_INT;
+    conf->gme_limit = UNSET_INT;
+    conf->backfill_limit = UNSET_INT;
     return conf;
 }
 
@@ -31,6 +37,9 @@ void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     conf->s = add->s;
     MERGE_INT(enabled);
     MERGE_PTR(server_name);
+    MERGE_INT(max_body);
+    MERGE_INT(gme_limit);
+    MERGE_INT(backfill_limit);
     /* The key file and the key loaded from it always travel together. */
     if (add->signing_key_file) {
         conf->signing_key_file = add->signing_key_file;
@@ -51,6 +60,21 @@ const mxf_srv_conf_t *mxf_config_get(const server_rec *s)
 int mxf_config_enabled(const mxf_srv_conf_t *conf)
 {
     return conf->enabled == 1;
+}
+
+apr_off_t mxf_config_max_body(const mxf_srv_conf_t *conf)
+{
+    return conf->max_body != UNSET_INT ? conf->max_body : MXF_DEFAULT_MAX_BODY;
+}
+
+int mxf_config_gme_limit(const mxf_srv_conf_t *conf)
+{
+    return conf->gme_limit != UNSET_INT ? conf->gme_limit : MXF_DEFAULT_GME_LIMIT;
+}
+
+int mxf_config_backfill_limit(const mxf_srv_conf_t *conf)
+{
+    return conf->backfill_limit != UNSET_INT ? conf->backfill_limit : MXF_DEFAULT_BACKFILL_LIMIT;
 }
 
 static mxf_srv_conf_t *conf_of(cmd_parms *cmd)
@@ -129,6 +153,52 @@ static const char *set_signing_key(cmd_parms *cmd, void *dconf, const char *path
     return NULL;
 }
 
+/* A whole number in [lo, hi] for directive @a cmd, or an error message. */
+static const char *parse_count(cmd_parms *cmd, const char *arg, long lo, long hi, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end || v < lo || v > hi) {
+        return apr_psprintf(cmd->pool, "%s must be a whole number from %ld to %ld, not '%s'",
+                            cmd->cmd->name, lo, hi, arg);
+    }
+    *out = v;
+    return NULL;
+}
+
+static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    long v;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    if (err || (err = parse_count(cmd, arg, 1024, 16 * 1024 * 1024, &v))) {
+        return err;
+    }
+    conf_of(cmd)->max_body = v;
+    return NULL;
+}
+
+static const char *set_limit(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    long v;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    mxf_srv_conf_t *conf = conf_of(cmd);
+
+    if (err || (err = parse_count(cmd, arg, 1, 1000, &v))) {
+        return err;
+    }
+    if (cmd->info == (void *)1) {
+        conf->gme_limit = (int)v;
+    }
+    else {
+        conf->backfill_limit = (int)v;
+    }
+    return NULL;
+}
+
 const command_rec mxf_cmds[] = {
     AP_INIT_FLAG("MatrixFederation", set_enabled, NULL, RSRC_CONF,
                  "On to answer the Matrix federation and key endpoints this module "
@@ -137,6 +207,12 @@ const command_rec mxf_cmds[] = {
                   "This server's Matrix server name, e.g. example.org"),
     AP_INIT_TAKE1("MatrixFedSigningKey", set_signing_key, NULL, RSRC_CONF,
                   "Path of the signing key file ('ed25519 <version> <base64 seed>')"),
+    AP_INIT_TAKE1("MatrixFedMaxBodySize", set_max_body, NULL, RSRC_CONF,
+                  "Largest request body accepted, in bytes (default 65536)"),
+    AP_INIT_TAKE1("MatrixFedMissingEventsLimit", set_limit, (void *)1, RSRC_CONF,
+                  "Most events one get_missing_events answer holds (default 20)"),
+    AP_INIT_TAKE1("MatrixFedBackfillLimit", set_limit, (void *)2, RSRC_CONF,
+                  "Most events one backfill answer holds (default 100)"),
     { NULL }
 };
 

@@ -11,7 +11,15 @@ typedef struct mxf_srv_conf {
     const char *server_name;            /* MatrixFedServerName */
     const char *signing_key_file;       /* MatrixFedSigningKey */
     mxf_signing_key_t *signing_key;     /* loaded from signing_key_file */
+    apr_off_t max_body;                 /* MatrixFedMaxBodySize */
+    int gme_limit;                      /* MatrixFedMissingEventsLimit */
+    int backfill_limit;                 /* MatrixFedBackfillLimit */
 } mxf_srv_conf_t;
+
+/* Defaults of the directives above. */
+#define MXF_DEFAULT_MAX_BODY        65536
+#define MXF_DEFAULT_GME_LIMIT       20
+#define MXF_DEFAULT_BACKFILL_LIMIT  100
 
 extern const command_rec mxf_cmds[];
 
@@ -22,6 +30,11 @@ void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv);
 const mxf_srv_conf_t *mxf_config_get(const server_rec *s);
 
 int mxf_config_enabled(const mxf_srv_conf_t *conf);
+
+/* Typed getters: the configured value or the default. */
+apr_off_t mxf_config_max_body(const mxf_srv_conf_t *conf);
+int mxf_config_gme_limit(const mxf_srv_conf_t *conf);
+int mxf_config_backfill_limit(const mxf_srv_conf_t *conf);
 
 /*
  * Checks every virtual host with MatrixFederation On at start-up. Logs and

@@ -7,6 +7,7 @@
 
 #include "mxf_error.h"
 #include "mod_matrix_fed_http.h"
+#include "mod_matrix_fed_router.h"
 
 int mxf_http_send_raw(request_rec *r, int status, const char *body, apr_size_t len)
 {
@@ -64,4 +65,140 @@ int mxf_http_send_error(request_rec *r, int status, const char *errcode,
         len = strlen(body);
     }
     return mxf_http_send_raw(r, status, body, len);
+}
+
+int mxf_http_read_body(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    apr_off_t max = mxf_config_max_body(req->conf);
+    apr_bucket_brigade *bb;
+    apr_size_t total = 0;
+    int seen_eos = 0;
+    char *buf;
+    const char *why = NULL;
+
+    if (req->body_read) {
+        return req->body_read == 1 ? OK : req->body_read;
+    }
+    req->body_read = 1;
+    buf = apr_palloc(r->pool, (apr_size_t)max + 1);
+    bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    do {
+        apr_bucket *b;
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES,
+                                         APR_BLOCK_READ, HUGE_STRING_LEN);
+        if (rv != APR_SUCCESS) {
+            int status = ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
+            if (status == AP_FILTER_ERROR) {
+                req->body_read = status;
+                return status;
+            }
+            req->body_read = status;
+            if (status == HTTP_REQUEST_ENTITY_TOO_LARGE) {
+                return mxf_http_send_error(r, status, MXF_M_TOO_LARGE,
+                                           "Request body too large"), status;
+            }
+            return mxf_http_send_error(r, status, MXF_M_UNKNOWN,
+                                       "Could not read the request body"), status;
+        }
+        for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb);
+             b = APR_BUCKET_NEXT(b)) {
+            const char *data;
+            apr_size_t n;
+            if (APR_BUCKET_IS_EOS(b)) {
+                seen_eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(b)) {
+                continue;
+            }
+            if (apr_bucket_read(b, &data, &n, APR_BLOCK_READ) != APR_SUCCESS) {
+                req->body_read = HTTP_BAD_REQUEST;
+                return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_UNKNOWN,
+                                           "Could not read the request body"), HTTP_BAD_REQUEST;
+            }
+            if (total + n > (apr_size_t)max) {
+                req->body_read = HTTP_REQUEST_ENTITY_TOO_LARGE;
+                return mxf_http_send_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, MXF_M_TOO_LARGE,
+                                           "Request body exceeds %" APR_OFF_T_FMT " bytes",
+                                           max), HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+            memcpy(buf + total, data, n);
+            total += n;
+        }
+        apr_brigade_cleanup(bb);
+    } while (!seen_eos);
+    buf[total] = '\0';
+    if (total == 0) {
+        return OK;
+    }
+    req->body = buf;
+    req->body_len = total;
+    if (mxf_json_parse(r->pool, buf, total, 0, &req->body_json, &why) != APR_SUCCESS) {
+        req->body_json = NULL;
+        req->body_read = HTTP_BAD_REQUEST;
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_NOT_JSON,
+                                   "Request body is not a JSON object: %s", why),
+               HTTP_BAD_REQUEST;
+    }
+    return OK;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes @a n bytes; NULL for a bad escape or an encoded NUL. */
+static char *query_decode(apr_pool_t *p, const char *s, apr_size_t n)
+{
+    char *out = apr_palloc(p, n + 1);
+    apr_size_t i, j = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int hi, lo;
+            if (i + 2 >= n) {
+                return NULL;
+            }
+            hi = hexval(s[i + 1]);
+            lo = hexval(s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                return NULL;
+            }
+            out[j++] = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        else {
+            out[j++] = s[i];
+        }
+    }
+    out[j] = '\0';
+    return out;
+}
+
+apr_array_header_t *mxf_http_query_values(request_rec *r, const char *name)
+{
+    apr_array_header_t *out = apr_array_make(r->pool, 2, sizeof(const char *));
+    const char *q = r->args, *amp;
+    apr_size_t nlen = strlen(name);
+
+    while (q && *q) {
+        const char *eq;
+        apr_size_t len;
+        amp = strchr(q, '&');
+        len = amp ? (apr_size_t)(amp - q) : strlen(q);
+        eq = memchr(q, '=', len);
+        if (eq && (apr_size_t)(eq - q) == nlen && !memcmp(q, name, nlen)) {
+            char *v = query_decode(r->pool, eq + 1, len - nlen - 1);
+            if (v) {
+                APR_ARRAY_PUSH(out, const char *) = v;
+            }
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return out;
 }

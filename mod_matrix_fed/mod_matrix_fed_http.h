@@ -8,6 +8,8 @@
 #ifndef mod_matrix_fed_http_h
 #define mod_matrix_fed_http_h
 
+#include <apr_tables.h>
+
 #include "mxf_json.h"
 
 /* Sends @a len bytes of JSON text with status @a status. Returns OK. */
@@ -20,5 +22,24 @@ int mxf_http_send_json(request_rec *r, int status, const json_t *json);
 int mxf_http_send_error(request_rec *r, int status, const char *errcode,
                         const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+struct mxf_req;
+
+/*
+ * Reads the request body (once; later calls return the first result) into
+ * req->body, at most the server's MatrixFedMaxBodySize bytes, and parses a
+ * non-empty body as a JSON object into req->body_json (strict: duplicate
+ * keys rejected). Returns OK, or the status of an error response it has
+ * already sent (413 M_TOO_LARGE, 400 M_NOT_JSON, 400 on a broken upload):
+ * the handler then returns OK without sending anything else. A failure
+ * httpd's filters already answered is passed on as returned.
+ */
+int mxf_http_read_body(struct mxf_req *req);
+
+/*
+ * The query-string values of @a name (percent-decoded; '+' stays '+', as
+ * Matrix IDs need), in order. Empty array when absent.
+ */
+apr_array_header_t *mxf_http_query_values(request_rec *r, const char *name);
 
 #endif /* mod_matrix_fed_http_h */

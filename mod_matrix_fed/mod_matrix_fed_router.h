@@ -11,6 +11,7 @@
 #ifndef mod_matrix_fed_router_h
 #define mod_matrix_fed_router_h
 
+#include "mxf_json.h"
 #include "mod_matrix_fed_config.h"
 
 #define MXF_ROUTE_MAX_PARAMS 4
@@ -30,6 +31,14 @@ typedef struct mxf_req {
      * r->user), or NULL on routes that need no authentication.
      */
     const char *origin;
+    /*
+     * The request body, read once by mxf_http_read_body() (capped by
+     * MatrixFedMaxBodySize), and its parse; NULL when there is none.
+     */
+    const char *body;
+    apr_size_t body_len;
+    json_t *body_json;
+    int body_read;                      /* mxf_http_read_body() ran */
 } mxf_req_t;
 
 typedef int mxf_handler_fn(mxf_req_t *req);
