@@ -4,8 +4,12 @@
 #include <apr_hash.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
+#include <http_protocol.h>
 
+#include "mxf_error.h"
 #include "mod_matrix_fed_db.h"
+#include "mod_matrix_fed_http.h"
+#include "mod_matrix_fed_router.h"
 
 /*
  * All SQL of the module. Labels are lower case (the pgsql driver PREPAREs
@@ -19,6 +23,66 @@ static const struct {
     [MXF_STMT_SCHEMA_VERSION] = {
         "mxf_schema_version",
         "SELECT coalesce(max(version), 0) FROM mxf_schema_migrations"
+    },
+    /* args: origin, room ID */
+    [MXF_STMT_ROOM_ACCESS] = {
+        "mxf_room_access",
+        "SELECT r.room_nid, r.room_version, r.current_acl,"
+        "       EXISTS (SELECT 1 FROM mxf_room_servers s"
+        "                WHERE s.room_nid = r.room_nid AND s.server_name = %s)"
+        "  FROM mxf_rooms r WHERE r.room_id = %s"
+    },
+    /* args: origin, room nid, earliest (JSON array), latest (JSON array), limit, min_depth */
+    [MXF_STMT_MISSING_EVENTS] = {
+        "mxf_missing_events",
+        "SELECT mxf_served_pdu(e, %s)"
+        "  FROM mxf_missing_events(%s::bigint,"
+        "         ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
+        "         ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
+        "         %s::int, %s::bigint) m"
+        "  JOIN mxf_events e ON e.event_nid = m"
+        " ORDER BY e.depth, e.event_nid"
+    },
+    /* args: origin, room nid, v (JSON array), limit */
+    [MXF_STMT_BACKFILL] = {
+        "mxf_backfill",
+        "SELECT mxf_served_pdu(e, %s)"
+        "  FROM mxf_backfill(%s::bigint, ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
+        "                    %s::int) WITH ORDINALITY b (nid, ord)"
+        "  JOIN mxf_events e ON e.event_nid = b.nid"
+        " ORDER BY b.ord"
+    },
+    /* args: origin, event ID */
+    [MXF_STMT_EVENT] = {
+        "mxf_event",
+        "SELECT r.room_id, mxf_served_pdu(e, %s), e.rejected_reason IS NOT NULL"
+        "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
+        " WHERE e.event_id = %s"
+    },
+    /* args: room nid, event ID */
+    [MXF_STMT_STATE_AT] = {
+        "mxf_state_at",
+        "SELECT kind, event_id, pdu FROM mxf_state_at(%s::bigint, %s)"
+    },
+    /* args: room nid, event ID */
+    [MXF_STMT_EVENT_AUTH] = {
+        "mxf_event_auth",
+        "SELECT kind, event_id, pdu FROM mxf_event_auth(%s::bigint, %s)"
+    },
+    /* args: room nid, ts */
+    [MXF_STMT_TS_FORWARD] = {
+        "mxf_ts_forward",
+        "SELECT event_id, origin_server_ts FROM mxf_events"
+        " WHERE room_nid = %s::bigint AND origin_server_ts >= %s::bigint"
+        "   AND rejected_reason IS NULL AND NOT outlier"
+        " ORDER BY origin_server_ts, event_nid LIMIT 1"
+    },
+    [MXF_STMT_TS_BACKWARD] = {
+        "mxf_ts_backward",
+        "SELECT event_id, origin_server_ts FROM mxf_events"
+        " WHERE room_nid = %s::bigint AND origin_server_ts <= %s::bigint"
+        "   AND rejected_reason IS NULL AND NOT outlier"
+        " ORDER BY origin_server_ts DESC, event_nid DESC LIMIT 1"
     },
 };
 
@@ -74,4 +138,105 @@ apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
                       statements[id].label);
     }
     return stmt;
+}
+
+/* The request's connection: acquired on first use, kept for the request. */
+static ap_dbd_t *request_dbd(request_rec *r)
+{
+    return mxf_db_acquire(r);
+}
+
+/*
+ * After a failed statement: make the connection usable again (libpq resets
+ * a broken one) and prepare our statements on it anew, since a reset
+ * connection has lost them. Returns 1 if a retry makes sense.
+ */
+static int recover(request_rec *r, ap_dbd_t *dbd)
+{
+    int i;
+
+    if (apr_dbd_check_conn(dbd->driver, r->pool, dbd->handle) != APR_SUCCESS) {
+        return 0;
+    }
+    for (i = 0; i < MXF_STMT__COUNT; i++) {
+        apr_dbd_prepared_t *stmt = NULL;
+        /* Fails harmlessly ("already exists") where the statement survived. */
+        if (apr_dbd_prepare(dbd->driver, dbd->pool, dbd->handle, statements[i].sql,
+                            statements[i].label, &stmt) == 0 && stmt) {
+            apr_hash_set(dbd->prepared, statements[i].label, APR_HASH_KEY_STRING, stmt);
+        }
+    }
+    return 1;
+}
+
+int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
+                  mxf_db_rows_t **out)
+{
+    request_rec *r = req->r;
+    ap_dbd_t *dbd = request_dbd(r);
+    apr_dbd_results_t *res = NULL;
+    apr_dbd_prepared_t *stmt;
+    mxf_db_rows_t *rows;
+    int rv = -1, attempt, i;
+
+    if (!dbd) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                                   "The database is not available; try again later"),
+               HTTP_SERVICE_UNAVAILABLE;
+    }
+    for (attempt = 0; attempt < 2; attempt++) {
+        stmt = apr_hash_get(dbd->prepared, statements[id].label, APR_HASH_KEY_STRING);
+        if (stmt) {
+            res = NULL;
+            rv = apr_dbd_pselect(dbd->driver, r->pool, dbd->handle, &res, stmt, 1,
+                                 nargs, args);
+            if (rv == 0) {
+                break;
+            }
+            ap_log_rerror(APLOG_MARK, attempt ? APLOG_ERR : APLOG_WARNING, 0, r,
+                          MXFLOGNO(20008) "statement %s failed: %s", statements[id].label,
+                          apr_dbd_error(dbd->driver, dbd->handle, rv));
+        }
+        else {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+                          "statement %s is not prepared on this connection",
+                          statements[id].label);
+        }
+        if (attempt == 0 && !recover(r, dbd)) {
+            break;
+        }
+    }
+    if (rv != 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                                   "The database could not answer; try again later"),
+               HTTP_SERVICE_UNAVAILABLE;
+    }
+    rows = apr_pcalloc(r->pool, sizeof(*rows));
+    rows->driver = dbd->driver;
+    rows->res = res;
+    rows->nrows = apr_dbd_num_tuples(dbd->driver, res);
+    rows->rows = apr_pcalloc(r->pool, sizeof(apr_dbd_row_t *) * (apr_size_t)(rows->nrows + 1));
+    for (i = 0; i < rows->nrows; i++) {
+        /* Random access by 1-based row number: the result stays alive. */
+        if (apr_dbd_get_row(dbd->driver, r->pool, res, &rows->rows[i], i + 1) != 0) {
+            rows->nrows = i;
+            break;
+        }
+    }
+    *out = rows;
+    return OK;
+}
+
+const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col)
+{
+    const char *v = NULL;
+
+    if (row < 0 || row >= rows->nrows
+        || apr_dbd_datum_get(rows->driver, rows->rows[row], col, APR_DBD_TYPE_STRING,
+                             &v) != APR_SUCCESS) {
+        return NULL;
+    }
+    return v;
 }

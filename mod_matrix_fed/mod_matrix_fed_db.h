@@ -12,8 +12,41 @@
 
 typedef enum {
     MXF_STMT_SCHEMA_VERSION = 0,
+    MXF_STMT_ROOM_ACCESS,
+    MXF_STMT_MISSING_EVENTS,
+    MXF_STMT_BACKFILL,
+    MXF_STMT_EVENT,
+    MXF_STMT_STATE_AT,
+    MXF_STMT_EVENT_AUTH,
+    MXF_STMT_TS_FORWARD,
+    MXF_STMT_TS_BACKWARD,
     MXF_STMT__COUNT
 } mxf_stmt_t;
+
+struct mxf_req;
+
+/* The rows of one query, valid for the request's lifetime. */
+typedef struct mxf_db_rows {
+    const apr_dbd_driver_t *driver;
+    apr_dbd_results_t *res;
+    apr_dbd_row_t **rows;               /* fetched rows, 0-based */
+    int nrows;
+} mxf_db_rows_t;
+
+/*
+ * Runs statement @a id with @a nargs text arguments on the request's pooled
+ * connection (acquired once per request). On success returns OK with the
+ * rows in *out. Otherwise the error answer is already sent (503 with
+ * Retry-After when no connection can be had, 500 for a failed query) and
+ * its status is returned; the handler returns OK. A statement that failed
+ * because the connection was reset (database restarted) is prepared again
+ * and retried once.
+ */
+int mxf_db_select(struct mxf_req *req, mxf_stmt_t id, int nargs, const char **args,
+                  mxf_db_rows_t **out);
+
+/* Column @a col of row @a row (0-based); NULL for SQL NULL. */
+const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col);
 
 /*
  * Registers all statements with mod_dbd for cmd->server. Returns an error

@@ -30,6 +30,39 @@ int mxf_http_send_raw(request_rec *r, int status, const char *body, apr_size_t l
     return OK;
 }
 
+int mxf_http_send_brigade(request_rec *r, int status, apr_bucket_brigade *bb)
+{
+    apr_off_t len = 0;
+
+    r->status = status;
+    ap_set_content_type(r, "application/json");
+    apr_brigade_length(bb, 1, &len);
+    ap_set_content_length(r, len);
+    if (r->header_only) {
+        apr_brigade_cleanup(bb);
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
+    if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(20010)
+                      "could not send the response");
+    }
+    return OK;
+}
+
+void mxf_http_put_json_string(request_rec *r, apr_bucket_brigade *bb, const char *s)
+{
+    json_t *str = json_string(s);
+    apr_size_t len = 0;
+    const char *text = str ? mxf_json_dump(r->pool, str, &len) : NULL;
+
+    json_decref(str);
+    if (!text) {
+        text = "\"\"";            /* not UTF-8: cannot be told as JSON */
+        len = 2;
+    }
+    apr_brigade_write(bb, NULL, NULL, text, len);
+}
+
 int mxf_http_send_json(request_rec *r, int status, const json_t *json)
 {
     apr_size_t len;

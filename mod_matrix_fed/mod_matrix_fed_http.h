@@ -8,12 +8,22 @@
 #ifndef mod_matrix_fed_http_h
 #define mod_matrix_fed_http_h
 
+#include <apr_buckets.h>
 #include <apr_tables.h>
 
 #include "mxf_json.h"
 
 /* Sends @a len bytes of JSON text with status @a status. Returns OK. */
 int mxf_http_send_raw(request_rec *r, int status, const char *body, apr_size_t len);
+
+/*
+ * Sends the JSON text in @a bb (status @a status, Content-Length from the
+ * brigade); an EOS is added. Returns OK.
+ */
+int mxf_http_send_brigade(request_rec *r, int status, apr_bucket_brigade *bb);
+
+/* Appends @a s as a JSON string literal (escaped) to @a bb. */
+void mxf_http_put_json_string(request_rec *r, apr_bucket_brigade *bb, const char *s);
 
 /* Sends @a json (compact). Returns OK. */
 int mxf_http_send_json(request_rec *r, int status, const json_t *json);

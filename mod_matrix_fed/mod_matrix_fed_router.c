@@ -10,6 +10,13 @@
 
 static const mxf_route_t routes[] = {
     { M_GET, "/_matrix/federation/v1/version", mxf_handle_version, MXF_ROUTE_PUBLIC },
+    { M_POST, "/_matrix/federation/v1/get_missing_events/{}", mxf_handle_get_missing_events, 0 },
+    { M_GET, "/_matrix/federation/v1/backfill/{}", mxf_handle_backfill, 0 },
+    { M_GET, "/_matrix/federation/v1/event/{}", mxf_handle_event, 0 },
+    { M_GET, "/_matrix/federation/v1/state/{}", mxf_handle_state, 0 },
+    { M_GET, "/_matrix/federation/v1/state_ids/{}", mxf_handle_state_ids, 0 },
+    { M_GET, "/_matrix/federation/v1/event_auth/{}/{}", mxf_handle_event_auth, 0 },
+    { M_GET, "/_matrix/federation/v1/timestamp_to_event/{}", mxf_handle_timestamp_to_event, 0 },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -184,6 +191,11 @@ int mxf_router_dispatch(mxf_req_t *req)
             return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                        "Malformed percent-encoding in the request path");
         }
+    }
+    if (!(req->route->flags & MXF_ROUTE_PUBLIC) && !req->origin) {
+        /* Authentication did not run or did not name an origin: never serve. */
+        return mxf_http_send_error(r, HTTP_UNAUTHORIZED, MXF_M_UNAUTHORIZED,
+                                   "Missing or invalid X-Matrix authorization");
     }
     return req->route->handler(req);
 }

@@ -65,5 +65,12 @@ int mxf_router_dispatch(mxf_req_t *req);
 
 /* Handlers (one file per endpoint family). */
 mxf_handler_fn mxf_handle_version;
+mxf_handler_fn mxf_handle_get_missing_events;
+mxf_handler_fn mxf_handle_backfill;
+mxf_handler_fn mxf_handle_event;
+mxf_handler_fn mxf_handle_state;
+mxf_handler_fn mxf_handle_state_ids;
+mxf_handler_fn mxf_handle_event_auth;
+mxf_handler_fn mxf_handle_timestamp_to_event;
 
 #endif /* mod_matrix_fed_router_h */

@@ -687,6 +687,7 @@ static int compute_state(importer_t *im, ev_t *e)
         memset(&v, 0, sizeof(v));
         v.nid = e->nid;
         v.membership = e->membership;
+        v.sender = e->sender;
         v.content = json_object_get(e->json, "content");
         e->after = mxf_rs_apply(im->rs, e->room->rs, e->before, e->type, e->state_key, &v);
     }

@@ -56,12 +56,20 @@ class Postgres:
         self._run(os.path.join(self.bindir, "initdb"), "-D", self.datadir,
                   "-U", self.USER, "-A", "trust", "--no-sync", "-E", "UTF8",
                   "--locale=C")
+        self._pg_start()
+        self.psql("postgres", f"CREATE DATABASE {self.DBNAME}")
+
+    def _pg_start(self):
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
                 f"-c unix_socket_directories={self.sockdir} -c fsync=off "
                 "-c max_connections=200")
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                   "-l", self.logfile, "-o", opts, "-w", "-t", "60", "start")
-        self.psql("postgres", f"CREATE DATABASE {self.DBNAME}")
+
+    def restart(self):
+        """Starts the cluster again after stop() (same port, same data)."""
+        self._pg_start()
+        self.wait_ready()
 
     def stop(self):
         if os.path.exists(os.path.join(self.datadir, "postmaster.pid")):

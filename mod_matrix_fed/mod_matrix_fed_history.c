@@ -1,0 +1,542 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+/*
+ * The federation history endpoints: get_missing_events, backfill, event,
+ * state, state_ids, event_auth and timestamp_to_event.
+ *
+ * Every handler follows the same path: check the request's parameters
+ * (400), then the room: the origin must currently have a joined member in
+ * it and, on the endpoints the spec lists, the room's server ACL must allow
+ * it (403); then one query that walks the DAG inside the database and
+ * returns the PDU texts to serve - as stored, or their stored redacted copy
+ * where the origin may not see the event. The answer is put together from
+ * those texts; event JSON is never parsed or serialised again here.
+ */
+#include "mod_matrix_fed_private.h"
+
+#include <stdlib.h>
+#include <errno.h>
+
+#include <apr_strings.h>
+#include <http_protocol.h>
+
+#include "mxf_acl.h"
+#include "mxf_error.h"
+#include "mxf_id.h"
+#include "mxf_json.h"
+#include "mod_matrix_fed_db.h"
+#include "mod_matrix_fed_http.h"
+#include "mod_matrix_fed_router.h"
+
+#define DEFAULT_GME_LIMIT 10
+
+/* ------------------------------------------------------------------ helpers */
+
+/* The room of the request, once access has been granted. */
+typedef struct room_ctx {
+    const char *room_id;
+    const char *nid;                    /* room number, as text for statements */
+    const char *version;
+} room_ctx_t;
+
+/* The origin of the request (authenticated), or a safe placeholder. */
+static const char *origin_of(const mxf_req_t *req)
+{
+    return req->origin ? req->origin : "";
+}
+
+static int bad_room_id(mxf_req_t *req, const char *room_id, apr_size_t len)
+{
+    if (!mxf_id_room_valid(room_id, len, NULL)) {
+        return mxf_http_send_error(req->r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "Malformed room ID"), HTTP_BAD_REQUEST;
+    }
+    return OK;
+}
+
+/*
+ * Grants or refuses access to @a room_id: the origin must have a joined
+ * member in the room now (403), and with @a check_acl the room's server ACL
+ * must allow it (403). Returns OK with @a ctx filled in, or the status of
+ * the error already sent.
+ */
+static int room_access(mxf_req_t *req, const char *room_id, int check_acl, room_ctx_t *ctx)
+{
+    const char *args[2] = { origin_of(req), room_id };
+    mxf_db_rows_t *rows;
+    const char *acl_text;
+    int status;
+
+    if ((status = mxf_db_select(req, MXF_STMT_ROOM_ACCESS, 2, args, &rows)) != OK) {
+        return status;
+    }
+    if (rows->nrows == 0 || strcmp(mxf_db_get(rows, 0, 3), "t") != 0) {
+        return mxf_http_send_error(req->r, HTTP_FORBIDDEN, MXF_M_FORBIDDEN,
+                                   "Server %s is not in room %s", origin_of(req), room_id),
+               HTTP_FORBIDDEN;
+    }
+    acl_text = mxf_db_get(rows, 0, 2);
+    if (check_acl && acl_text) {
+        json_t *acl = mxf_json_own(req->r->pool, json_loads(acl_text, 0, NULL));
+        if (!acl || !mxf_acl_allows(acl, origin_of(req))) {
+            return mxf_http_send_error(req->r, HTTP_FORBIDDEN, MXF_M_FORBIDDEN,
+                                       "Server %s is denied by the server ACL of room %s",
+                                       origin_of(req), room_id), HTTP_FORBIDDEN;
+        }
+    }
+    ctx->room_id = room_id;
+    ctx->nid = mxf_db_get(rows, 0, 0);
+    ctx->version = mxf_db_get(rows, 0, 1);
+    return OK;
+}
+
+/*
+ * Parses a non-negative decimal integer query value. Returns 1 on success,
+ * 0 when it is not an integer in [0, 2^53 - 1] (negative included).
+ */
+static int parse_uint(const char *s, apr_int64_t *out)
+{
+    char *end;
+    long long v;
+
+    if (!s || !*s || !(*s >= '0' && *s <= '9')) {
+        return 0;
+    }
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || *end || v > MXF_JSON_INT_MAX) {
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+/* The only value of query parameter @a name; *dup set when it is repeated. */
+static const char *query_one(request_rec *r, const char *name, int *dup)
+{
+    apr_array_header_t *v = mxf_http_query_values(r, name);
+
+    *dup = v->nelts > 1;
+    return v->nelts ? APR_ARRAY_IDX(v, 0, const char *) : NULL;
+}
+
+/*
+ * Appends the PDU texts of column @a col of @a rows as the JSON array
+ * members (comma-separated). A missing text (an event whose redacted copy
+ * is absent) is left out and logged.
+ */
+static void put_pdus(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows, int col,
+                     const char *kind_filter, int kind_col)
+{
+    int i, n = 0;
+
+    for (i = 0; i < rows->nrows; i++) {
+        const char *pdu;
+        if (kind_filter && strcmp(mxf_db_get(rows, i, kind_col), kind_filter) != 0) {
+            continue;
+        }
+        if ((pdu = mxf_db_get(rows, i, col)) == NULL) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, req->r, MXFLOGNO(20011)
+                          "an event to serve has no stored redacted copy; left out "
+                          "(re-import the room)");
+            continue;
+        }
+        if (n++) {
+            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_immortal_create(",", 1, bb->bucket_alloc));
+        }
+        /* The text lives in the query result, which lives as long as the request. */
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(pdu, strlen(pdu), req->r->pool,
+                                                           bb->bucket_alloc));
+    }
+}
+
+static apr_bucket_brigade *new_bb(request_rec *r)
+{
+    return apr_brigade_create(r->pool, r->connection->bucket_alloc);
+}
+
+/* {"origin": <us>, "origin_server_ts": <now>, "pdus": [ */
+static void transaction_head(mxf_req_t *req, apr_bucket_brigade *bb)
+{
+    apr_brigade_puts(bb, NULL, NULL, "{\"origin\":");
+    mxf_http_put_json_string(req->r, bb, req->conf->server_name);
+    apr_brigade_printf(bb, NULL, NULL, ",\"origin_server_ts\":%" APR_INT64_T_FMT ",\"pdus\":[",
+                       (apr_int64_t)apr_time_as_msec(apr_time_now()));
+}
+
+/* A JSON array text of the strings in @a list, for statements taking one. */
+static const char *json_list(mxf_req_t *req, const json_t *list)
+{
+    return mxf_json_dump(req->r->pool, list, NULL);
+}
+
+/* Whether @a v is an array of strings. */
+static int string_array(const json_t *v)
+{
+    size_t i;
+    json_t *item;
+
+    if (!json_is_array(v)) {
+        return 0;
+    }
+    json_array_foreach(v, i, item) {
+        if (!json_is_string(item)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------ get_missing_events */
+
+/* POST /_matrix/federation/v1/get_missing_events/{roomId} */
+int mxf_handle_get_missing_events(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    const char *room_id = req->params[0];
+    const json_t *body, *earliest, *latest, *limit, *min_depth;
+    apr_int64_t lim = DEFAULT_GME_LIMIT, depth = 0;
+    char lim_s[32], depth_s[32];
+    const char *args[6];
+    room_ctx_t room;
+    mxf_db_rows_t *rows;
+    apr_bucket_brigade *bb;
+    int status;
+
+    if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
+        return OK;
+    }
+    if ((status = mxf_http_read_body(req)) != OK) {
+        /* A filter that already answered (AP_FILTER_ERROR) is passed on. */
+        return status == AP_FILTER_ERROR ? status : OK;
+    }
+    if (!(body = req->body_json)) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_NOT_JSON,
+                                   "Expected a JSON object body");
+    }
+    earliest = json_object_get(body, "earliest_events");
+    latest = json_object_get(body, "latest_events");
+    limit = json_object_get(body, "limit");
+    min_depth = json_object_get(body, "min_depth");
+    if (!string_array(earliest) || !string_array(latest)) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
+                                   "earliest_events and latest_events must be arrays of "
+                                   "event IDs");
+    }
+    if (limit && !json_is_null(limit)) {
+        if (json_is_integer(limit)) {
+            lim = json_integer_value(limit);
+        }
+        else if (!json_is_real(limit)) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
+                                       "limit must be an integer");
+        }
+        if (!json_is_integer(limit) || lim < 1 || lim > MXF_JSON_INT_MAX) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                       "limit must be a positive integer");
+        }
+    }
+    if (min_depth && !json_is_null(min_depth)) {
+        if (json_is_integer(min_depth)) {
+            depth = json_integer_value(min_depth);
+        }
+        else if (!json_is_real(min_depth)) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
+                                       "min_depth must be an integer");
+        }
+        if (!json_is_integer(min_depth) || depth < 0 || depth > MXF_JSON_INT_MAX) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                       "min_depth must be a non-negative integer");
+        }
+    }
+    if (lim > mxf_config_gme_limit(req->conf)) {
+        lim = mxf_config_gme_limit(req->conf);
+    }
+    if (room_access(req, room_id, 1, &room) != OK) {
+        return OK;
+    }
+    apr_snprintf(lim_s, sizeof(lim_s), "%" APR_INT64_T_FMT, lim);
+    apr_snprintf(depth_s, sizeof(depth_s), "%" APR_INT64_T_FMT, depth);
+    args[0] = origin_of(req);
+    args[1] = room.nid;
+    args[2] = json_list(req, earliest);
+    args[3] = json_list(req, latest);
+    args[4] = lim_s;
+    args[5] = depth_s;
+    if (mxf_db_select(req, MXF_STMT_MISSING_EVENTS, 6, args, &rows) != OK) {
+        return OK;
+    }
+    bb = new_bb(r);
+    apr_brigade_puts(bb, NULL, NULL, "{\"events\":[");
+    put_pdus(req, bb, rows, 0, NULL, 0);
+    apr_brigade_puts(bb, NULL, NULL, "]}");
+    return mxf_http_send_brigade(r, HTTP_OK, bb);
+}
+
+/* ------------------------------------------------------------------ backfill */
+
+/* GET /_matrix/federation/v1/backfill/{roomId}?v=...&limit=... */
+int mxf_handle_backfill(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    const char *room_id = req->params[0], *limit_s;
+    apr_array_header_t *v = mxf_http_query_values(r, "v");
+    apr_int64_t lim;
+    char lim_buf[32];
+    const char *args[4];
+    json_t *vlist;
+    room_ctx_t room;
+    mxf_db_rows_t *rows;
+    apr_bucket_brigade *bb;
+    int i, dup;
+
+    if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
+        return OK;
+    }
+    if (v->nelts == 0) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
+                                   "Missing v: the event IDs to backfill from");
+    }
+    limit_s = query_one(r, "limit", &dup);
+    if (!limit_s) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM, "Missing limit");
+    }
+    if (dup || !parse_uint(limit_s, &lim) || lim < 1) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "limit must be a positive integer");
+    }
+    if (lim > mxf_config_backfill_limit(req->conf)) {
+        lim = mxf_config_backfill_limit(req->conf);
+    }
+    if (room_access(req, room_id, 1, &room) != OK) {
+        return OK;
+    }
+    vlist = mxf_json_own(r->pool, json_array());
+    for (i = 0; i < v->nelts; i++) {
+        json_array_append_new(vlist, json_string(APR_ARRAY_IDX(v, i, const char *)));
+    }
+    apr_snprintf(lim_buf, sizeof(lim_buf), "%" APR_INT64_T_FMT, lim);
+    args[0] = origin_of(req);
+    args[1] = room.nid;
+    args[2] = json_list(req, vlist);
+    args[3] = lim_buf;
+    if (!args[2]) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "v must be event IDs");
+    }
+    if (mxf_db_select(req, MXF_STMT_BACKFILL, 4, args, &rows) != OK) {
+        return OK;
+    }
+    bb = new_bb(r);
+    transaction_head(req, bb);
+    put_pdus(req, bb, rows, 0, NULL, 0);
+    apr_brigade_puts(bb, NULL, NULL, "]}");
+    return mxf_http_send_brigade(r, HTTP_OK, bb);
+}
+
+/* ------------------------------------------------------------------ event */
+
+/* GET /_matrix/federation/v1/event/{eventId} */
+int mxf_handle_event(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    const char *event_id = req->params[0];
+    const char *args[2];
+    mxf_db_rows_t *rows;
+    room_ctx_t room;
+    apr_bucket_brigade *bb;
+
+    if (!mxf_id_event_valid(event_id, req->param_lens[0], NULL)) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "Malformed event ID");
+    }
+    args[0] = origin_of(req);
+    args[1] = event_id;
+    if (mxf_db_select(req, MXF_STMT_EVENT, 2, args, &rows) != OK) {
+        return OK;
+    }
+    if (rows->nrows == 0 || strcmp(mxf_db_get(rows, 0, 2), "t") == 0) {
+        return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
+                                   "Could not find event %s", event_id);
+    }
+    if (room_access(req, mxf_db_get(rows, 0, 0), 1, &room) != OK) {
+        return OK;
+    }
+    bb = new_bb(r);
+    transaction_head(req, bb);
+    put_pdus(req, bb, rows, 1, NULL, 0);
+    apr_brigade_puts(bb, NULL, NULL, "]}");
+    return mxf_http_send_brigade(r, HTTP_OK, bb);
+}
+
+/* ------------------------------------------------------------------ state, state_ids */
+
+/* Event IDs of the rows of kind @a kind as JSON array members. */
+static void put_ids(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows,
+                    const char *kind)
+{
+    int i, n = 0;
+
+    for (i = 0; i < rows->nrows; i++) {
+        if (strcmp(mxf_db_get(rows, i, 0), kind) != 0) {
+            continue;
+        }
+        if (n++) {
+            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_immortal_create(",", 1, bb->bucket_alloc));
+        }
+        mxf_http_put_json_string(req->r, bb, mxf_db_get(rows, i, 1));
+    }
+}
+
+static int state_common(mxf_req_t *req, int ids_only)
+{
+    request_rec *r = req->r;
+    const char *room_id = req->params[0], *event_id;
+    const char *args[2];
+    mxf_db_rows_t *rows;
+    room_ctx_t room;
+    apr_bucket_brigade *bb;
+    int dup;
+
+    if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
+        return OK;
+    }
+    event_id = query_one(r, "event_id", &dup);
+    if (!event_id) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
+                                   "Missing event_id");
+    }
+    if (dup || !mxf_id_event_valid(event_id, strlen(event_id), NULL)) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "Malformed event_id");
+    }
+    if (room_access(req, room_id, 1, &room) != OK) {
+        return OK;
+    }
+    args[0] = room.nid;
+    args[1] = event_id;
+    if (mxf_db_select(req, MXF_STMT_STATE_AT, 2, args, &rows) != OK) {
+        return OK;
+    }
+    if (rows->nrows == 1 && !strcmp(mxf_db_get(rows, 0, 0), "!")) {
+        return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
+                                   "Could not find the state at event %s", event_id);
+    }
+    bb = new_bb(r);
+    if (ids_only) {
+        apr_brigade_puts(bb, NULL, NULL, "{\"auth_chain_ids\":[");
+        put_ids(req, bb, rows, "a");
+        apr_brigade_puts(bb, NULL, NULL, "],\"pdu_ids\":[");
+        put_ids(req, bb, rows, "p");
+    }
+    else {
+        apr_brigade_puts(bb, NULL, NULL, "{\"auth_chain\":[");
+        put_pdus(req, bb, rows, 2, "a", 0);
+        apr_brigade_puts(bb, NULL, NULL, "],\"pdus\":[");
+        put_pdus(req, bb, rows, 2, "p", 0);
+    }
+    apr_brigade_puts(bb, NULL, NULL, "]}");
+    return mxf_http_send_brigade(r, HTTP_OK, bb);
+}
+
+/* GET /_matrix/federation/v1/state/{roomId}?event_id= */
+int mxf_handle_state(mxf_req_t *req)
+{
+    return state_common(req, 0);
+}
+
+/* GET /_matrix/federation/v1/state_ids/{roomId}?event_id= */
+int mxf_handle_state_ids(mxf_req_t *req)
+{
+    return state_common(req, 1);
+}
+
+/* ------------------------------------------------------------------ event_auth */
+
+/* GET /_matrix/federation/v1/event_auth/{roomId}/{eventId} */
+int mxf_handle_event_auth(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    const char *room_id = req->params[0], *event_id = req->params[1];
+    const char *args[2];
+    mxf_db_rows_t *rows;
+    room_ctx_t room;
+    apr_bucket_brigade *bb;
+
+    if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
+        return OK;
+    }
+    if (!mxf_id_event_valid(event_id, req->param_lens[1], NULL)) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "Malformed event ID");
+    }
+    if (room_access(req, room_id, 1, &room) != OK) {
+        return OK;
+    }
+    args[0] = room.nid;
+    args[1] = event_id;
+    if (mxf_db_select(req, MXF_STMT_EVENT_AUTH, 2, args, &rows) != OK) {
+        return OK;
+    }
+    if (rows->nrows == 1 && !strcmp(mxf_db_get(rows, 0, 0), "!")) {
+        return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
+                                   "Could not find event %s", event_id);
+    }
+    bb = new_bb(r);
+    apr_brigade_puts(bb, NULL, NULL, "{\"auth_chain\":[");
+    put_pdus(req, bb, rows, 2, "a", 0);
+    apr_brigade_puts(bb, NULL, NULL, "]}");
+    return mxf_http_send_brigade(r, HTTP_OK, bb);
+}
+
+/* ------------------------------------------------------------------ timestamp_to_event */
+
+/* GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=f|b */
+int mxf_handle_timestamp_to_event(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    const char *room_id = req->params[0], *ts_s, *dir;
+    const char *args[2];
+    apr_int64_t ts;
+    mxf_db_rows_t *rows;
+    room_ctx_t room;
+    apr_bucket_brigade *bb;
+    int dup1, dup2;
+
+    if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
+        return OK;
+    }
+    ts_s = query_one(r, "ts", &dup1);
+    dir = query_one(r, "dir", &dup2);
+    if (!ts_s || !dir) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
+                                   "Missing %s", !ts_s ? "ts" : "dir");
+    }
+    if (dup1 || !parse_uint(ts_s, &ts)) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "ts must be a timestamp in milliseconds");
+    }
+    if (dup2 || (strcmp(dir, "f") != 0 && strcmp(dir, "b") != 0)) {
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                   "dir must be f or b");
+    }
+    if (room_access(req, room_id, 1, &room) != OK) {
+        return OK;
+    }
+    args[0] = room.nid;
+    args[1] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, ts);
+    if (mxf_db_select(req, dir[0] == 'f' ? MXF_STMT_TS_FORWARD : MXF_STMT_TS_BACKWARD,
+                      2, args, &rows) != OK) {
+        return OK;
+    }
+    if (rows->nrows == 0) {
+        return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
+                                   "Unable to find event from %" APR_INT64_T_FMT
+                                   " in %s direction", ts,
+                                   dir[0] == 'f' ? "forward" : "backward");
+    }
+    bb = new_bb(r);
+    apr_brigade_puts(bb, NULL, NULL, "{\"event_id\":");
+    mxf_http_put_json_string(r, bb, mxf_db_get(rows, 0, 0));
+    apr_brigade_printf(bb, NULL, NULL, ",\"origin_server_ts\":%s}", mxf_db_get(rows, 0, 1));
+    return mxf_http_send_brigade(r, HTTP_OK, bb);
+}

@@ -1,0 +1,414 @@
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""The history endpoints against a generated, signed room, through a real
+httpd and PostgreSQL. Expectations come from the room itself (t/mxftest/
+matrix.py walks the DAG in Python from the spec's rules), never from the
+module's own queries; served PDUs are compared byte for byte with the
+originals, and redacted copies are checked with python3-signedjson (the
+signatures cover exactly the redacted form)."""
+import json
+import os
+import subprocess
+
+import pytest
+import signedjson.key
+import signedjson.sign
+
+from conftest import SERVER_NAME
+from mxftest.matrix import gen_room, import_room, load_key, q, server_of, xmatrix
+
+FED = "/_matrix/federation/v1"
+
+
+@pytest.fixture(scope="module")
+def rooms(build_env, postgres, workdir):
+    """A v10 room with forks, merges, redactions and moving history
+    visibility, and a second room (v11) for room-confusion checks."""
+    main = gen_room(build_env.cli, os.path.join(workdir, "room-history"), room_version=10,
+                    events=400, servers=4, branchiness=0.2, seed=4242, redactions=0.05)
+    other = gen_room(build_env.cli, os.path.join(workdir, "room-other"), room_version=11,
+                     events=60, servers=2, seed=99)
+    import_room(build_env.cli, postgres.conninfo(), main)
+    import_room(build_env.cli, postgres.conninfo(), other)
+    return main, other
+
+
+@pytest.fixture(scope="module")
+def room(rooms):
+    return rooms[0]
+
+
+@pytest.fixture(scope="module")
+def outsider(postgres, workdir):
+    """A server with a known key and no member in any room."""
+    key = signedjson.key.generate_signing_key("out1")
+    vk = signedjson.key.encode_verify_key_base64(signedjson.key.get_verify_key(key))
+    postgres.psql(postgres.DBNAME,
+                  "INSERT INTO mxf_server_keys (server_name, key_id, public_key, valid_until_ts,"
+                  " source, fetched_ts) VALUES ('outsider.example', 'ed25519:out1',"
+                  f" decode('{vk}' || repeat('=', (4 - length('{vk}') % 4) % 4), 'base64'),"
+                  " 4102444800000, 'test', 0) ON CONFLICT DO NOTHING")
+    return "outsider.example", key
+
+
+class Client:
+    """Signed federation requests as one origin server."""
+
+    def __init__(self, httpd, origin, key):
+        self.httpd, self.origin, self.key = httpd, origin, key
+
+    def get(self, path):
+        auth = xmatrix(self.origin, self.key, SERVER_NAME, "GET", path)
+        return self.httpd.get(path, headers={"Authorization": auth})
+
+    def post(self, path, content):
+        auth = xmatrix(self.origin, self.key, SERVER_NAME, "POST", path, content)
+        return self.httpd.post(path, body=json.dumps(content), headers={"Authorization": auth})
+
+
+def member_server(room):
+    """A server other than the creator's that is joined at the end."""
+    joined = [s for s in room.summary["joined_servers"] if s != "hs1.example"]
+    assert joined, "the generated room has no joined server besides hs1"
+    return joined[0]
+
+
+@pytest.fixture(scope="module")
+def client(httpd, room):
+    server = member_server(room)
+    return Client(httpd, server, load_key(room.key_path(server)))
+
+
+def assert_error(resp, status, errcode):
+    assert resp.status == status, resp
+    assert resp.header("Content-Type") == "application/json"
+    assert resp.json["errcode"] == errcode, resp.json
+
+
+def check_served(room, server, resp_body, pdu):
+    """A served PDU is the original bytes when the server may see the event
+    and it is not redacted; otherwise its redacted copy, which still carries
+    valid signatures (they cover the redacted form) but lacks content."""
+    eid = room.identify(pdu)
+    ev = room.events[eid]
+    redacted = eid in room.summary.get("redacted", {})
+    if room.visible(eid, server) and not redacted:
+        assert ev["raw"].decode() in resp_body, f"{eid} not served as received"
+        return eid
+    assert ev["raw"].decode() not in resp_body, f"{eid} served in full to {server}"
+    sender_server = server_of(ev["json"]["sender"])
+    key_id = next(iter(ev["json"]["signatures"][sender_server]))
+    verify_key = signedjson.key.decode_verify_key_base64(
+        "ed25519", key_id.split(":", 1)[1],
+        next(s["public_key"] for s in room.summary["servers"] if s["server_name"] == sender_server))
+    signedjson.sign.verify_signed_json(pdu, sender_server, verify_key)
+    assert pdu["hashes"] == ev["json"]["hashes"]
+    assert "unsigned" not in pdu
+    return eid
+
+
+# ------------------------------------------------------------------ get_missing_events
+
+class TestGetMissingEvents:
+    def gme(self, client, room, earliest, latest, limit=None, min_depth=None):
+        body = {"earliest_events": earliest, "latest_events": latest}
+        if limit is not None:
+            body["limit"] = limit
+        if min_depth is not None:
+            body["min_depth"] = min_depth
+        r = client.post(f"{FED}/get_missing_events/{q(room.room_id)}", body)
+        assert r.status == 200, r
+        assert r.header("Content-Type") == "application/json"
+        events = r.json["events"]
+        return [check_served(room, client.origin, r.body, e) for e in events]
+
+    @pytest.mark.parametrize("limit", [1, 10, 20])
+    def test_040_001_walk_from_tip(self, client, room, limit):
+        tip = room.order[-1]
+        got = self.gme(client, room, [], [tip], limit)
+        assert got == room.missing_events([], [tip], limit)
+        assert len(got) == limit
+
+    def test_040_002_default_limit_is_10(self, client, room):
+        tip = room.order[-1]
+        assert self.gme(client, room, [], [tip]) == room.missing_events([], [tip], 10)
+
+    def test_040_003_above_cap_is_cut_to_cap(self, client, room):
+        tip = room.order[-1]
+        got = self.gme(client, room, [], [tip], 500)
+        assert got == room.missing_events([], [tip], 20)
+
+    def test_040_004_earliest_stops_the_walk(self, client, room):
+        tip = room.order[-1]
+        stop = room.order[-8]
+        got = self.gme(client, room, [stop], [tip], 20)
+        assert got == room.missing_events([stop], [tip], 20)
+        assert stop not in got and tip not in got
+
+    def test_040_005_min_depth(self, client, room):
+        tip = room.order[-1]
+        min_depth = room.depth(tip) - 5
+        got = self.gme(client, room, [], [tip], 20, min_depth)
+        assert got == room.missing_events([], [tip], 20, min_depth)
+        assert all(room.depth(e) >= min_depth for e in got)
+
+    def test_040_006_merges(self, client, room):
+        merges = [e for e in room.order if len(room.prevs(e)) > 1]
+        assert merges, "the room has no merge events"
+        for m in merges[-3:]:
+            got = self.gme(client, room, [], [m], 20)
+            assert got == room.missing_events([], [m], 20)
+
+    def test_040_007_several_latest(self, client, room):
+        latest = [room.order[-1], room.order[-30], room.order[-60]]
+        earliest = [room.order[-90]]
+        got = self.gme(client, room, earliest, latest, 20)
+        assert got == room.missing_events(earliest, latest, 20)
+
+    def test_040_008_empty_and_unknown(self, client, room):
+        assert self.gme(client, room, [], []) == []
+        assert self.gme(client, room, [], ["$unknownunknownunknownunknownunknownunknown"]) == []
+
+    def test_040_009_foreign_room_events_are_unknown(self, client, rooms):
+        room, other = rooms
+        # An event of another room as latest_events: treated as unknown.
+        assert self.gme(client, room, [], [other.order[-1]], 20) == []
+
+    def test_040_010_errors(self, client, room):
+        path = f"{FED}/get_missing_events/{q(room.room_id)}"
+        assert_error(client.post(path, {"earliest_events": []}), 400, "M_BAD_JSON")
+        assert_error(client.post(path, {"earliest_events": [], "latest_events": "x"}),
+                     400, "M_BAD_JSON")
+        for bad in (0, -1, 1.5):
+            assert_error(client.post(path, {"earliest_events": [], "latest_events": [],
+                                            "limit": bad}), 400, "M_INVALID_PARAM")
+        assert_error(client.post(path, {"earliest_events": [], "latest_events": [],
+                                        "limit": "10"}), 400, "M_BAD_JSON")
+        assert_error(client.post(path, {"earliest_events": [], "latest_events": [],
+                                        "min_depth": -3}), 400, "M_INVALID_PARAM")
+        # Not JSON, duplicate keys, too large.
+        auth = xmatrix(client.origin, client.key, SERVER_NAME, "POST", path)
+        r = client.httpd.post(path, body="not json", headers={"Authorization": auth})
+        assert_error(r, 400, "M_NOT_JSON")
+        big = {"earliest_events": ["$" + "a" * 100] * 1000, "latest_events": []}
+        assert_error(client.post(path, big), 413, "M_TOO_LARGE")
+
+
+# ------------------------------------------------------------------ backfill
+
+class TestBackfill:
+    def backfill(self, client, room, v, limit):
+        qs = "&".join(f"v={q(e)}" for e in v) + f"&limit={limit}"
+        r = client.get(f"{FED}/backfill/{q(room.room_id)}?{qs}")
+        assert r.status == 200, r
+        body = r.json
+        assert body["origin"] == SERVER_NAME
+        assert isinstance(body["origin_server_ts"], int)
+        return [check_served(room, client.origin, r.body, e) for e in body["pdus"]]
+
+    @pytest.mark.parametrize("limit", [1, 10, 100])
+    def test_040_020_from_tip(self, client, room, limit):
+        tip = room.order[-1]
+        got = self.backfill(client, room, [tip], limit)
+        assert got == room.backfill([tip], limit)
+        assert got[0] == tip
+
+    def test_040_021_above_cap(self, client, room):
+        tip = room.order[-1]
+        assert self.backfill(client, room, [tip], 1000) == room.backfill([tip], 100)
+
+    def test_040_022_several_v_and_merges(self, client, room):
+        merges = [e for e in room.order if len(room.prevs(e)) > 1]
+        v = [merges[-1], room.order[-40]]
+        assert self.backfill(client, room, v, 30) == room.backfill(v, 30)
+
+    def test_040_023_whole_room_visibility(self, client, room):
+        """Every event of the room, served as the origin may see it."""
+        got = self.backfill(client, room, [room.order[-1]], 100)
+        got += self.backfill(client, room, [got[-1]], 100)
+        assert len(got) > 100
+
+    def test_040_024_foreign_v_is_empty(self, client, rooms):
+        room, other = rooms
+        assert self.backfill(client, room, [other.order[-1]], 10) == []
+
+    def test_040_025_errors(self, client, room):
+        base = f"{FED}/backfill/{q(room.room_id)}"
+        assert_error(client.get(f"{base}?limit=10"), 400, "M_MISSING_PARAM")
+        assert_error(client.get(f"{base}?v={q(room.order[-1])}"), 400, "M_MISSING_PARAM")
+        for bad in ("0", "-5", "abc", "1.5", ""):
+            assert_error(client.get(f"{base}?v={q(room.order[-1])}&limit={bad}"),
+                         400, "M_INVALID_PARAM")
+        assert_error(client.get(f"{FED}/backfill/not-a-room?v=x&limit=1"), 400,
+                     "M_INVALID_PARAM")
+
+
+# ------------------------------------------------------------------ event
+
+class TestEvent:
+    def test_040_030_each_kind_of_event(self, client, room):
+        for eid in room.order[:: max(1, len(room.order) // 40)]:
+            r = client.get(f"{FED}/event/{q(eid)}")
+            assert r.status == 200, r
+            assert len(r.json["pdus"]) == 1
+            assert r.json["origin"] == SERVER_NAME
+            assert check_served(room, client.origin, r.body, r.json["pdus"][0]) == eid
+
+    def test_040_031_unknown_and_malformed(self, client):
+        assert_error(client.get(f"{FED}/event/{q('$' + 'A' * 43)}"), 404, "M_NOT_FOUND")
+        assert_error(client.get(f"{FED}/event/not-an-event"), 400, "M_INVALID_PARAM")
+
+
+# ------------------------------------------------------------------ state, state_ids, event_auth
+
+class TestState:
+    def sample(self, room):
+        return [e for e in room.order[1:]][:: max(1, len(room.order) // 12)]
+
+    def test_040_040_state_ids(self, client, room):
+        for eid in self.sample(room):
+            r = client.get(f"{FED}/state_ids/{q(room.room_id)}?event_id={q(eid)}")
+            assert r.status == 200, r
+            exp_state = set(room.events[eid]["exp"]["state_before"].values())
+            assert set(r.json["pdu_ids"]) == exp_state
+            assert len(r.json["pdu_ids"]) == len(exp_state)
+            assert set(r.json["auth_chain_ids"]) == room.auth_chain(exp_state)
+
+    def test_040_041_state_pdus_as_stored(self, client, room):
+        eid = room.order[-1]
+        r = client.get(f"{FED}/state/{q(room.room_id)}?event_id={q(eid)}")
+        assert r.status == 200, r
+        exp_state = set(room.events[eid]["exp"]["state_before"].values())
+        got = set()
+        for pdu in r.json["pdus"]:
+            sid = room.identify(pdu)
+            got.add(sid)
+            assert room.events[sid]["raw"].decode() in r.body
+        assert got == exp_state
+        assert {room.identify(p) for p in r.json["auth_chain"]} == room.auth_chain(exp_state)
+
+    def test_040_042_event_auth(self, client, room):
+        for eid in self.sample(room):
+            r = client.get(f"{FED}/event_auth/{q(room.room_id)}/{q(eid)}")
+            assert r.status == 200, r
+            got = [room.identify(p) for p in r.json["auth_chain"]]
+            assert set(got) == room.auth_chain([eid])
+            assert len(got) == len(set(got))
+
+    def test_040_043_errors(self, client, rooms):
+        room, other = rooms
+        base = f"{FED}/state_ids/{q(room.room_id)}"
+        assert_error(client.get(base), 400, "M_MISSING_PARAM")
+        assert_error(client.get(f"{base}?event_id={q('$' + 'B' * 43)}"), 404, "M_NOT_FOUND")
+        # An event of another room is unknown here.
+        assert_error(client.get(f"{base}?event_id={q(other.order[-1])}"), 404, "M_NOT_FOUND")
+        assert_error(client.get(f"{FED}/event_auth/{q(room.room_id)}/{q(other.order[-1])}"),
+                     404, "M_NOT_FOUND")
+        assert_error(client.get(f"{FED}/state/{q(room.room_id)}"), 400, "M_MISSING_PARAM")
+
+
+# ------------------------------------------------------------------ timestamp_to_event
+
+class TestTimestampToEvent:
+    def test_040_050_both_directions(self, client, room):
+        base = f"{FED}/timestamp_to_event/{q(room.room_id)}"
+        evs = sorted(room.order, key=lambda e: (room.events[e]["json"]["origin_server_ts"],
+                                                room.idx(e)))
+        mid = evs[len(evs) // 2]
+        ts = room.events[mid]["json"]["origin_server_ts"]
+        r = client.get(f"{base}?ts={ts}&dir=f")
+        assert r.status == 200 and r.json == {"event_id": mid, "origin_server_ts": ts}
+        r = client.get(f"{base}?ts={ts + 1}&dir=b")
+        assert r.json["event_id"] == mid
+        r = client.get(f"{base}?ts={ts + 1}&dir=f")
+        assert r.json["event_id"] == evs[len(evs) // 2 + 1]
+        last_ts = room.events[evs[-1]]["json"]["origin_server_ts"]
+        assert_error(client.get(f"{base}?ts={last_ts + 1}&dir=f"), 404, "M_NOT_FOUND")
+        assert_error(client.get(f"{base}?ts=1&dir=b"), 404, "M_NOT_FOUND")
+
+    def test_040_051_errors(self, client, room):
+        base = f"{FED}/timestamp_to_event/{q(room.room_id)}"
+        assert_error(client.get(f"{base}?dir=f"), 400, "M_MISSING_PARAM")
+        assert_error(client.get(f"{base}?ts=5"), 400, "M_MISSING_PARAM")
+        assert_error(client.get(f"{base}?ts=5&dir=x"), 400, "M_INVALID_PARAM")
+        assert_error(client.get(f"{base}?ts=-5&dir=f"), 400, "M_INVALID_PARAM")
+
+
+# ------------------------------------------------------------------ authorization
+
+class TestAuthorization:
+    def endpoints(self, room):
+        tip = room.order[-1]
+        rid = q(room.room_id)
+        return [
+            ("GET", f"{FED}/backfill/{rid}?v={q(tip)}&limit=5", None),
+            ("POST", f"{FED}/get_missing_events/{rid}",
+             {"earliest_events": [], "latest_events": [tip]}),
+            ("GET", f"{FED}/state_ids/{rid}?event_id={q(tip)}", None),
+            ("GET", f"{FED}/state/{rid}?event_id={q(tip)}", None),
+            ("GET", f"{FED}/event_auth/{rid}/{q(tip)}", None),
+            ("GET", f"{FED}/event/{q(tip)}", None),
+            ("GET", f"{FED}/timestamp_to_event/{rid}?ts=0&dir=f", None),
+        ]
+
+    def call(self, c, method, path, body):
+        return c.get(path) if method == "GET" else c.post(path, body)
+
+    def test_040_060_non_member_is_forbidden(self, httpd, room, outsider):
+        c = Client(httpd, *outsider)
+        for method, path, body in self.endpoints(room):
+            assert_error(self.call(c, method, path, body), 403, "M_FORBIDDEN")
+
+    def test_040_061_unknown_room_is_forbidden(self, client):
+        r = client.get(f"{FED}/backfill/{q('!nosuchroom:hs1.example')}?v={q('$x')}&limit=5")
+        assert_error(r, 403, "M_FORBIDDEN")
+
+    def test_040_062_acl(self, client, room, postgres):
+        rid = room.room_id.replace("'", "''")
+        saved = postgres.psql(postgres.DBNAME,
+                              f"SELECT current_acl FROM mxf_rooms WHERE room_id = '{rid}'")
+        host = client.origin.split(":")[0]
+        cases = [
+            ({"allow": ["*"], "deny": [host.upper()]}, False),
+            ({"allow": ["*"], "deny": ["*.nomatch"]}, True),
+            ({"allow": [host[:3] + "*"]}, True),
+            ({"deny": []}, False),                       # no allow: deny all
+            ({"allow": ["h?" + host[2:]]}, True),
+        ]
+        try:
+            for acl, allowed in cases:
+                text = json.dumps(acl).replace("'", "''")
+                postgres.psql(postgres.DBNAME,
+                              f"UPDATE mxf_rooms SET current_acl = '{text}' WHERE room_id = '{rid}'")
+                for method, path, body in self.endpoints(room):
+                    r = self.call(client, method, path, body)
+                    if allowed:
+                        assert r.status == 200, (acl, path, r)
+                    else:
+                        assert_error(r, 403, "M_FORBIDDEN")
+        finally:
+            value = "NULL" if not saved else "'" + saved.replace("'", "''") + "'"
+            postgres.psql(postgres.DBNAME,
+                          f"UPDATE mxf_rooms SET current_acl = {value} WHERE room_id = '{rid}'")
+
+    def test_040_063_unsigned_requests(self, httpd, room):
+        for method, path, body in self.endpoints(room):
+            r = httpd.request(method, path, body=json.dumps(body) if body else None)
+            assert_error(r, 401, "M_UNAUTHORIZED")
+
+
+# ------------------------------------------------------------------ the database going away
+
+class TestDatabaseOutage:
+    def test_040_090_outage_and_recovery(self, client, room, postgres):
+        path = f"{FED}/event/{q(room.order[-1])}"
+        assert client.get(path).status == 200
+        postgres.stop()
+        try:
+            r = client.get(path)
+            assert_error(r, 503, "M_UNKNOWN")
+            assert r.header("Retry-After")
+        finally:
+            postgres.restart()
+        # The module recovers without an httpd restart.
+        statuses = [client.get(path).status for _ in range(3)]
+        assert statuses[-1] == 200, statuses
