@@ -349,7 +349,12 @@ apr_status_t mxf_genroom_create(apr_pool_t *p, const mxf_genroom_opts_t *o,
         return APR_EINVAL;
     }
 
+    /* The room version is mixed in so that rooms of different versions made
+     * with one seed do not share a room ID. */
     x = o->seed;
+    for (i = 0; o->room_version[i]; i++) {
+        x = (x ^ (unsigned char)o->room_version[i]) * 0x100000001b3ULL;
+    }
     for (i = 0; i < 4; i++) {
         g->rng[i] = splitmix64(&x);
     }

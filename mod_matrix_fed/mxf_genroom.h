@@ -32,13 +32,18 @@
  *
  * Concurrent branches: at each step, with probability "branchiness", two
  * different servers each send a chain of 1-3 events with the same
- * prev_events, and the next event merges them (prev_events = both tips).
+ * prev_events (the current tip, or both tips of an earlier fork, in which
+ * case those first events are merges themselves), and the next event
+ * merges them (prev_events = both tips). Branch events are written
+ * interleaved (A1 B1 A2 ...), still in topological order.
  * Branches do not conflict in state: each side only sends messages and
  * its own server's users' joins and leaves, so the state before the merge
  * is the union of both sides (what state resolution gives for that case).
  * (mxf_genroom_opts_t.conflicts is reserved for conflicting branches.)
  *
- * Same options and seed => byte-identical output. Memory stays bounded:
+ * Same options and seed => byte-identical output, whatever o->threads. The
+ * seed and the room version drive one PRNG (xoshiro256**), so rooms of two
+ * versions made with one seed differ (room IDs included). Memory stays bounded:
  * events are written as they are made; only the current state, the tips
  * and a ring of recent messages (redaction targets) are kept.
  *
@@ -69,8 +74,12 @@
  *   {"room_id", "room_version", "seed" (decimal string), "events": N,
  *    "servers": [{"server_name", "key_id", "public_key"}],
  *    "creator": "@admin:hs1.example", "denied_server": "denied.example",
- *    "sampled": "all" | "first 200, then every k-th" , "sample_every": k,
- *    "counts": {"<type>": n, ..., "branches": n, "merges": n},
+ *    "sampled": "all" | "first 200, then every <k>th", "sample_every": k
+ *               (sampled rooms only; lines i < 200 and (i - 200) % k == 0),
+ *    "counts": {"<type>": n, ..., "m.room.member/<membership>": n (own),
+ *               "m.room.member/<membership>/other": n (invites, kicks, bans,
+ *               unbans), "branches": forks with two non-empty sides,
+ *               "merges": events with two prev_events},
  *    "redacted": {"<target event_id>": "<redaction event_id>"},
  *    "final_state": {"type|state_key": event_id}, "forward_extremities": [...],
  *    "max_depth": n, "history_visibility": final value,

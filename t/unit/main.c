@@ -42,6 +42,7 @@ int main(void)
     srunner_add_suite(sr, mxf_suite_canonical());
     srunner_add_suite(sr, mxf_suite_sign());
     srunner_add_suite(sr, mxf_suite_xmatrix());
+    srunner_add_suite(sr, mxf_suite_serverkeys());
     srunner_add_suite(sr, mxf_suite_roomver());
     srunner_add_suite(sr, mxf_suite_id());
     srunner_add_suite(sr, mxf_suite_event());

@@ -22,6 +22,7 @@ Suite *mxf_suite_genroom(void);
 Suite *mxf_suite_canonical(void);
 Suite *mxf_suite_sign(void);
 Suite *mxf_suite_xmatrix(void);
+Suite *mxf_suite_serverkeys(void);
 Suite *mxf_suite_roomver(void);
 Suite *mxf_suite_id(void);
 Suite *mxf_suite_event(void);

@@ -1,0 +1,175 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#include <string.h>
+
+#include <apr_strings.h>
+
+#include "mxf_base64.h"
+#include "mxf_serverkeys.h"
+#include "mxf_sign.h"
+#include "mxf_test.h"
+
+#define SPEC_SEED "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"
+#define SPEC_PUBKEY "XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI"
+#define NOW 1700000000000LL
+
+static mxf_signing_key_t *spec_key(void)
+{
+    mxf_signing_key_t *key = NULL;
+    const char *why = NULL;
+
+    ck_assert_int_eq(mxf_key_parse(mxf_test_pool, "ed25519 1 " SPEC_SEED, &key, &why),
+                     APR_SUCCESS);
+    return key;
+}
+
+static apr_array_header_t *one_old_key(void)
+{
+    apr_array_header_t *old = apr_array_make(mxf_test_pool, 1, sizeof(mxf_server_key_t));
+    mxf_server_key_t *k = apr_array_push(old);
+
+    memset(k, 0, sizeof(*k));
+    k->key_id = "ed25519:old";
+    memset(k->pk, 7, sizeof(k->pk));
+    k->expired_ts = 1500000000000LL;
+    return old;
+}
+
+START_TEST(build_and_verify)
+{
+    mxf_signing_key_t *key = spec_key();
+    apr_array_header_t *keys = NULL;
+    const mxf_server_key_t *k;
+    const char *why = NULL;
+    json_t *obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key,
+                                       NOW + 3600000, one_old_key(), &why);
+
+    ck_assert_ptr_nonnull(obj);
+    ck_assert_str_eq(json_string_value(json_object_get(
+        json_object_get(json_object_get(obj, "verify_keys"), "ed25519:1"), "key")),
+        SPEC_PUBKEY);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+        json_object_get(json_object_get(obj, "old_verify_keys"), "ed25519:old"),
+        "expired_ts")), 1500000000000LL);
+    ck_assert_int_eq(mxf_verify_json(mxf_test_pool, obj, "example.org", "ed25519:1",
+                                     key->pk, &why), APR_SUCCESS);
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, obj, "example.org", NOW, &keys,
+                                           &why), APR_SUCCESS);
+    ck_assert_int_eq(keys->nelts, 2);
+    k = mxf_serverkeys_find(keys, "ed25519:1");
+    ck_assert_ptr_nonnull(k);
+    ck_assert_int_eq(k->valid_until_ts, NOW + 3600000);
+    ck_assert_int_eq(k->expired_ts, 0);
+    ck_assert_int_eq(memcmp(k->pk, key->pk, 32), 0);
+    k = mxf_serverkeys_find(keys, "ed25519:old");
+    ck_assert_ptr_nonnull(k);
+    ck_assert_int_eq(k->expired_ts, 1500000000000LL);
+    ck_assert_ptr_null(mxf_serverkeys_find(keys, "ed25519:nope"));
+}
+END_TEST
+
+START_TEST(validity_capped_at_seven_days)
+{
+    mxf_signing_key_t *key = spec_key();
+    apr_array_header_t *keys = NULL;
+    const char *why = NULL;
+    json_t *obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key,
+                                       NOW + 30LL * 24 * 3600000, NULL, &why);
+
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, obj, "example.org", NOW, &keys,
+                                           &why), APR_SUCCESS);
+    ck_assert_int_eq(APR_ARRAY_IDX(keys, 0, mxf_server_key_t).valid_until_ts,
+                     NOW + MXF_SERVERKEYS_MAX_VALIDITY_MS);
+}
+END_TEST
+
+START_TEST(verify_rejects)
+{
+    mxf_signing_key_t *key = spec_key(), *other = NULL;
+    apr_array_header_t *keys = NULL;
+    const char *why = NULL;
+    json_t *obj, *copy;
+
+    ck_assert_int_eq(mxf_key_generate(mxf_test_pool, "x", &other, &why), APR_SUCCESS);
+    obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key, NOW + 1000, NULL, &why);
+
+    /* Another server's name. */
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, obj, "evil.example", NOW, &keys,
+                                           &why), APR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(why, "evil.example"));
+
+    /* Tampered validity breaks the self-signature. */
+    copy = mxf_json_own(mxf_test_pool, json_deep_copy(obj));
+    json_object_set_new(copy, "valid_until_ts", json_integer(NOW + 2000));
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
+                                           &why), APR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(why, "does not verify"));
+
+    /* No signatures at all. */
+    copy = mxf_json_own(mxf_test_pool, json_deep_copy(obj));
+    json_object_del(copy, "signatures");
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
+                                           &why), APR_EINVAL);
+
+    /* Signed only by a key it does not list. */
+    copy = mxf_json_own(mxf_test_pool, json_deep_copy(obj));
+    json_object_del(copy, "signatures");
+    ck_assert_int_eq(mxf_sign_json(mxf_test_pool, copy, "example.org", other, &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
+                                           &why), APR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(why, "not signed by any"));
+
+    /* Malformed key material and shapes. */
+    copy = mxf_json_own(mxf_test_pool, json_deep_copy(obj));
+    json_object_set_new(copy, "verify_keys", json_pack("{s:{s:s}}", "ed25519:1", "key", "AAAA"));
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
+                                           &why), APR_EINVAL);
+    copy = mxf_json_own(mxf_test_pool, json_deep_copy(obj));
+    json_object_set_new(copy, "verify_keys", json_object());
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
+                                           &why), APR_EINVAL);
+    copy = mxf_json_own(mxf_test_pool, json_deep_copy(obj));
+    json_object_set_new(copy, "valid_until_ts", json_string("soon"));
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
+                                           &why), APR_EINVAL);
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, json_array(), "example.org", NOW,
+                                           &keys, &why), APR_EINVAL);
+}
+END_TEST
+
+START_TEST(notary_signature)
+{
+    mxf_signing_key_t *key = spec_key(), *notary = NULL, *wrong = NULL;
+    apr_array_header_t *keys = NULL;
+    const char *why = NULL;
+    json_t *obj;
+
+    ck_assert_int_eq(mxf_key_generate(mxf_test_pool, "n", &notary, &why), APR_SUCCESS);
+    ck_assert_int_eq(mxf_key_generate(mxf_test_pool, "w", &wrong, &why), APR_SUCCESS);
+    obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key, NOW + 1000, NULL, &why);
+    ck_assert_int_eq(mxf_serverkeys_check_signer(mxf_test_pool, obj, "notary.example",
+                                                 notary->pk, &why), APR_EACCES);
+    ck_assert_int_eq(mxf_sign_json(mxf_test_pool, obj, "notary.example", notary, &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(mxf_serverkeys_check_signer(mxf_test_pool, obj, "notary.example",
+                                                 notary->pk, &why), APR_SUCCESS);
+    ck_assert_int_eq(mxf_serverkeys_check_signer(mxf_test_pool, obj, "notary.example",
+                                                 wrong->pk, &why), APR_EACCES);
+    /* The notary's signature does not disturb the origin's self-signature. */
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, obj, "example.org", NOW, &keys,
+                                           &why), APR_SUCCESS);
+}
+END_TEST
+
+Suite *mxf_suite_serverkeys(void)
+{
+    Suite *s = suite_create("serverkeys");
+    TCase *tc = mxf_test_case("serverkeys");
+
+    tcase_add_test(tc, build_and_verify);
+    tcase_add_test(tc, validity_capped_at_seven_days);
+    tcase_add_test(tc, verify_rejects);
+    tcase_add_test(tc, notary_signature);
+    suite_add_tcase(s, tc);
+    return s;
+}
