@@ -423,3 +423,33 @@ class TestDatabaseOutage:
         # The module recovers without an httpd restart.
         statuses = [client.get(path).status for _ in range(3)]
         assert statuses[-1] == 200, statuses
+
+
+# ------------------------------------------------------------------ room version 3 IDs
+
+class TestEncodedIds:
+    """Room version 3 event IDs are standard base64: '/' and '+' must work
+    percent-encoded in paths (AllowEncodedSlashes NoDecode) and queries."""
+
+    @pytest.fixture(scope="class")
+    def room3(self, build_env, postgres, workdir):
+        room = gen_room(build_env.cli, os.path.join(workdir, "room-v3"), room_version=3,
+                        events=150, servers=2, seed=31)
+        import_room(build_env.cli, postgres.conninfo(), room)
+        return room
+
+    def test_040_070_slash_and_plus(self, httpd, room3):
+        server = room3.summary["joined_servers"][-1]
+        c = Client(httpd, server, load_key(room3.key_path(server)))
+        odd = [e for e in room3.order if "/" in e or "+" in e]
+        assert odd, "no event ID with '/' or '+' in the generated room"
+        for eid in odd[:10]:
+            r = c.get(f"{FED}/event/{q(eid)}")
+            assert r.status == 200, r
+            assert room3.identify(r.json["pdus"][0]) == eid
+            r = c.get(f"{FED}/state_ids/{q(room3.room_id)}?event_id={q(eid)}")
+            assert r.status == 200, r
+            assert set(r.json["pdu_ids"]) == set(room3.events[eid]["exp"]["state_before"].values())
+            r = c.get(f"{FED}/event_auth/{q(room3.room_id)}/{q(eid)}")
+            assert r.status == 200, r
+            assert {room3.identify(p) for p in r.json["auth_chain"]} == room3.auth_chain([eid])
