@@ -18,6 +18,7 @@ TCase *mxf_test_case(const char *name);
 Suite *mxf_suite_json(void);
 Suite *mxf_suite_base64(void);
 Suite *mxf_suite_key(void);
+Suite *mxf_suite_acl(void);
 Suite *mxf_suite_genroom(void);
 Suite *mxf_suite_canonical(void);
 Suite *mxf_suite_sign(void);
