@@ -238,6 +238,22 @@ class TestBackfill:
         hidden = [e for e in got if not room.visible(e, client.origin)]
         assert hidden, "no event was served redacted for visibility"
 
+    def test_040_026_every_server_sees_its_own_history(self, httpd, room):
+        """Each joined server gets exactly the events it may see in full and
+        the others as redacted copies (servers that joined late, were only
+        invited, left and came back...)."""
+        hidden_total = 0
+        for server in room.summary["joined_servers"]:
+            c = Client(httpd, server, load_key(room.key_path(server)))
+            got = set()
+            v = [room.order[-1]]
+            while v:
+                got |= set(self.backfill(c, room, v, 100))
+                v = sorted({p for e in got for p in room.prevs(e) if p not in got})[:20]
+            assert got == set(room.order)
+            hidden_total += sum(1 for e in got if not room.visible(e, server))
+        assert hidden_total > 0
+
     def test_040_024_foreign_v_is_empty(self, client, rooms):
         room, other = rooms
         assert self.backfill(client, room, [other.order[-1]], 10) == []
