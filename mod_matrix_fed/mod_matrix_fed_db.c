@@ -48,9 +48,9 @@ static const struct {
         "mxf_backfill",
         "SELECT mxf_served_pdu(e, %s)"
         "  FROM mxf_backfill(%s::bigint, ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
-        "                    %s::int) WITH ORDINALITY b (nid, ord)"
+        "                    %s::int) b (nid)"
         "  JOIN mxf_events e ON e.event_nid = b.nid"
-        " ORDER BY b.ord"
+        " ORDER BY e.depth DESC, e.event_nid DESC"
     },
     /* args: origin, event ID */
     [MXF_STMT_EVENT] = {

@@ -217,6 +217,13 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
     latest = json_object_get(body, "latest_events");
     limit = json_object_get(body, "limit");
     min_depth = json_object_get(body, "min_depth");
+    /* Absent lists are empty (peers send "{}" and expect an answer). */
+    if (!earliest) {
+        earliest = mxf_json_own(r->pool, json_array());
+    }
+    if (!latest) {
+        latest = mxf_json_own(r->pool, json_array());
+    }
     if (!string_array(earliest) || !string_array(latest)) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
                                    "earliest_events and latest_events must be arrays of "

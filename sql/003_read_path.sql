@@ -82,7 +82,8 @@ END
 $$;
 
 -- backfill: the p_v events and their ancestors, walked by depth descending
--- (ties: the later arrival first), at most p_limit. Outliers are not walked;
+-- (ties: the later arrival first), at most p_limit; the caller sorts them the
+-- same way. Outliers are not walked;
 -- rejected events are neither returned nor walked.
 CREATE FUNCTION mxf_backfill(p_room bigint, p_v text[], p_limit int)
 RETURNS SETOF bigint LANGUAGE plpgsql STABLE AS $$

@@ -171,6 +171,9 @@ class TestGetMissingEvents:
 
     def test_040_008_empty_and_unknown(self, client, room):
         assert self.gme(client, room, [], []) == []
+        # A bare "{}" body (sent by some peers) is an empty request, not an error.
+        r = client.post(f"{FED}/get_missing_events/{q(room.room_id)}", {})
+        assert r.status == 200 and r.json == {"events": []}
         assert self.gme(client, room, [], ["$unknownunknownunknownunknownunknownunknown"]) == []
 
     def test_040_009_foreign_room_events_are_unknown(self, client, rooms):
@@ -180,7 +183,8 @@ class TestGetMissingEvents:
 
     def test_040_010_errors(self, client, room):
         path = f"{FED}/get_missing_events/{q(room.room_id)}"
-        assert_error(client.post(path, {"earliest_events": []}), 400, "M_BAD_JSON")
+        assert_error(client.post(path, {"earliest_events": {}}), 400, "M_BAD_JSON")
+        assert_error(client.post(path, {"latest_events": [1]}), 400, "M_BAD_JSON")
         assert_error(client.post(path, {"earliest_events": [], "latest_events": "x"}),
                      400, "M_BAD_JSON")
         for bad in (0, -1, 1.5):

@@ -115,8 +115,8 @@ class Room:
         return sorted(picked, key=lambda p: (self.depth(p), self.idx(p)))
 
     def backfill(self, v, limit):
-        """The v events and their ancestors by depth descending (later
-        arrival first on ties), at most limit, newest first."""
+        """The v events and their ancestors, walked by depth descending
+        (later arrival first on ties), at most limit; sorted newest first."""
         queue = {e for e in v if e in self.events}
         seen = set(queue)
         out = []
@@ -128,7 +128,7 @@ class Room:
                 if p in self.events and p not in seen:
                     seen.add(p)
                     queue.add(p)
-        return out
+        return sorted(out, key=lambda e: (self.depth(e), self.idx(e)), reverse=True)
 
     def auth_chain(self, eids):
         """Auth events of eids, recursively, without eids themselves unless
