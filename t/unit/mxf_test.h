@@ -27,5 +27,7 @@ Suite *mxf_suite_serverkeys(void);
 Suite *mxf_suite_roomver(void);
 Suite *mxf_suite_id(void);
 Suite *mxf_suite_event(void);
+Suite *mxf_suite_stateres(void);
+Suite *mxf_suite_authrules(void);
 
 #endif /* mxf_test_h */
