@@ -57,6 +57,30 @@ void mxf_cmd_error(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+int mxf_cmd_opt_value(int argc, const char *const *argv, int *i, const char *name,
+                      const char **value)
+{
+    apr_size_t n = strlen(name);
+    const char *arg = argv[*i];
+
+    if (strncmp(arg, name, n) != 0) {
+        return 0;
+    }
+    if (arg[n] == '=') {
+        *value = arg + n + 1;
+        return 1;
+    }
+    if (arg[n] != '\0') {
+        return 0;
+    }
+    if (*i + 1 >= argc) {
+        mxf_cmd_error("option %s needs a value", name);
+        return -1;
+    }
+    *value = argv[++*i];
+    return 1;
+}
+
 static void log_print(const char *file, int line, mxf_log_level_t level,
                       apr_status_t rv, void *baton, apr_pool_t *p,
                       const char *fmt, va_list ap)

@@ -27,6 +27,14 @@ mxf_cmd_fn mxf_cmd_pubkey;
 mxf_cmd_fn mxf_cmd_sign_request;
 mxf_cmd_fn mxf_cmd_verify_event;
 
+/*
+ * Matches option @a name at argv[*i], as "--name VALUE" or "--name=VALUE".
+ * Returns 1 and sets *value (advancing *i past a separate value), 0 if
+ * argv[*i] is another argument, -1 (reported) if the value is missing.
+ */
+int mxf_cmd_opt_value(int argc, const char *const *argv, int *i, const char *name,
+                      const char **value);
+
 /* Prints a message prefixed with "matrix-fed: " to stderr. */
 void mxf_cmd_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -61,29 +61,6 @@ static void genroom_usage(FILE *out)
           "  and DIR/keys/ (<server>.key, <server>.json, all.json).\n", out);
 }
 
-static int opt_value(int argc, const char *const *argv, int *i, const char *name,
-                     const char **value)
-{
-    apr_size_t n = strlen(name);
-    const char *arg = argv[*i];
-
-    if (strncmp(arg, name, n) != 0) {
-        return 0;
-    }
-    if (arg[n] == '=') {
-        *value = arg + n + 1;
-        return 1;
-    }
-    if (arg[n] != '\0') {
-        return 0;
-    }
-    if (*i + 1 >= argc) {
-        mxf_cmd_error("option %s needs a value", name);
-        return -1;
-    }
-    *value = argv[++*i];
-    return 1;
-}
 
 static int parse_u64(const char *name, const char *s, apr_uint64_t *out)
 {
@@ -251,31 +228,31 @@ int mxf_cmd_genroom(apr_pool_t *p, int argc, const char *const *argv)
             genroom_usage(stdout);
             return MXF_EXIT_OK;
         }
-        if ((r = opt_value(argc, argv, &i, "--out", &value)) != 0) {
+        if ((r = mxf_cmd_opt_value(argc, argv, &i, "--out", &value)) != 0) {
             dir = value;
         }
-        else if ((r = opt_value(argc, argv, &i, "--room-version", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--room-version", &value)) != 0) {
             o.room_version = value;
         }
-        else if ((r = opt_value(argc, argv, &i, "--events", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--events", &value)) != 0) {
             r = r > 0 && parse_u64("--events", value, &o.events) ? 1 : -1;
         }
-        else if ((r = opt_value(argc, argv, &i, "--servers", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--servers", &value)) != 0) {
             r = r > 0 && parse_int("--servers", value, &o.servers) ? 1 : -1;
         }
-        else if ((r = opt_value(argc, argv, &i, "--users-per-server", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--users-per-server", &value)) != 0) {
             r = r > 0 && parse_int("--users-per-server", value, &o.users_per_server) ? 1 : -1;
         }
-        else if ((r = opt_value(argc, argv, &i, "--branchiness", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--branchiness", &value)) != 0) {
             r = r > 0 && parse_fraction("--branchiness", value, &o.branchiness) ? 1 : -1;
         }
-        else if ((r = opt_value(argc, argv, &i, "--redactions", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--redactions", &value)) != 0) {
             r = r > 0 && parse_fraction("--redactions", value, &o.redactions) ? 1 : -1;
         }
-        else if ((r = opt_value(argc, argv, &i, "--seed", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--seed", &value)) != 0) {
             r = r > 0 && parse_u64("--seed", value, &o.seed) ? 1 : -1;
         }
-        else if ((r = opt_value(argc, argv, &i, "--threads", &value)) != 0) {
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--threads", &value)) != 0) {
             r = r > 0 && parse_int("--threads", value, &o.threads) ? 1 : -1;
         }
         else {

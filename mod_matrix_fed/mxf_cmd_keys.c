@@ -35,34 +35,6 @@ static int is_help(const char *arg)
     return !strcmp(arg, "-h") || !strcmp(arg, "--help");
 }
 
-/*
- * Matches option @a name at argv[*i], as "--name VALUE" or "--name=VALUE".
- * Returns 1 and sets *value (advancing *i past a separate value), 0 if
- * argv[*i] is another argument, -1 if the value is missing.
- */
-static int opt_value(int argc, const char *const *argv, int *i, const char *name,
-                     const char **value)
-{
-    apr_size_t n = strlen(name);
-    const char *arg = argv[*i];
-
-    if (strncmp(arg, name, n) != 0) {
-        return 0;
-    }
-    if (arg[n] == '=') {
-        *value = arg + n + 1;
-        return 1;
-    }
-    if (arg[n] != '\0') {
-        return 0;
-    }
-    if (*i + 1 >= argc) {
-        mxf_cmd_error("option %s needs a value", name);
-        return -1;
-    }
-    *value = argv[++*i];
-    return 1;
-}
 
 /* Reads all of @a path ("-": stdin), at most READ_MAX bytes. NULL on failure (reported). */
 static char *read_all(apr_pool_t *p, const char *path, apr_size_t *len)
@@ -144,7 +116,7 @@ int mxf_cmd_keygen(apr_pool_t *p, int argc, const char *const *argv)
             keygen_usage(stdout);
             return MXF_EXIT_OK;
         }
-        if ((r = opt_value(argc, argv, &i, "--key-version", &version)) != 0) {
+        if ((r = mxf_cmd_opt_value(argc, argv, &i, "--key-version", &version)) != 0) {
             if (r < 0) {
                 return MXF_EXIT_USAGE;
             }
@@ -279,11 +251,11 @@ int mxf_cmd_sign_request(apr_pool_t *p, int argc, const char *const *argv)
             sign_request_usage(stdout);
             return MXF_EXIT_OK;
         }
-        if ((r = opt_value(argc, argv, &i, "--key", &keyfile)) != 0
-            || (r = opt_value(argc, argv, &i, "--origin", &origin)) != 0
-            || (r = opt_value(argc, argv, &i, "--destination", &destination)) != 0
-            || (r = opt_value(argc, argv, &i, "--method", &method)) != 0
-            || (r = opt_value(argc, argv, &i, "--body", &body)) != 0) {
+        if ((r = mxf_cmd_opt_value(argc, argv, &i, "--key", &keyfile)) != 0
+            || (r = mxf_cmd_opt_value(argc, argv, &i, "--origin", &origin)) != 0
+            || (r = mxf_cmd_opt_value(argc, argv, &i, "--destination", &destination)) != 0
+            || (r = mxf_cmd_opt_value(argc, argv, &i, "--method", &method)) != 0
+            || (r = mxf_cmd_opt_value(argc, argv, &i, "--body", &body)) != 0) {
             if (r < 0) {
                 return MXF_EXIT_USAGE;
             }
@@ -411,10 +383,10 @@ int mxf_cmd_verify_event(apr_pool_t *p, int argc, const char *const *argv)
             verify_event_usage(stdout);
             return MXF_EXIT_OK;
         }
-        if ((r = opt_value(argc, argv, &i, "--room-version", &version)) != 0
-            || (r = opt_value(argc, argv, &i, "--server", &key.server)) != 0
-            || (r = opt_value(argc, argv, &i, "--key-id", &key.key_id)) != 0
-            || (r = opt_value(argc, argv, &i, "--public-key", &pkb64)) != 0) {
+        if ((r = mxf_cmd_opt_value(argc, argv, &i, "--room-version", &version)) != 0
+            || (r = mxf_cmd_opt_value(argc, argv, &i, "--server", &key.server)) != 0
+            || (r = mxf_cmd_opt_value(argc, argv, &i, "--key-id", &key.key_id)) != 0
+            || (r = mxf_cmd_opt_value(argc, argv, &i, "--public-key", &pkb64)) != 0) {
             if (r < 0) {
                 return MXF_EXIT_USAGE;
             }
