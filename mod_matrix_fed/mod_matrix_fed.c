@@ -18,7 +18,9 @@
 #include "mod_matrix_fed.h"
 #include "mxf_version.h"
 #include "mod_matrix_fed_config.h"
+#include "mod_matrix_fed_auth.h"
 #include "mod_matrix_fed_db.h"
+#include "mod_matrix_fed_keys.h"
 #include "mod_matrix_fed_router.h"
 
 /* ------------------------------------------------------------------ logging */
@@ -119,6 +121,8 @@ static void mxf_register_hooks(apr_pool_t *p)
     ap_hook_translate_name(mxf_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
     ap_hook_map_to_storage(mxf_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(mxf_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    mxf_auth_register_hooks(p);
+    mxf_keys_register_hooks(p);
 }
 
 module AP_MODULE_DECLARE_DATA matrix_fed_module = {

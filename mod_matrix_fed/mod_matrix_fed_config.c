@@ -10,6 +10,7 @@
 
 #include "mod_matrix_fed_config.h"
 #include "mod_matrix_fed_db.h"
+#include "mod_matrix_fed_keys.h"
 
 #define UNSET_INT (-1)
 
@@ -23,6 +24,7 @@ void *mxf_config_create_srv(apr_pool_t *p, server_rec *s)
 
     conf->s = s;
     conf->enabled = UNSET_INT;
+    conf->keys = mxf_keys_conf_create(p);
     conf->max_body = UNSET_INT;
     conf->gme_limit = UNSET_INT;
     conf->backfill_limit = UNSET_INT;
@@ -37,6 +39,7 @@ void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     conf->s = add->s;
     MERGE_INT(enabled);
     MERGE_PTR(server_name);
+    conf->keys = mxf_keys_conf_merge(p, base->keys, add->keys);
     MERGE_INT(max_body);
     MERGE_INT(gme_limit);
     MERGE_INT(backfill_limit);
@@ -149,6 +152,9 @@ static const char *set_signing_key(cmd_parms *cmd, void *dconf, const char *path
     if (mxf_key_load_file(cmd->pool, full, &conf->signing_key, &why) != APR_SUCCESS) {
         return apr_psprintf(cmd->pool, "MatrixFedSigningKey: %s", why);
     }
+    if ((err = mxf_keys_check_key_file(cmd->pool, full)) != NULL) {
+        return err;
+    }
     conf->signing_key_file = full;
     return NULL;
 }
@@ -213,6 +219,31 @@ const command_rec mxf_cmds[] = {
                   "Most events one get_missing_events answer holds (default 20)"),
     AP_INIT_TAKE1("MatrixFedBackfillLimit", set_limit, (void *)2, RSRC_CONF,
                   "Most events one backfill answer holds (default 100)"),
+    /* Server keys and key fetching (mod_matrix_fed_keys.c) */
+    AP_INIT_TAKE1("MatrixFedKeyValidity", mxf_keys_set_validity, NULL, RSRC_CONF,
+                  "How long the keys this server publishes stay valid (valid_until_ts "
+                  "= now + this; default 1 day; suffixes ms, s, mi, h)"),
+    AP_INIT_TAKE3("MatrixFedOldVerifyKey", mxf_keys_set_old_key, NULL, RSRC_CONF,
+                  "A retired key of this server: <key ID> <base64 public key> "
+                  "<expired_ts in ms>; repeatable"),
+    AP_INIT_TAKE2("MatrixFedTrustedKeyServer", mxf_keys_set_notary, NULL, RSRC_CONF,
+                  "A notary server to fetch keys from: <server name> <base64 ed25519 "
+                  "public key> (its key is pinned); repeatable"),
+    AP_INIT_TAKE2("MatrixFedKeyServerURL", mxf_keys_set_key_url, NULL, RSRC_CONF,
+                  "Fetch the keys of <server name> from <https://host[:port]> instead "
+                  "of discovering it; repeatable"),
+    AP_INIT_FLAG("MatrixFedKeyFetchTLSVerify", mxf_keys_set_tls_verify, NULL, RSRC_CONF,
+                 "Verify TLS certificates when fetching keys (default On)"),
+    AP_INIT_TAKE1("MatrixFedKeyFetchCAFile", mxf_keys_set_ca_file, NULL, RSRC_CONF,
+                  "CA certificates (PEM) for key fetching instead of the system's"),
+    AP_INIT_TAKE1("MatrixFedKeyFetchTimeout", mxf_keys_set_interval, (void *)1, RSRC_CONF,
+                  "Time limit of each key-fetch HTTP request (default 10s)"),
+    AP_INIT_TAKE1("MatrixFedKeyFetchRetryInterval", mxf_keys_set_interval, (void *)2,
+                  RSRC_CONF, "How long a failed key fetch is remembered before the "
+                  "server is asked again (default 60s)"),
+    AP_INIT_TAKE1("MatrixFedKeyCache", mxf_keys_set_cache, NULL, RSRC_CONF,
+                  "Cross-process key cache: a mod_socache provider and its arguments "
+                  "(default shmcb when loaded), or none"),
     { NULL }
 };
 

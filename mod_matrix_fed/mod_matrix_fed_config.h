@@ -11,6 +11,7 @@ typedef struct mxf_srv_conf {
     const char *server_name;            /* MatrixFedServerName */
     const char *signing_key_file;       /* MatrixFedSigningKey */
     mxf_signing_key_t *signing_key;     /* loaded from signing_key_file */
+    struct mxf_keys_conf *keys;         /* key and key-fetching directives (mod_matrix_fed_keys.h) */
     apr_off_t max_body;                 /* MatrixFedMaxBodySize */
     int gme_limit;                      /* MatrixFedMissingEventsLimit */
     int backfill_limit;                 /* MatrixFedBackfillLimit */

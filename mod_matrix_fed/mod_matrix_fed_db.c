@@ -84,6 +84,26 @@ static const struct {
         "   AND rejected_reason IS NULL AND NOT outlier"
         " ORDER BY origin_server_ts DESC, event_nid DESC LIMIT 1"
     },
+    /* args: server name, key ID (mod_matrix_fed_keys.c) */
+    [MXF_STMT_KEY_GET] = {
+        "mxf_key_get",
+        "SELECT encode(public_key, 'hex'), valid_until_ts, coalesce(expired_ts, 0)"
+        " FROM mxf_server_keys WHERE server_name = %s AND key_id = %s"
+    },
+    /* args: server name, key ID, hex public key, valid_until_ts, expired_ts
+     * (NULL for a current key), source, fetched_ts */
+    [MXF_STMT_KEY_PUT] = {
+        "mxf_key_put",
+        "INSERT INTO mxf_server_keys (server_name, key_id, public_key, valid_until_ts,"
+        "  expired_ts, source, fetched_ts)"
+        " VALUES (%s, %s, decode(%s, 'hex'), %s::bigint, %s::bigint, %s, %s::bigint)"
+        " ON CONFLICT (server_name, key_id) DO UPDATE"
+        "  SET public_key = EXCLUDED.public_key,"
+        "      valid_until_ts = greatest(mxf_server_keys.valid_until_ts,"
+        "                                EXCLUDED.valid_until_ts),"
+        "      expired_ts = EXCLUDED.expired_ts, source = EXCLUDED.source,"
+        "      fetched_ts = EXCLUDED.fetched_ts"
+    },
 };
 
 /*

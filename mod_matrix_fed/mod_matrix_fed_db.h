@@ -20,6 +20,8 @@ typedef enum {
     MXF_STMT_EVENT_AUTH,
     MXF_STMT_TS_FORWARD,
     MXF_STMT_TS_BACKWARD,
+    MXF_STMT_KEY_GET,
+    MXF_STMT_KEY_PUT,
     MXF_STMT__COUNT
 } mxf_stmt_t;
 

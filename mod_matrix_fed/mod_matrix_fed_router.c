@@ -5,11 +5,16 @@
 #include <http_protocol.h>
 
 #include "mxf_error.h"
+#include "mod_matrix_fed_auth.h"
 #include "mod_matrix_fed_http.h"
 #include "mod_matrix_fed_router.h"
 
 static const mxf_route_t routes[] = {
     { M_GET, "/_matrix/federation/v1/version", mxf_handle_version, MXF_ROUTE_PUBLIC },
+    /* The deprecated /server/{keyId} form (and /server/) get the same full answer. */
+    { M_GET, "/_matrix/key/v2/server", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
+    { M_GET, "/_matrix/key/v2/server/", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
+    { M_GET, "/_matrix/key/v2/server/{}", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
     { M_POST, "/_matrix/federation/v1/get_missing_events/{}", mxf_handle_get_missing_events, 0 },
     { M_GET, "/_matrix/federation/v1/backfill/{}", mxf_handle_backfill, 0 },
     { M_GET, "/_matrix/federation/v1/event/{}", mxf_handle_event, 0 },
@@ -193,9 +198,15 @@ int mxf_router_dispatch(mxf_req_t *req)
         }
     }
     if (!(req->route->flags & MXF_ROUTE_PUBLIC) && !req->origin) {
-        /* Authentication did not run or did not name an origin: never serve. */
-        return mxf_http_send_error(r, HTTP_UNAUTHORIZED, MXF_M_UNAUTHORIZED,
-                                   "Missing or invalid X-Matrix authorization");
+        /*
+         * Normally authenticated in check_user_id already (mod_matrix_fed_auth.c);
+         * if that phase was skipped, authenticate now or answer 401: never serve
+         * an unauthenticated request.
+         */
+        int status = mxf_auth_ensure(req);
+        if (status != OK) {
+            return status;
+        }
     }
     return req->route->handler(req);
 }

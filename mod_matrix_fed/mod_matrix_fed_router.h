@@ -65,6 +65,7 @@ int mxf_router_dispatch(mxf_req_t *req);
 
 /* Handlers (one file per endpoint family). */
 mxf_handler_fn mxf_handle_version;
+mxf_handler_fn mxf_handle_server_keys;    /* mod_matrix_fed_keys.c */
 mxf_handler_fn mxf_handle_get_missing_events;
 mxf_handler_fn mxf_handle_backfill;
 mxf_handler_fn mxf_handle_event;

@@ -109,13 +109,21 @@ class Httpd:
                 out = self.proc.stdout.read()
                 self.proc = None
                 return False, out
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True, ""
-            except OSError:
-                time.sleep(0.05)
+            if self._answers():
+                return True, ""
+            time.sleep(0.05)
         self.stop()
         return False, "timed out waiting for httpd"
+
+    def _answers(self):
+        """Whether the server answers an HTTP request: a listening socket
+        alone is not enough (it opens before the configuration is checked)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"GET /.mxf-probe HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return s.recv(12).startswith(b"HTTP/")
+        except OSError:
+            return False
 
     def stop(self):
         if self.proc is None:

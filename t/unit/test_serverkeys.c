@@ -132,7 +132,9 @@ START_TEST(verify_rejects)
     json_object_set_new(copy, "valid_until_ts", json_string("soon"));
     ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
                                            &why), APR_EINVAL);
-    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, json_array(), "example.org", NOW,
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool,
+                                           mxf_json_own(mxf_test_pool, json_array()),
+                                           "example.org", NOW,
                                            &keys, &why), APR_EINVAL);
 }
 END_TEST

@@ -1,0 +1,920 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#include "mod_matrix_fed_private.h"
+
+#include <sys/stat.h>
+#include <errno.h>
+#include <string.h>
+
+#include <apr_global_mutex.h>
+#include <apr_hash.h>
+#include <apr_strings.h>
+#include <apr_thread_mutex.h>
+#include <ap_provider.h>
+#include <ap_socache.h>
+#include <http_core.h>
+#include <http_protocol.h>
+#include <util_mutex.h>
+
+#include "mxf_base64.h"
+#include "mxf_error.h"
+#include "mxf_id.h"
+#include "mod_matrix_fed_config.h"
+#include "mod_matrix_fed_db.h"
+#include "mod_matrix_fed_http.h"
+#include "mod_matrix_fed_keyfetch.h"
+#include "mod_matrix_fed_keys.h"
+#include "mod_matrix_fed_router.h"
+
+#define UNSET (-1)
+#define MUTEX_TYPE "matrix-fed-keys"
+/* Most entries of the per-process cache before it is emptied. */
+#define LOCAL_MAX 4096
+/* Cached keys are re-read from the table at least this often. */
+#define CACHE_MAX_AGE apr_time_from_sec(3600)
+
+/* ================================================================ config */
+
+mxf_keys_conf_t *mxf_keys_conf_create(apr_pool_t *p)
+{
+    mxf_keys_conf_t *kc = apr_pcalloc(p, sizeof(*kc));
+
+    kc->validity_ms = UNSET;
+    kc->tls_verify = UNSET;
+    kc->fetch_timeout = UNSET;
+    kc->retry_interval = UNSET;
+    return kc;
+}
+
+mxf_keys_conf_t *mxf_keys_conf_merge(apr_pool_t *p, const mxf_keys_conf_t *base,
+                                     const mxf_keys_conf_t *add)
+{
+    mxf_keys_conf_t *kc = apr_pcalloc(p, sizeof(*kc));
+
+#define KMERGE(f, unset) kc->f = add->f != (unset) ? add->f : base->f
+    KMERGE(validity_ms, UNSET);
+    KMERGE(tls_verify, UNSET);
+    KMERGE(fetch_timeout, UNSET);
+    KMERGE(retry_interval, UNSET);
+    KMERGE(old_keys, NULL);
+    KMERGE(notaries, NULL);
+    KMERGE(key_urls, NULL);
+    KMERGE(ca_file, NULL);
+    KMERGE(cache_spec, NULL);
+#undef KMERGE
+    return kc;
+}
+
+apr_int64_t mxf_keys_validity_ms(const mxf_keys_conf_t *kc)
+{
+    return kc->validity_ms != UNSET ? kc->validity_ms : MXF_DEFAULT_KEY_VALIDITY_MS;
+}
+
+int mxf_keys_tls_verify(const mxf_keys_conf_t *kc)
+{
+    return kc->tls_verify != 0;
+}
+
+apr_interval_time_t mxf_keys_fetch_timeout(const mxf_keys_conf_t *kc)
+{
+    return kc->fetch_timeout != UNSET ? kc->fetch_timeout : MXF_DEFAULT_FETCH_TIMEOUT;
+}
+
+apr_interval_time_t mxf_keys_retry_interval(const mxf_keys_conf_t *kc)
+{
+    return kc->retry_interval != UNSET ? kc->retry_interval : MXF_DEFAULT_RETRY_INTERVAL;
+}
+
+static mxf_keys_conf_t *kconf_of(cmd_parms *cmd)
+{
+    mxf_srv_conf_t *conf = ap_get_module_config(cmd->server->module_config,
+                                                &matrix_fed_module);
+    return conf->keys;
+}
+
+static const char *decode_pk(cmd_parms *cmd, const char *b64, unsigned char *pk)
+{
+    if (mxf_b64_decode_exact(b64, strlen(b64), MXF_B64_STANDARD, pk, MXF_ED25519_PK_BYTES)
+            != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not the unpadded base64 of a "
+                            "32-byte ed25519 public key", cmd->cmd->name, b64);
+    }
+    return NULL;
+}
+
+const char *mxf_keys_set_validity(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    apr_interval_time_t t;
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    if (err) {
+        return err;
+    }
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS
+        || t < apr_time_from_sec(60) || t > apr_time_from_sec(7 * 24 * 3600)) {
+        return apr_psprintf(cmd->pool, "MatrixFedKeyValidity '%s': expected a duration "
+                            "from 60s to 7 days (e.g. 86400, 24h)", arg);
+    }
+    kconf_of(cmd)->validity_ms = apr_time_as_msec(t);
+    return NULL;
+}
+
+const char *mxf_keys_set_old_key(cmd_parms *cmd, void *dconf, const char *key_id,
+                                 const char *key, const char *expired_ts)
+{
+    mxf_keys_conf_t *kc = kconf_of(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    mxf_server_key_t *k;
+    char *end;
+    apr_int64_t ts;
+
+    if (err) {
+        return err;
+    }
+    if (strncmp(key_id, "ed25519:", 8) != 0 || !mxf_id_key_id_valid(key_id, strlen(key_id))) {
+        return apr_psprintf(cmd->pool, "MatrixFedOldVerifyKey: '%s' is not an ed25519 key "
+                            "ID (ed25519:<[A-Za-z0-9_]+>)", key_id);
+    }
+    errno = 0;
+    ts = apr_strtoi64(expired_ts, &end, 10);
+    if (errno || *end || end == expired_ts || ts <= 0) {
+        return apr_psprintf(cmd->pool, "MatrixFedOldVerifyKey: expired_ts '%s' is not a "
+                            "positive time in milliseconds", expired_ts);
+    }
+    if (!kc->old_keys) {
+        kc->old_keys = apr_array_make(cmd->pool, 2, sizeof(mxf_server_key_t));
+    }
+    k = apr_array_push(kc->old_keys);
+    memset(k, 0, sizeof(*k));
+    k->key_id = apr_pstrdup(cmd->pool, key_id);
+    k->expired_ts = ts;
+    k->valid_until_ts = ts;
+    return decode_pk(cmd, key, k->pk);
+}
+
+const char *mxf_keys_set_notary(cmd_parms *cmd, void *dconf, const char *name,
+                                const char *key)
+{
+    mxf_keys_conf_t *kc = kconf_of(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    mxf_notary_t *n;
+
+    if (err) {
+        return err;
+    }
+    if (!mxf_id_server_name_valid(name, strlen(name))) {
+        return apr_psprintf(cmd->pool, "MatrixFedTrustedKeyServer: '%s' is not a valid "
+                            "server name", name);
+    }
+    if (!kc->notaries) {
+        kc->notaries = apr_array_make(cmd->pool, 2, sizeof(mxf_notary_t));
+    }
+    n = apr_array_push(kc->notaries);
+    n->name = apr_pstrdup(cmd->pool, name);
+    return decode_pk(cmd, key, n->pk);
+}
+
+const char *mxf_keys_set_key_url(cmd_parms *cmd, void *dconf, const char *name,
+                                 const char *url)
+{
+    mxf_keys_conf_t *kc = kconf_of(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    char *u;
+    apr_size_t n;
+
+    if (err) {
+        return err;
+    }
+    if (!mxf_id_server_name_valid(name, strlen(name))) {
+        return apr_psprintf(cmd->pool, "MatrixFedKeyServerURL: '%s' is not a valid "
+                            "server name", name);
+    }
+    if (strncasecmp(url, "https://", 8) != 0 || !url[8] || strpbrk(url, "?# ")) {
+        return apr_psprintf(cmd->pool, "MatrixFedKeyServerURL: '%s' is not an https:// "
+                            "base URL (https://host[:port][/prefix])", url);
+    }
+    u = apr_pstrdup(cmd->pool, url);
+    for (n = strlen(u); n > 8 && u[n - 1] == '/'; n--) {
+        u[n - 1] = '\0';
+    }
+    if (!kc->key_urls) {
+        kc->key_urls = apr_table_make(cmd->pool, 4);
+    }
+    apr_table_set(kc->key_urls, name, u);
+    return NULL;
+}
+
+const char *mxf_keys_set_tls_verify(cmd_parms *cmd, void *dconf, int flag)
+{
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    if (err) {
+        return err;
+    }
+    kconf_of(cmd)->tls_verify = flag ? 1 : 0;
+    return NULL;
+}
+
+const char *mxf_keys_set_ca_file(cmd_parms *cmd, void *dconf, const char *path)
+{
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    const char *full;
+    apr_finfo_t fi;
+
+    if (err) {
+        return err;
+    }
+    full = ap_server_root_relative(cmd->pool, path);
+    if (!full || apr_stat(&fi, full, APR_FINFO_TYPE, cmd->temp_pool) != APR_SUCCESS
+        || fi.filetype != APR_REG) {
+        return apr_psprintf(cmd->pool, "MatrixFedKeyFetchCAFile: '%s' is not a readable "
+                            "file", path);
+    }
+    kconf_of(cmd)->ca_file = full;
+    return NULL;
+}
+
+const char *mxf_keys_set_interval(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    apr_interval_time_t t;
+    int timeout = cmd->info == (void *)1;
+    apr_interval_time_t lo = timeout ? apr_time_from_msec(100) : apr_time_from_sec(1);
+    apr_interval_time_t hi = timeout ? apr_time_from_sec(120) : apr_time_from_sec(86400);
+
+    if (err) {
+        return err;
+    }
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < lo || t > hi) {
+        return apr_psprintf(cmd->pool, "%s '%s': expected a duration from %s to %s",
+                            cmd->cmd->name, arg, timeout ? "100ms" : "1s",
+                            timeout ? "120s" : "1 day");
+    }
+    if (timeout) {
+        kconf_of(cmd)->fetch_timeout = t;
+    }
+    else {
+        kconf_of(cmd)->retry_interval = t;
+    }
+    return NULL;
+}
+
+const char *mxf_keys_set_cache(cmd_parms *cmd, void *dconf, const char *spec)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    const char *colon = strchr(spec, ':');
+    const char *name = colon ? apr_pstrmemdup(cmd->temp_pool, spec,
+                                              (apr_size_t)(colon - spec)) : spec;
+
+    if (err) {
+        return err;
+    }
+    if (strcasecmp(spec, "none") != 0
+        && !ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                               AP_SOCACHE_PROVIDER_VERSION)) {
+        return apr_psprintf(cmd->pool, "MatrixFedKeyCache: unknown cache type '%s' "
+                            "(load mod_socache_%s before this directive, or use none)",
+                            name, name);
+    }
+    kconf_of(cmd)->cache_spec = apr_pstrdup(cmd->pool, spec);
+    return NULL;
+}
+
+const char *mxf_keys_check_key_file(apr_pool_t *p, const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) != 0) {
+        return apr_psprintf(p, "MatrixFedSigningKey: cannot stat %s: %s", path,
+                            strerror(errno));
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        return apr_psprintf(p, "MatrixFedSigningKey: the key file %s is accessible by "
+                            "group or others (mode %04o); the secret key must be private "
+                            "to its owner: chmod 600 %s", path,
+                            (unsigned)(st.st_mode & 07777), path);
+    }
+    return NULL;
+}
+
+/* ================================================================ our key endpoint */
+
+/* GET /_matrix/key/v2/server[/{keyId}]: signed per request (one ed25519 signature). */
+int mxf_handle_server_keys(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    const mxf_srv_conf_t *conf = req->conf;
+    apr_int64_t now = apr_time_as_msec(apr_time_now());
+    const char *why = NULL;
+    json_t *obj;
+
+    obj = mxf_serverkeys_build(r->pool, conf->server_name, conf->signing_key,
+                               now + mxf_keys_validity_ms(conf->keys),
+                               conf->keys->old_keys, &why);
+    if (!obj) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25010)
+                      "cannot build the key response: %s", why);
+        return mxf_http_send_error(r, HTTP_INTERNAL_SERVER_ERROR, MXF_M_UNKNOWN,
+                                   "Cannot build the key response");
+    }
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    return mxf_http_send_json(r, HTTP_OK, obj);
+}
+
+/* ================================================================ process-wide state */
+
+/* A cached key. */
+typedef struct {
+    apr_int64_t valid_until_ts;
+    unsigned char pk[MXF_ED25519_PK_BYTES];
+} centry_t;
+
+/* Per-server fetch state, shared by all children. */
+enum { MARK_FETCHING = 1, MARK_FAILED, MARK_DONE };
+typedef struct {
+    apr_int64_t until_ms;
+    int state;
+    char reason[400];
+} marker_t;
+
+typedef struct {
+    apr_time_t expires;
+    apr_size_t len;
+    unsigned char data[];
+} lentry_t;
+
+typedef struct {
+    const ap_socache_provider_t *sc_prov;
+    ap_socache_instance_t *sc;
+    apr_global_mutex_t *gmutex;         /* guards sc (and the markers in it) */
+    /* Per child (child_init): */
+    apr_thread_mutex_t *tmutex;         /* guards local */
+    apr_pool_t *local_pool;
+    apr_hash_t *local;
+    int nlocal;
+} keys_global_t;
+
+/* The one process-wide record, from pconf; reset when pconf goes. */
+static keys_global_t *keys_g;
+
+static apr_status_t keys_g_reset(void *unused)
+{
+    keys_g = NULL;
+    return APR_SUCCESS;
+}
+
+static apr_status_t socache_destroy(void *data)
+{
+    keys_global_t *g = data;
+
+    if (g->sc) {
+        g->sc_prov->destroy(g->sc, NULL);
+        g->sc = NULL;
+    }
+    return APR_SUCCESS;
+}
+
+/* ---- per-process cache; caller holds tmutex */
+
+static int local_get(const char *id, void *buf, apr_size_t len)
+{
+    lentry_t *e = apr_hash_get(keys_g->local, id, APR_HASH_KEY_STRING);
+
+    if (!e || e->len != len || e->expires < apr_time_now()) {
+        return 0;
+    }
+    memcpy(buf, e->data, len);
+    return 1;
+}
+
+static void local_put(const char *id, const void *buf, apr_size_t len, apr_time_t expires)
+{
+    lentry_t *e;
+
+    if (keys_g->nlocal >= LOCAL_MAX) {
+        apr_pool_clear(keys_g->local_pool);
+        keys_g->local = apr_hash_make(keys_g->local_pool);
+        keys_g->nlocal = 0;
+    }
+    e = apr_hash_get(keys_g->local, id, APR_HASH_KEY_STRING);
+    if (!e || e->len != len) {
+        e = apr_palloc(keys_g->local_pool, sizeof(*e) + len);
+        apr_hash_set(keys_g->local, apr_pstrdup(keys_g->local_pool, id),
+                     APR_HASH_KEY_STRING, e);
+        keys_g->nlocal++;
+    }
+    e->expires = expires;
+    e->len = len;
+    memcpy(e->data, buf, len);
+}
+
+/* ---- shared store: the socache, or the per-process cache without one */
+
+static void shared_lock(void)
+{
+    if (keys_g->sc) {
+        apr_global_mutex_lock(keys_g->gmutex);
+    }
+    else {
+        apr_thread_mutex_lock(keys_g->tmutex);
+    }
+}
+
+static void shared_unlock(void)
+{
+    if (keys_g->sc) {
+        apr_global_mutex_unlock(keys_g->gmutex);
+    }
+    else {
+        apr_thread_mutex_unlock(keys_g->tmutex);
+    }
+}
+
+/* Caller holds the shared lock. */
+static int shared_get(request_rec *r, const char *id, void *buf, apr_size_t len)
+{
+    unsigned int n = (unsigned int)len;
+
+    if (!keys_g->sc) {
+        return local_get(id, buf, len);
+    }
+    return keys_g->sc_prov->retrieve(keys_g->sc, r->server, (const unsigned char *)id,
+                                     (unsigned int)strlen(id), buf, &n, r->pool)
+               == APR_SUCCESS && n == len;
+}
+
+static void shared_put(request_rec *r, const char *id, const void *buf, apr_size_t len,
+                       apr_time_t expires)
+{
+    if (!keys_g->sc) {
+        local_put(id, buf, len, expires);
+        return;
+    }
+    if (keys_g->sc_prov->store(keys_g->sc, r->server, (const unsigned char *)id,
+                               (unsigned int)strlen(id), expires, (unsigned char *)buf,
+                               (unsigned int)len, r->pool) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(25011)
+                      "could not store %s in the key cache (full?)", id);
+    }
+}
+
+/* ---- keys */
+
+static const char *key_cache_id(apr_pool_t *p, const char *server, const char *key_id)
+{
+    return apr_pstrcat(p, "mxfk\x1f", server, "\x1f", key_id, NULL);
+}
+
+static int key_cache_get(request_rec *r, const char *server, const char *key_id,
+                         centry_t *e)
+{
+    const char *id = key_cache_id(r->pool, server, key_id);
+    int found;
+
+    apr_thread_mutex_lock(keys_g->tmutex);
+    found = local_get(id, e, sizeof(*e));
+    apr_thread_mutex_unlock(keys_g->tmutex);
+    if (found || !keys_g->sc) {
+        return found;
+    }
+    shared_lock();
+    found = shared_get(r, id, e, sizeof(*e));
+    shared_unlock();
+    if (found) {
+        apr_time_t exp = apr_time_from_msec(e->valid_until_ts);
+        apr_thread_mutex_lock(keys_g->tmutex);
+        local_put(id, e, sizeof(*e), exp);
+        apr_thread_mutex_unlock(keys_g->tmutex);
+    }
+    return found;
+}
+
+static void key_cache_put(request_rec *r, const char *server, const char *key_id,
+                          const centry_t *e)
+{
+    const char *id = key_cache_id(r->pool, server, key_id);
+    apr_time_t exp = apr_time_from_msec(e->valid_until_ts);
+    apr_time_t cap = apr_time_now() + CACHE_MAX_AGE;
+
+    if (exp > cap) {
+        exp = cap;
+    }
+    apr_thread_mutex_lock(keys_g->tmutex);
+    local_put(id, e, sizeof(*e), exp);
+    apr_thread_mutex_unlock(keys_g->tmutex);
+    if (keys_g->sc) {
+        shared_lock();
+        shared_put(r, id, e, sizeof(*e), exp);
+        shared_unlock();
+    }
+}
+
+/* ---- fetch markers */
+
+static const char *marker_id(apr_pool_t *p, const char *server)
+{
+    return apr_pstrcat(p, "mxfm\x1f", server, NULL);
+}
+
+/*
+ * Claims the fetch of @a server for this request (returns 1), unless a live
+ * marker says someone is fetching it or did so recently (returns 0, *m).
+ */
+static int marker_claim(request_rec *r, const char *server, apr_interval_time_t budget,
+                        marker_t *m)
+{
+    const char *id = marker_id(r->pool, server);
+    apr_int64_t now = apr_time_as_msec(apr_time_now());
+    int claimed = 0;
+
+    shared_lock();
+    if (!shared_get(r, id, m, sizeof(*m)) || m->until_ms <= now) {
+        memset(m, 0, sizeof(*m));
+        m->state = MARK_FETCHING;
+        m->until_ms = now + apr_time_as_msec(budget) + 1000;
+        shared_put(r, id, m, sizeof(*m), apr_time_from_msec(m->until_ms));
+        claimed = 1;
+    }
+    shared_unlock();
+    return claimed;
+}
+
+static void marker_set(request_rec *r, const char *server, int state, const char *reason,
+                       apr_interval_time_t ttl)
+{
+    marker_t m;
+
+    memset(&m, 0, sizeof(m));
+    m.state = state;
+    m.until_ms = apr_time_as_msec(apr_time_now() + ttl);
+    apr_cpystrn(m.reason, reason ? reason : "", sizeof(m.reason));
+    shared_lock();
+    shared_put(r, marker_id(r->pool, server), &m, sizeof(m), apr_time_now() + ttl);
+    shared_unlock();
+}
+
+static int marker_get(request_rec *r, const char *server, marker_t *m)
+{
+    int found;
+
+    shared_lock();
+    found = shared_get(r, marker_id(r->pool, server), m, sizeof(*m));
+    shared_unlock();
+    return found && m->until_ms > apr_time_as_msec(apr_time_now());
+}
+
+/* ================================================================ key table */
+
+static int hexnib(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Reads (server, key_id) from the key table. 1 if found (*e, *expired_ts),
+ * 0 if not found or the database cannot be asked (logged).
+ */
+static int db_key_get(request_rec *r, const char *server, const char *key_id, centry_t *e,
+                      apr_int64_t *expired_ts)
+{
+    ap_dbd_t *dbd = mxf_db_acquire(r);
+    apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_GET) : NULL;
+    apr_dbd_results_t *res = NULL;
+    apr_dbd_row_t *row = NULL;
+    const char *args[2] = { server, key_id }, *hex, *v;
+    int rv, i;
+
+    if (!stmt) {
+        return 0;
+    }
+    rv = apr_dbd_pselect(dbd->driver, r->pool, dbd->handle, &res, stmt, 1, 2, args);
+    if (rv != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25012)
+                      "reading the key %s of %s from the key table failed: %s", key_id,
+                      server, apr_dbd_error(dbd->driver, dbd->handle, rv));
+        return 0;
+    }
+    if (apr_dbd_get_row(dbd->driver, r->pool, res, &row, 1) != 0) {
+        return 0;
+    }
+    hex = apr_dbd_get_entry(dbd->driver, row, 0);
+    if (!hex || strlen(hex) != 2 * MXF_ED25519_PK_BYTES) {
+        return 0;
+    }
+    for (i = 0; i < MXF_ED25519_PK_BYTES; i++) {
+        int hi = hexnib(hex[2 * i]), lo = hexnib(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            return 0;
+        }
+        e->pk[i] = (unsigned char)(hi * 16 + lo);
+    }
+    v = apr_dbd_get_entry(dbd->driver, row, 1);
+    e->valid_until_ts = v ? apr_atoi64(v) : 0;
+    v = apr_dbd_get_entry(dbd->driver, row, 2);
+    *expired_ts = v ? apr_atoi64(v) : 0;
+    return 1;
+}
+
+static void db_key_put(request_rec *r, const char *server, const mxf_server_key_t *k,
+                       const char *source)
+{
+    static const char hexdigits[] = "0123456789abcdef";
+    ap_dbd_t *dbd = mxf_db_acquire(r);
+    apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_PUT) : NULL;
+    char hex[2 * MXF_ED25519_PK_BYTES + 1];
+    const char *args[7];
+    int nrows = 0, rv, i;
+
+    if (!stmt) {
+        return;
+    }
+    for (i = 0; i < MXF_ED25519_PK_BYTES; i++) {
+        hex[2 * i] = hexdigits[k->pk[i] >> 4];
+        hex[2 * i + 1] = hexdigits[k->pk[i] & 15];
+    }
+    hex[2 * MXF_ED25519_PK_BYTES] = '\0';
+    args[0] = server;
+    args[1] = k->key_id;
+    args[2] = hex;
+    args[3] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, k->valid_until_ts);
+    args[4] = k->expired_ts ? apr_psprintf(r->pool, "%" APR_INT64_T_FMT, k->expired_ts)
+                            : NULL;
+    args[5] = source;
+    args[6] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, apr_time_as_msec(apr_time_now()));
+    rv = apr_dbd_pquery(dbd->driver, r->pool, dbd->handle, &nrows, stmt, 7, args);
+    if (rv != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25013)
+                      "storing the key %s of %s in the key table failed: %s", k->key_id,
+                      server, apr_dbd_error(dbd->driver, dbd->handle, rv));
+    }
+}
+
+/* ================================================================ lookup */
+
+/*
+ * Makes sure the keys of @a server were fetched recently: fetches them (if
+ * no one else is), or waits for the fetch under way. APR_SUCCESS, or
+ * APR_EGENERAL with *why when the (possibly earlier) fetch failed.
+ */
+static apr_status_t refresh_server(request_rec *r, const mxf_srv_conf_t *conf,
+                                   const char *server, const char **why)
+{
+    const mxf_keys_conf_t *kc = conf->keys;
+    apr_interval_time_t timeout = mxf_keys_fetch_timeout(kc);
+    apr_interval_time_t budget = timeout * (2 + (kc->notaries ? kc->notaries->nelts : 0));
+    apr_array_header_t *keys = NULL;
+    const char *source = NULL, *reason = NULL;
+    marker_t m;
+    int i;
+
+    if (!marker_claim(r, server, budget, &m)) {
+        while (m.state == MARK_FETCHING) {
+            apr_sleep(apr_time_from_msec(25));
+            if (!marker_get(r, server, &m)) {
+                break;                  /* the fetcher's marker ran out */
+            }
+        }
+        if (m.state == MARK_FAILED) {
+            *why = apr_pstrcat(r->pool, m.reason, " (failure remembered; retried later)",
+                               NULL);
+            return APR_EGENERAL;
+        }
+        if (m.state == MARK_FETCHING) {
+            *why = "another request's fetch of these keys did not finish in time";
+            return APR_EGENERAL;
+        }
+        return APR_SUCCESS;
+    }
+    if (mxf_keyfetch(r, kc, server, budget, &keys, &source, &reason) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25014)
+                      "could not fetch the keys of %s: %s", server, reason);
+        marker_set(r, server, MARK_FAILED, reason, mxf_keys_retry_interval(kc));
+        *why = reason;
+        return APR_EGENERAL;
+    }
+    for (i = 0; i < keys->nelts; i++) {
+        const mxf_server_key_t *k = &APR_ARRAY_IDX(keys, i, mxf_server_key_t);
+        db_key_put(r, server, k, source);
+        if (!k->expired_ts) {
+            centry_t e;
+            memset(&e, 0, sizeof(e));
+            e.valid_until_ts = k->valid_until_ts;
+            memcpy(e.pk, k->pk, sizeof(e.pk));
+            key_cache_put(r, server, k->key_id, &e);
+        }
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MXFLOGNO(25015)
+                  "fetched %d key(s) of %s (%s)", keys->nelts, server, source);
+    marker_set(r, server, MARK_DONE, NULL, mxf_keys_retry_interval(kc));
+    return APR_SUCCESS;
+}
+
+/* Cache, then table: 1 if a key valid at @a now was found. */
+static int lookup_known(request_rec *r, const char *server, const char *key_id,
+                        apr_int64_t now, centry_t *e, apr_int64_t *expired_ts, int *known)
+{
+    *expired_ts = 0;
+    if (key_cache_get(r, server, key_id, e) && e->valid_until_ts >= now) {
+        return 1;
+    }
+    if (db_key_get(r, server, key_id, e, expired_ts)) {
+        *known = 1;
+        if (!*expired_ts && e->valid_until_ts >= now) {
+            key_cache_put(r, server, key_id, e);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
+                          const char *server, const char *key_id,
+                          unsigned char pk[MXF_ED25519_PK_BYTES], const char **why)
+{
+    apr_int64_t now = apr_time_as_msec(apr_time_now()), expired_ts = 0;
+    const char *reason = NULL;
+    centry_t e;
+    int known = 0, i;
+    apr_status_t rv;
+
+    if (strcmp(server, conf->server_name) == 0) {
+        if (conf->signing_key && strcmp(key_id, conf->signing_key->key_id) == 0) {
+            memcpy(pk, conf->signing_key->pk, MXF_ED25519_PK_BYTES);
+            return APR_SUCCESS;
+        }
+        for (i = 0; conf->keys->old_keys && i < conf->keys->old_keys->nelts; i++) {
+            if (!strcmp(APR_ARRAY_IDX(conf->keys->old_keys, i, mxf_server_key_t).key_id,
+                        key_id)) {
+                *why = apr_psprintf(r->pool, "key %s of %s is an old, expired key",
+                                    key_id, server);
+                return MXF_KEY_EXPIRED;
+            }
+        }
+        *why = apr_psprintf(r->pool, "%s (this server) has no key %s", server, key_id);
+        return MXF_KEY_UNKNOWN;
+    }
+    if (!keys_g || !keys_g->tmutex) {
+        *why = "the key cache is not initialised";
+        return MXF_KEY_UNAVAILABLE;
+    }
+    memset(&e, 0, sizeof(e));
+    if (lookup_known(r, server, key_id, now, &e, &expired_ts, &known)) {
+        memcpy(pk, e.pk, MXF_ED25519_PK_BYTES);
+        return APR_SUCCESS;
+    }
+    rv = refresh_server(r, conf, server, &reason);
+    now = apr_time_as_msec(apr_time_now());
+    if (lookup_known(r, server, key_id, now, &e, &expired_ts, &known)) {
+        memcpy(pk, e.pk, MXF_ED25519_PK_BYTES);
+        return APR_SUCCESS;
+    }
+    if (known) {
+        *why = expired_ts
+            ? apr_psprintf(r->pool, "key %s of %s expired at %" APR_INT64_T_FMT
+                           " (an old_verify_key may not sign requests)", key_id, server,
+                           expired_ts)
+            : apr_psprintf(r->pool, "key %s of %s expired at %" APR_INT64_T_FMT
+                           " (valid_until_ts) and no fresher copy could be had%s%s",
+                           key_id, server, e.valid_until_ts, reason ? ": " : "",
+                           reason ? reason : "");
+        return MXF_KEY_EXPIRED;
+    }
+    if (rv != APR_SUCCESS) {
+        *why = apr_psprintf(r->pool, "the keys of %s could not be fetched: %s", server,
+                            reason);
+        return MXF_KEY_UNAVAILABLE;
+    }
+    *why = apr_psprintf(r->pool, "%s does not publish a key %s", server, key_id);
+    return MXF_KEY_UNKNOWN;
+}
+
+/* ================================================================ hooks */
+
+static int keys_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    return ap_mutex_register(pconf, MUTEX_TYPE, NULL, APR_LOCK_DEFAULT, 0) == APR_SUCCESS
+               ? OK : HTTP_INTERNAL_SERVER_ERROR;
+}
+
+static int keys_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                            server_rec *s)
+{
+    const mxf_srv_conf_t *main_conf = mxf_config_get(s);
+    const char *spec = main_conf->keys->cache_spec, *why = NULL, *err;
+    const char *name, *args = NULL;
+    int dry_run = ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG;
+    int any = 0;
+    server_rec *v;
+    apr_status_t rv;
+    struct ap_socache_hints hints = { 64, sizeof(marker_t), 60 };
+
+    for (v = s; v; v = v->next) {
+        const mxf_srv_conf_t *conf = mxf_config_get(v);
+        if (!mxf_config_enabled(conf)) {
+            continue;
+        }
+        any = 1;
+        if (!dry_run && !mxf_keys_tls_verify(conf->keys)) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, v, MXFLOGNO(25020)
+                         "MatrixFedKeyFetchTLSVerify Off on %s:%u: keys fetched from "
+                         "other servers are not protected by TLS certificate checks",
+                         v->server_hostname, v->port);
+        }
+    }
+    if (!any) {
+        return OK;
+    }
+    keys_g = apr_pcalloc(pconf, sizeof(*keys_g));
+    apr_pool_cleanup_register(pconf, NULL, keys_g_reset, apr_pool_cleanup_null);
+    if (mxf_keyfetch_global_init(pconf, &why) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25021) "%s", why);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!spec) {
+        spec = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
+                                  AP_SOCACHE_PROVIDER_VERSION) ? "shmcb" : "none";
+        if (!dry_run && strcmp(spec, "none") == 0) {
+            ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MXFLOGNO(25022)
+                         "mod_socache_shmcb is not loaded: other servers' keys are cached "
+                         "per process only (see MatrixFedKeyCache)");
+        }
+    }
+    if (strcasecmp(spec, "none") == 0) {
+        return OK;
+    }
+    if ((args = strchr(spec, ':')) != NULL) {
+        name = apr_pstrmemdup(ptemp, spec, (apr_size_t)(args - spec));
+        args++;
+    }
+    else {
+        name = spec;
+    }
+    keys_g->sc_prov = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
+                                         AP_SOCACHE_PROVIDER_VERSION);
+    if (!keys_g->sc_prov) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25023)
+                     "MatrixFedKeyCache: cache type %s is not available", name);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if ((err = keys_g->sc_prov->create(&keys_g->sc, args, ptemp, pconf)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25024)
+                     "MatrixFedKeyCache %s: %s", spec, err);
+        keys_g->sc = NULL;
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if ((rv = keys_g->sc_prov->init(keys_g->sc, "mod_matrix_fed-keys", &hints, s, pconf))
+            != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25025)
+                     "MatrixFedKeyCache %s: cannot initialise the cache", spec);
+        keys_g->sc = NULL;
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_cleanup_register(pconf, keys_g, socache_destroy, apr_pool_cleanup_null);
+    rv = ap_global_mutex_create(&keys_g->gmutex, NULL, MUTEX_TYPE, NULL, s, pconf, 0);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25026)
+                     "cannot create the key cache mutex");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!dry_run) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, MXFLOGNO(25027)
+                     "other servers' keys are cached in %s", spec);
+    }
+    return OK;
+}
+
+static void keys_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    apr_status_t rv;
+
+    if (!keys_g) {
+        return;
+    }
+    if (keys_g->gmutex) {
+        rv = apr_global_mutex_child_init(&keys_g->gmutex,
+                                         apr_global_mutex_lockfile(keys_g->gmutex), pchild);
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MXFLOGNO(25028)
+                         "cannot attach to the key cache mutex: shared key cache disabled");
+            keys_g->sc = NULL;
+        }
+    }
+    if (apr_thread_mutex_create(&keys_g->tmutex, APR_THREAD_MUTEX_DEFAULT, pchild)
+            != APR_SUCCESS) {
+        keys_g->tmutex = NULL;
+        return;
+    }
+    apr_pool_create(&keys_g->local_pool, pchild);
+    keys_g->local = apr_hash_make(keys_g->local_pool);
+    keys_g->nlocal = 0;
+}
+
+void mxf_keys_register_hooks(apr_pool_t *p)
+{
+    ap_hook_pre_config(keys_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(keys_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(keys_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+}
