@@ -318,8 +318,7 @@ static mxf_rs_state_t *new_child(mxf_rs_ctx_t *ctx, mxf_rs_state_t *parent, apr_
     return s;
 }
 
-/* Which event types the engine keeps content of. */
-static int keeps_content(const char *type)
+int mxf_rs_keeps_content(const char *type)
 {
     return !strcmp(type, "m.room.power_levels") || !strcmp(type, "m.room.history_visibility")
            || !strcmp(type, "m.room.create") || !strcmp(type, "m.room.server_acl")
@@ -332,7 +331,7 @@ static mxf_rs_value_t *copy_value(mxf_rs_ctx_t *ctx, const char *type, const mxf
 
     c->membership = v->membership ? apr_pstrdup(ctx->p, v->membership) : NULL;
     c->sender = v->sender ? apr_pstrdup(ctx->p, v->sender) : NULL;
-    c->content = keeps_content(type) && v->content
+    c->content = mxf_rs_keeps_content(type) && v->content
                  ? mxf_json_own(ctx->p, json_deep_copy(v->content)) : NULL;
     return c;
 }
@@ -342,10 +341,69 @@ mxf_rs_state_t *mxf_rs_apply(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, mxf_rs_stat
                              const mxf_rs_value_t *v)
 {
     apr_hash_t *delta = apr_hash_make(ctx->p);
+    const char *key = state_key_of(ctx->p, type, state_key);
+    mxf_rs_value_t *c = copy_value(ctx, type, v);
 
-    apr_hash_set(delta, state_key_of(ctx->p, type, state_key), APR_HASH_KEY_STRING,
-                 copy_value(ctx, type, v));
+    c->replaced = lookup(before, key);
+    c->from_db = 0;
+    apr_hash_set(delta, key, APR_HASH_KEY_STRING, c);
     return new_child(ctx, before, delta);
+}
+
+/*
+ * Whether event @a older_nid is in the history of @a key's values in the
+ * database, starting at the state before event @a nid.
+ */
+static int db_in_history(mxf_rs_ctx_t *ctx, apr_int64_t nid, apr_int64_t older_nid,
+                         const char *key, int *failed)
+{
+    const char *sep = strchr(key, '\x1f');
+    char a[32], b[32];
+    const char *params[4];
+    PGresult *res;
+    int found;
+
+    apr_snprintf(a, sizeof(a), "%" APR_INT64_T_FMT, nid);
+    apr_snprintf(b, sizeof(b), "%" APR_INT64_T_FMT, older_nid);
+    params[0] = a;
+    params[1] = b;
+    params[2] = apr_pstrmemdup(ctx->p, key, (apr_size_t)(sep - key));
+    params[3] = sep + 1;
+    res = mxf_pg_query(ctx->conn,
+                       "WITH RECURSIVE h (nid, d) AS ("
+                       "  SELECT $1::bigint, 0"
+                       "  UNION ALL"
+                       "  SELECT (SELECT s.event_nid FROM mxf_events e"
+                       "            CROSS JOIN LATERAL mxf_state_of(e.state_before) s"
+                       "           WHERE e.event_nid = h.nid AND s.type = $3"
+                       "             AND s.state_key = $4), h.d + 1"
+                       "    FROM h WHERE h.nid IS NOT NULL AND h.nid <> $2::bigint"
+                       "     AND h.d < 100000)"
+                       " SELECT count(*) FROM h WHERE nid = $2::bigint", 4, params);
+    if (!res) {
+        *failed = 1;
+        return 0;
+    }
+    found = atoi(PQgetvalue(res, 0, 0)) > 0;
+    PQclear(res);
+    return found;
+}
+
+/* Whether @a older is @a newer or among the values @a newer replaced, directly or not. */
+static int in_history(mxf_rs_ctx_t *ctx, const mxf_rs_value_t *newer,
+                      const mxf_rs_value_t *older, const char *key, int *failed)
+{
+    const mxf_rs_value_t *v;
+
+    for (v = newer; v; v = v->replaced) {
+        if (v->nid == older->nid) {
+            return 1;
+        }
+        if (v->from_db) {
+            return db_in_history(ctx, v->nid, older->nid, key, failed);
+        }
+    }
+    return 0;
 }
 
 /* The nearest common ancestor of @a a and @a b in the delta tree, or NULL. */
@@ -451,21 +509,37 @@ mxf_rs_state_t *mxf_rs_merge(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
             const mxf_rs_value_t *vt = lookup(s, key), *vb = lookup(base, key);
             const mxf_rs_value_t *vm = apr_hash_get(merged, key, APR_HASH_KEY_STRING);
             apr_int64_t nt = vt ? vt->nid : 0, nb = vb ? vb->nid : 0;
+            int failed = 0;
 
             if (nt == nb) {
                 continue;
             }
-            if (apr_hash_get(mine, key, APR_HASH_KEY_STRING) && (lca || vb)) {
+            if (!lca && vb && vt) {
+                /* No common ancestor in memory: the newer value wins. */
+                if (in_history(ctx, vb, vt, key, &failed)) {
+                    continue;           /* base changed it after their value */
+                }
+                if (!failed && !in_history(ctx, vt, vb, key, &failed) && !failed) {
+                    *why = describe(ctx->p, key, vb, vt);
+                    return NULL;
+                }
+                if (failed) {
+                    *why = "cannot read the history of a state from the database";
+                    return NULL;
+                }
+            }
+            else if (apr_hash_get(mine, key, APR_HASH_KEY_STRING) && (lca || vb)) {
                 *why = describe(ctx->p, key, vb, vt);
                 return NULL;
+            }
+            if (!vt) {
+                continue;               /* unset there, set here */
             }
             if (vm && vm->nid != nt) {
                 *why = describe(ctx->p, key, vm, vt);
                 return NULL;
             }
-            if (vt) {
-                apr_hash_set(merged, key, APR_HASH_KEY_STRING, vt);
-            }
+            apr_hash_set(merged, key, APR_HASH_KEY_STRING, vt);
         }
     }
     result = apr_hash_count(merged) == 0 ? base : new_child(ctx, base, merged);
@@ -510,6 +584,7 @@ mxf_rs_state_t *mxf_rs_load(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t 
             v->membership = apr_pstrdup(ctx->p, PQgetvalue(res, i, 3));
         }
         v->sender = apr_pstrdup(ctx->p, PQgetvalue(res, i, 4));
+        v->from_db = 1;
         if (!PQgetisnull(res, i, 5)) {
             v->content = mxf_json_own(ctx->p, json_loads(PQgetvalue(res, i, 5), 0, NULL));
         }

@@ -10,6 +10,10 @@
  * branches changed since they forked, not to the size of the room's state.
  * Branches that set the same (type, state_key) to different events are a
  * conflict: without state resolution the merge fails and says which key.
+ * States loaded from the database have no common ancestor in memory; for
+ * those, a key whose values differ takes the value whose history (the
+ * chain of values it replaced, read from the database where needed)
+ * holds the other one, and is a conflict otherwise.
  *
  * Part of the matrix-fed tool (it reads and writes through libpq).
  */
@@ -36,7 +40,15 @@ typedef struct mxf_rs_value {
     const char *membership;     /* m.room.member: content.membership */
     const char *sender;         /* the event's sender */
     json_t *content;            /* content (kept for the types the engine reads) */
+    /* Set by the engine: the value this one replaced in the state before
+     * its event (NULL: the key was unset), or from_db when that history is
+     * in the database (values of states loaded from it). */
+    const struct mxf_rs_value *replaced;
+    int from_db;
 } mxf_rs_value_t;
+
+/* Whether the engine keeps the content of state events of @a type (it reads them). */
+int mxf_rs_keeps_content(const char *type);
 
 /* Reads the next free group and visibility numbers. NULL (reported) on error. */
 mxf_rs_ctx_t *mxf_rs_create(apr_pool_t *p, PGconn *conn);

@@ -30,8 +30,10 @@ class Postgres:
     USER = "mxf"
     DBNAME = "matrix_fed"
 
-    def __init__(self, basedir):
+    def __init__(self, basedir, settings=()):
+        """@settings: extra server settings ("name=value"), e.g. for benchmarks."""
         self.basedir = basedir
+        self.settings = list(settings)
         self.datadir = os.path.join(basedir, "pgdata")
         self.sockdir = os.path.join(basedir, "pgsock")
         self.logfile = os.path.join(basedir, "postgres.log")
@@ -62,7 +64,7 @@ class Postgres:
     def _pg_start(self):
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
                 f"-c unix_socket_directories={self.sockdir} -c fsync=off "
-                "-c max_connections=200")
+                "-c max_connections=200" + "".join(f" -c {x}" for x in self.settings))
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
                   "-l", self.logfile, "-o", opts, "-w", "-t", "60", "start")
 

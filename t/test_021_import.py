@@ -1,0 +1,701 @@
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""matrix-fed import and export against a real PostgreSQL, checked against
+what matrix-fed gen-room knows about the rooms it makes (expected.jsonl,
+expected.json) and against Python's own reading of the events, never against
+the importer's logic: edges, depth, the state before and after every event,
+visibility rows, redactions, current state, joined servers and the ACL; bad
+lines (each reported with its line number, the database unchanged); an
+import killed mid-way; idempotent re-import; export round trips; any input
+order; events whose prev_events are missing (the edge of history)."""
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+import signedjson.key
+import signedjson.sign
+from canonicaljson import encode_canonical_json
+
+from test_020_genroom import content_hash, event_id, gen, redact
+
+VERSIONS = ["1", "3", "6", "10", "11", "12"]
+EVENTS = 400
+BIG_EVENTS = 12000
+
+TABLES = ["mxf_rooms", "mxf_room_servers", "mxf_visibility", "mxf_events",
+          "mxf_event_edges", "mxf_auth_edges", "mxf_redactions", "mxf_state_groups",
+          "mxf_state_entries", "mxf_server_keys"]
+
+_dbs = itertools.count()
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def new_db(postgres, build_env, template=None):
+    """A fresh database with the schema (or a copy of @template)."""
+    name = f"imp_{os.getpid()}_{next(_dbs)}"
+    if template:
+        postgres.psql("postgres", f"CREATE DATABASE {name} TEMPLATE {template}")
+        return name
+    postgres.psql("postgres", f"CREATE DATABASE {name}")
+    subprocess.run([build_env.cli, "db", "init", "--db", postgres.conninfo(name)], check=True,
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return name
+
+
+def cli(build_env, *args, stdin=None):
+    return subprocess.run([build_env.cli, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          input=stdin, env=build_env.sanitizer_env(os.environ.get("TMPDIR", "/tmp")))
+
+
+def import_file(build_env, postgres, db, path, keys=None, extra=()):
+    args = ["import", "--db", postgres.conninfo(db), "--quiet", *extra]
+    if keys:
+        args += ["--keys", keys]
+    return cli(build_env, *args, path)
+
+
+def import_ok(build_env, postgres, db, path, keys=None, extra=()):
+    r = import_file(build_env, postgres, db, path, keys, extra)
+    assert r.returncode == 0, r.stderr.decode()
+    return r.stdout.decode()
+
+
+def query_json(postgres, db, sql):
+    """Rows of @sql as a list of dicts."""
+    out = postgres.psql(db, f"SELECT coalesce(json_agg(t), '[]') FROM ({sql}) t")
+    return json.loads(out)
+
+
+def snapshot(postgres, db):
+    """Row counts and a digest of every row of every table."""
+    parts = ", ".join(
+        f"'{t}', (SELECT json_build_array(count(*), md5(coalesce(string_agg(x::text, '|' "
+        f"ORDER BY x::text), ''))) FROM {t} x)" for t in TABLES)
+    return json.loads(postgres.psql(db, f"SELECT json_build_object({parts})"))
+
+
+def counts(postgres, db):
+    return {t: v[0] for t, v in snapshot(postgres, db).items()}
+
+
+DB_EVENTS = """
+SELECT e.event_id, e.event_nid, e.type, e.state_key, e.sender, e.depth, e.membership,
+       e.origin_server_ts, e.state_before, e.state_after, e.vis_id, e.vis_after_id,
+       e.redacted_because, e.redacted_pdu, e.signatures_verified, e.outlier,
+       e.rejected_reason
+  FROM mxf_events e ORDER BY e.event_nid"""
+
+DB_EDGES = """
+SELECT c.event_id, x.{col}_id AS ref, p.event_id AS resolved, x.{col}_nid AS nid
+  FROM mxf_{table} x JOIN mxf_events c ON c.event_nid = x.event_nid
+  LEFT JOIN mxf_events p ON p.event_nid = x.{col}_nid"""
+
+DB_STATES = """
+SELECT g.g AS group_id,
+       coalesce(json_object_agg(s.type || '|' || s.state_key, e.event_id)
+                FILTER (WHERE s.type IS NOT NULL), '{}') AS state
+  FROM (SELECT state_before AS g FROM mxf_events UNION SELECT state_after FROM mxf_events
+        UNION SELECT current_state_group FROM mxf_rooms) g
+  LEFT JOIN LATERAL mxf_state_of(g.g) s ON true
+  LEFT JOIN mxf_events e ON e.event_nid = s.event_nid
+ WHERE g.g IS NOT NULL GROUP BY g.g"""
+
+
+def load_db(postgres, db):
+    """Everything the checks need, keyed by event ID."""
+    events = {e["event_id"]: e for e in query_json(postgres, db, DB_EVENTS)}
+    prevs, auths = {}, {}
+    for rows, out in ((query_json(postgres, db, DB_EDGES.format(col="prev", table="event_edges")),
+                       prevs),
+                      (query_json(postgres, db, DB_EDGES.format(col="auth", table="auth_edges")),
+                       auths)):
+        for r in rows:
+            out.setdefault(r["event_id"], {})[r["ref"]] = r["resolved"]
+    states = {r["group_id"]: r["state"] for r in query_json(postgres, db, DB_STATES)}
+    vis = {r["vis_id"]: r for r in query_json(postgres, db, "SELECT * FROM mxf_visibility")}
+    rooms = query_json(postgres, db, "SELECT * FROM mxf_rooms")
+    servers = {r["server_name"]: r["joined"]
+               for r in query_json(postgres, db, "SELECT * FROM mxf_room_servers")}
+    return {"events": events, "prevs": prevs, "auths": auths, "states": states, "vis": vis,
+            "rooms": rooms, "servers": servers}
+
+
+def state_map(dbd, group):
+    return None if group is None else dbd["states"][group]
+
+
+def vis_of(dbd, vis_id):
+    v = dbd["vis"][vis_id]
+    return (v["history_visibility"], sorted(v["joined_servers"]), sorted(v["invited_servers"]))
+
+
+def write_lines(path, lines):
+    with open(path, "wb") as f:
+        f.write(b"".join(line + b"\n" for line in lines))
+    return str(path)
+
+
+def read_lines(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data.endswith(b"\n")
+    return data[:-1].split(b"\n")
+
+
+def edge_ids(ev, key, version):
+    return [x[0] for x in ev[key]] if int(version) <= 2 else list(ev[key])
+
+
+def vis_from_state(state, by_id):
+    """(history visibility, joined servers, invited servers) of a state map,
+    read from the events themselves."""
+    hv_id = state.get("m.room.history_visibility|")
+    hv = by_id[hv_id]["content"].get("history_visibility", "shared") if hv_id else "shared"
+    if hv not in ("world_readable", "shared", "invited", "joined"):
+        hv = "shared"
+    joined, invited = set(), set()
+    for key, eid in state.items():
+        if key.startswith("m.room.member|"):
+            m = by_id[eid]["content"]["membership"]
+            server = key.split(":", 1)[1]
+            if m == "join":
+                joined.add(server)
+            elif m == "invite":
+                invited.add(server)
+    return hv, sorted(joined), sorted(invited)
+
+
+def server_keys(room_dir):
+    """Signing keys of the generated servers, by server name."""
+    keys = {}
+    for name in os.listdir(os.path.join(room_dir, "keys")):
+        if name.endswith(".key"):
+            with open(os.path.join(room_dir, "keys", name)) as f:
+                keys[name[:-4]] = signedjson.key.read_signing_keys(f)[0]
+    return keys
+
+
+def resign(ev, version, keys, rehash=True):
+    """@ev with a fresh content hash and the sender's server's signature."""
+    ev = {k: v for k, v in ev.items() if k != "signatures"}
+    if rehash:
+        ev["hashes"] = {"sha256": content_hash(ev)}
+    server = ev["sender"].split(":", 1)[1]
+    signed = signedjson.sign.sign_json(redact(ev, version), server, keys[server])
+    ev["signatures"] = signed["signatures"]
+    return ev
+
+
+def canonical(ev):
+    return encode_canonical_json(ev)
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def imported(request, build_env, postgres, tmp_path_factory):
+    """A generated room of each version, imported into a fresh database."""
+    version = request.param
+    d = gen(build_env, tmp_path_factory.mktemp(f"imp-v{version}") / "room", version,
+            seed=11, events=EVENTS, branchiness=0.2)
+    room = os.path.join(d, "room.jsonl")
+    keys = os.path.join(d, "keys", "all.json")
+    lines = read_lines(room)
+    events = [json.loads(line) for line in lines]
+    with open(os.path.join(d, "expected.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(d, "expected.jsonl")) as f:
+        expect = [json.loads(line) for line in f]
+    db = new_db(postgres, build_env)
+    out = import_ok(build_env, postgres, db, room, keys)
+    ids = [event_id(ev, version) for ev in events]
+    return {"version": version, "dir": str(d), "room": room, "keys": keys, "lines": lines,
+            "events": events, "ids": ids, "by_id": dict(zip(ids, events)),
+            "summary": summary, "expect": expect, "db": db, "out": out,
+            "dbd": load_db(postgres, db)}
+
+
+@pytest.fixture(scope="session")
+def big_room(build_env, tmp_path_factory):
+    d = gen(build_env, tmp_path_factory.mktemp("imp-big") / "room", "10", seed=5,
+            events=BIG_EVENTS, branchiness=0.1)
+    return str(d)
+
+
+# ---------------------------------------------------------------------------
+# Generated rooms of every version
+
+
+class TestImportGenerated:
+
+    def test_021_001_summary(self, imported):
+        out = imported["out"]
+        n = len(imported["lines"])
+        assert f"imported {n} new events ({n} lines; 0 already known" in out
+        assert f"signatures: {n} verified, 0 unverifiable" in out
+        assert f"{len(imported['summary']['redacted'])} by m.room.redaction" in out
+        assert "0 by content hash mismatch" in out
+
+    def test_021_002_events_edges_depth(self, imported):
+        dbd, version = imported["dbd"], imported["version"]
+        assert len(dbd["events"]) == len(imported["events"]) == EVENTS
+        nids = {}
+        for x in imported["expect"]:
+            e = dbd["events"][x["event_id"]]
+            nids[x["event_id"]] = e["event_nid"]
+            assert e["type"] == x["type"]
+            assert e["state_key"] == x.get("state_key")
+            assert e["sender"] == x["sender"]
+            assert e["depth"] == x["depth"]
+            assert e["origin_server_ts"] == x["origin_server_ts"]
+            assert e["signatures_verified"] is True
+            assert e["outlier"] is False and e["rejected_reason"] is None
+            ev = imported["by_id"][x["event_id"]]
+            assert edge_ids(ev, "prev_events", version) == x["prev_events"]
+            # Every edge, with its target resolved to the stored event.
+            assert dbd["prevs"].get(x["event_id"], {}) == {p: p for p in x["prev_events"]}
+            assert dbd["auths"].get(x["event_id"], {}) == {a: a for a in x["auth_events"]}
+            if x["type"] == "m.room.member":
+                assert e["membership"] == ev["content"]["membership"]
+            else:
+                assert e["membership"] is None
+        # Arrival order is a topological order.
+        for x in imported["expect"]:
+            for p in x["prev_events"] + x["auth_events"]:
+                assert nids[p] < nids[x["event_id"]]
+
+    def test_021_003_state_before_after(self, imported):
+        dbd = imported["dbd"]
+        for x in imported["expect"]:
+            e = dbd["events"][x["event_id"]]
+            assert state_map(dbd, e["state_before"]) == x["state_before"], x["i"]
+            assert state_map(dbd, e["state_after"]) == x["state_after"], x["i"]
+            if "state_key" not in x:
+                assert e["state_after"] == e["state_before"]
+
+    def test_021_004_visibility(self, imported):
+        dbd, by_id = imported["dbd"], imported["by_id"]
+        for x in imported["expect"]:
+            e = dbd["events"][x["event_id"]]
+            want = (x["history_visibility"], sorted(x["joined_servers"]),
+                    sorted(x["invited_servers"]))
+            assert vis_of(dbd, e["vis_id"]) == want, x["i"]
+            assert vis_from_state(x["state_before"], by_id) == want, x["i"]
+            after = vis_from_state(x["state_after"], by_id)
+            if x["type"] in ("m.room.member", "m.room.history_visibility") and after != want:
+                assert e["vis_after_id"] is not None
+                assert vis_of(dbd, e["vis_after_id"]) == after, x["i"]
+            else:
+                assert e["vis_after_id"] is None, x["i"]
+
+    def test_021_005_redactions(self, imported):
+        dbd, version, by_id = imported["dbd"], imported["version"], imported["by_id"]
+        redacted = imported["summary"]["redacted"]
+        assert redacted, "the generator made no redactions"
+        got = {eid: e["redacted_because"] for eid, e in dbd["events"].items()
+               if e["redacted_because"]}
+        assert got == redacted
+        for eid, e in dbd["events"].items():
+            ev = by_id[eid]
+            x_vis = [vis_of(dbd, e["vis_id"])[0]]
+            if e["vis_after_id"]:
+                x_vis.append(vis_of(dbd, e["vis_after_id"])[0])
+            restricted = any(v in ("invited", "joined") for v in x_vis)
+            if eid in redacted or restricted:
+                red = json.loads(e["redacted_pdu"])
+                assert red == redact(ev, version)
+                assert e["redacted_pdu"].encode() == canonical(red)
+                assert red["hashes"] == ev["hashes"] and red["signatures"] == ev["signatures"]
+                if ev["type"] == "m.room.message":
+                    assert red["content"] == {}
+            else:
+                assert e["redacted_pdu"] is None, eid
+        # Redaction targets are messages whose content the redacted form drops.
+        for target in redacted:
+            assert by_id[target]["type"] == "m.room.message"
+            assert by_id[target]["content"]
+
+    def test_021_006_current_state(self, imported):
+        dbd, summary, by_id = imported["dbd"], imported["summary"], imported["by_id"]
+        [room] = dbd["rooms"]
+        assert room["room_id"] == summary["room_id"]
+        assert room["room_version"] == imported["version"]
+        assert dbd["events"][imported["ids"][0]]["event_nid"] == room["create_event_nid"]
+        final = summary["final_state"]
+        assert state_map(dbd, room["current_state_group"]) == final
+        acl = by_id[final["m.room.server_acl|"]]["content"]
+        assert json.loads(room["current_acl"]) == acl
+        joined = {}
+        for key, eid in final.items():
+            if key.startswith("m.room.member|") and by_id[eid]["content"]["membership"] == "join":
+                server = key.split(":", 1)[1]
+                joined[server] = joined.get(server, 0) + 1
+        assert dbd["servers"] == joined
+        assert sorted(joined) == sorted(summary["joined_servers"])
+
+    def test_021_007_reimport_is_idempotent(self, imported, build_env, postgres):
+        before = snapshot(postgres, imported["db"])
+        out = import_ok(build_env, postgres, imported["db"], imported["room"], imported["keys"])
+        n = len(imported["lines"])
+        assert f"imported 0 new events ({n} lines; {n} already known" in out
+        assert "nothing new" in out
+        after = snapshot(postgres, imported["db"])
+        # Only the key table's fetch times may move.
+        before.pop("mxf_server_keys"), after.pop("mxf_server_keys")
+        assert after == before
+
+    def test_021_008_export_round_trip(self, imported, build_env, postgres, tmp_path):
+        r = cli(build_env, "export", "--db", postgres.conninfo(imported["db"]),
+                "--room", imported["summary"]["room_id"])
+        assert r.returncode == 0, r.stderr.decode()
+        with open(imported["room"], "rb") as f:
+            assert r.stdout == f.read()
+        # And again through a second database.
+        out = write_lines(tmp_path / "export.jsonl", r.stdout[:-1].split(b"\n"))
+        db2 = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db2, out, imported["keys"])
+        r2 = cli(build_env, "export", "--db", postgres.conninfo(db2),
+                 "--room", imported["summary"]["room_id"])
+        assert r2.returncode == 0 and r2.stdout == r.stdout
+
+    def test_021_009_any_input_order(self, imported, build_env, postgres, tmp_path):
+        lines = list(imported["lines"])
+        random.Random(21).shuffle(lines)
+        path = write_lines(tmp_path / "shuffled.jsonl", lines)
+        db = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db, path, imported["keys"])
+        a, b = imported["dbd"], load_db(postgres, db)
+        assert set(a["events"]) == set(b["events"])
+        for eid, ea in a["events"].items():
+            eb = b["events"][eid]
+            assert state_map(b, eb["state_before"]) == state_map(a, ea["state_before"])
+            assert state_map(b, eb["state_after"]) == state_map(a, ea["state_after"])
+            assert vis_of(b, eb["vis_id"]) == vis_of(a, ea["vis_id"])
+            assert (eb["vis_after_id"] is None) == (ea["vis_after_id"] is None)
+            assert eb["redacted_because"] == ea["redacted_because"]
+            assert eb["redacted_pdu"] == ea["redacted_pdu"]
+            assert b["prevs"].get(eid) == a["prevs"].get(eid)
+        assert state_map(b, b["rooms"][0]["current_state_group"]) == \
+            imported["summary"]["final_state"]
+        assert b["servers"] == a["servers"]
+
+    def test_021_011_in_chunks(self, imported, build_env, postgres, tmp_path):
+        """Consecutive slices, one import each: branches that fork in one
+        import and merge in the next merge states loaded from the database."""
+        lines, dbd = imported["lines"], imported["dbd"]
+        db = new_db(postgres, build_env)
+        cuts = [0, 97, 151, 230, 333, len(lines)]
+        for a, b in zip(cuts, cuts[1:]):
+            path = write_lines(tmp_path / f"chunk{a}.jsonl", lines[a:b])
+            out = import_ok(build_env, postgres, db, path, imported["keys"])
+            assert f"imported {b - a} new events" in out
+        d = load_db(postgres, db)
+        for x in imported["expect"]:
+            e = d["events"][x["event_id"]]
+            assert state_map(d, e["state_before"]) == x["state_before"], x["i"]
+            assert state_map(d, e["state_after"]) == x["state_after"], x["i"]
+            assert vis_of(d, e["vis_id"]) == vis_of(dbd, dbd["events"][x["event_id"]]["vis_id"])
+            assert e["redacted_because"] == dbd["events"][x["event_id"]]["redacted_because"]
+        assert state_map(d, d["rooms"][0]["current_state_group"]) == \
+            imported["summary"]["final_state"]
+        assert d["servers"] == dbd["servers"]
+        assert d["rooms"][0]["current_acl"] == dbd["rooms"][0]["current_acl"]
+
+    def test_021_010_edge_of_history(self, imported, build_env, postgres, tmp_path):
+        """The create event and the second half alone: the second half's
+        state is unknown and its edges into the first half dangle; once the
+        first half arrives, edges link and every state is known."""
+        lines, ids, by_id = imported["lines"], imported["ids"], imported["by_id"]
+        version = imported["version"]
+        half = len(lines) // 2
+        second = write_lines(tmp_path / "second.jsonl", [lines[0]] + lines[half:])
+        first = write_lines(tmp_path / "first.jsonl", lines[:half])
+        db = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db, second, imported["keys"])
+        d = load_db(postgres, db)
+        assert len(d["events"]) == len(lines) - half + 1
+        in_db = set(d["events"])
+        dangling = 0
+        for eid in ids[half:]:
+            e = d["events"][eid]
+            assert e["state_before"] is None and e["state_after"] is None, eid
+            for p in edge_ids(by_id[eid], "prev_events", version):
+                assert d["prevs"][eid][p] == (p if p in in_db else None)
+                dangling += p not in in_db
+        assert dangling > 0
+        assert d["rooms"][0]["current_state_group"] is None
+
+        out = import_ok(build_env, postgres, db, first, imported["keys"])
+        assert f"imported {half - 1} new events" in out
+        d = load_db(postgres, db)
+        full = imported["dbd"]
+        for eid in ids:
+            assert d["prevs"].get(eid) == full["prevs"].get(eid)
+            assert d["auths"].get(eid) == full["auths"].get(eid)
+            e, f = d["events"][eid], full["events"][eid]
+            assert state_map(d, e["state_before"]) == state_map(full, f["state_before"]), eid
+            assert state_map(d, e["state_after"]) == state_map(full, f["state_after"]), eid
+            assert vis_of(d, e["vis_id"]) == vis_of(full, f["vis_id"])
+            assert e["redacted_because"] == f["redacted_because"], eid
+            assert e["redacted_pdu"] == f["redacted_pdu"], eid
+        assert state_map(d, d["rooms"][0]["current_state_group"]) == \
+            imported["summary"]["final_state"]
+        assert d["servers"] == full["servers"]
+
+
+# ---------------------------------------------------------------------------
+# Bad lines
+
+
+@pytest.fixture(scope="module")
+def bad_base(build_env, postgres, tmp_path_factory):
+    """A v10 and a v1 room: the first half imported into a template database,
+    the second half to be imported with one line spoilt."""
+    rooms = {}
+    for version in ("10", "1"):
+        d = gen(build_env, tmp_path_factory.mktemp(f"bad-v{version}") / "room", version,
+                seed=12, events=300, branchiness=0.2)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        db = new_db(postgres, build_env)
+        first = write_lines(os.path.join(d, "first.jsonl"), lines[:150])
+        keys = os.path.join(d, "keys", "all.json")
+        import_ok(build_env, postgres, db, first, keys)
+        rooms[version] = {"dir": str(d), "lines": lines, "db": db, "keys": keys,
+                          "signing": server_keys(str(d)), "version": version}
+    return rooms
+
+
+# Spoilers: (id, room version, function(event dict, line bytes, room) -> line bytes,
+#            expected words in the message)
+def _broken_json(ev, line, room):
+    return line[:len(line) // 2]
+
+
+def _malformed_hashes(ev, line, room):
+    ev = dict(ev, hashes={"sha256": 12})
+    return canonical(resign(ev, room["version"], room["signing"], rehash=False))
+
+
+def _hashes_not_object(ev, line, room):
+    ev = dict(ev, hashes="abc")
+    return canonical(resign(ev, room["version"], room["signing"], rehash=False))
+
+
+def _carried_event_id(ev, line, room):
+    # A v10 PDU carrying an event_id that is not its reference hash.
+    ev = dict(ev, event_id="$" + "A" * 43)
+    return canonical(resign(ev, room["version"], room["signing"]))
+
+
+def _invalid_v1_event_id(ev, line, room):
+    ev = dict(ev, event_id="not-an-event-id")
+    return canonical(resign(ev, room["version"], room["signing"]))
+
+
+def _missing_v1_event_id(ev, line, room):
+    ev = {k: v for k, v in ev.items() if k != "event_id"}
+    return canonical(resign(ev, room["version"], room["signing"]))
+
+
+def _oversize(ev, line, room):
+    ev = dict(ev, content=dict(ev["content"], pad="x" * 66000))
+    return canonical(resign(ev, room["version"], room["signing"]))
+
+
+def _bad_signature(ev, line, room):
+    sigs = json.loads(json.dumps(ev["signatures"]))
+    server = ev["sender"].split(":", 1)[1]
+    key_id = next(iter(sigs[server]))
+    s = sigs[server][key_id]
+    sigs[server][key_id] = ("B" if s[0] != "B" else "C") + s[1:]
+    return canonical(dict(ev, signatures=sigs))
+
+
+def _unsigned_by_sender(ev, line, room):
+    server = ev["sender"].split(":", 1)[1]
+    return canonical(dict(ev, signatures={k: v for k, v in ev["signatures"].items()
+                                          if k != server}))
+
+
+def _duplicate_key(ev, line, room):
+    assert line.count(b'"depth":') == 1
+    return line.replace(b'"depth":', b'"depth":1,"depth":', 1)
+
+
+def _float(ev, line, room):
+    return line.replace(b'"content":{', b'"content":{"f":1.5,', 1)
+
+
+def _big_int(ev, line, room):
+    return line.replace(b'"content":{', b'"content":{"n":9007199254740992,', 1)
+
+
+def _unknown_room(ev, line, room):
+    ev = dict(ev, room_id="!unknown:hs1.example")
+    return canonical(resign(ev, room["version"], room["signing"]))
+
+
+def _not_object(ev, line, room):
+    return b"[1, 2, 3]"
+
+
+SPOILERS = [
+    ("broken-json", "10", _broken_json, "JSON"),
+    ("malformed-hashes", "10", _malformed_hashes, "hash"),
+    ("hashes-not-object", "10", _hashes_not_object, "hash"),
+    ("carried-event-id", "10", _carried_event_id, "event_id"),
+    ("invalid-v1-event-id", "1", _invalid_v1_event_id, "event_id"),
+    ("missing-v1-event-id", "1", _missing_v1_event_id, "event_id"),
+    ("oversize", "10", _oversize, "bytes"),
+    ("bad-signature", "10", _bad_signature, "signature"),
+    ("bad-signature-v1", "1", _bad_signature, "signature"),
+    ("unsigned-by-sender", "10", _unsigned_by_sender, "sign"),
+    ("duplicate-key", "10", _duplicate_key, "depth"),
+    ("float-in-v10", "10", _float, "room version 10"),
+    ("big-int-in-v10", "10", _big_int, "room version 10"),
+    ("unknown-room", "10", _unknown_room, "!unknown:hs1.example"),
+    ("not-an-object", "10", _not_object, "object"),
+]
+
+
+class TestBadLines:
+
+    @pytest.mark.parametrize("name,version,spoil,words", SPOILERS,
+                             ids=[s[0] for s in SPOILERS])
+    @pytest.mark.parametrize("require", [False, True], ids=["", "require-signatures"])
+    def test_021_020_bad_line(self, bad_base, build_env, postgres, tmp_path,
+                              name, version, spoil, words, require):
+        room = bad_base[version]
+        second = list(room["lines"][150:])
+        k = 60                                   # a message, a member event, ... any line
+        ev = json.loads(second[k])
+        second[k] = spoil(ev, second[k], room)
+        path = write_lines(tmp_path / "bad.jsonl", second)
+        before = snapshot(postgres, room["db"])
+        r = import_file(build_env, postgres, room["db"], path,
+                        extra=["--require-signatures"] if require else [])
+        err = r.stderr.decode()
+        assert r.returncode == 1, err
+        assert f"{path}:{k + 1}: " in err, err
+        line = [x for x in err.splitlines() if f"{path}:{k + 1}: " in x][0]
+        assert words in line, line
+        assert "database is unchanged" in err
+        assert snapshot(postgres, room["db"]) == before
+
+    def test_021_021_control(self, bad_base, build_env, postgres, tmp_path):
+        """Unspoilt, the same second halves import (so the tests above
+        would have written something)."""
+        for room in bad_base.values():
+            db = new_db(postgres, build_env, template=room["db"])
+            path = write_lines(tmp_path / f"good-{room['version']}.jsonl", room["lines"][150:])
+            out = import_ok(build_env, postgres, db, path, extra=["--require-signatures"])
+            assert f"imported {len(room['lines']) - 150} new events" in out
+
+    def test_021_022_several_bad_lines_all_reported(self, bad_base, build_env, postgres,
+                                                    tmp_path):
+        room = bad_base["10"]
+        second = list(room["lines"][150:])
+        for k in (3, 40, 99):
+            second[k] = _broken_json(None, second[k], room)
+        path = write_lines(tmp_path / "bad.jsonl", second)
+        r = import_file(build_env, postgres, room["db"], path)
+        err = r.stderr.decode()
+        assert r.returncode == 1
+        for k in (3, 40, 99):
+            assert f"{path}:{k + 1}: " in err
+        assert "3 bad lines" in err
+
+    def test_021_023_content_hash_mismatch_is_stored_redacted(self, bad_base, build_env,
+                                                              postgres, tmp_path):
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        k = next(i for i, line in enumerate(lines)
+                 if json.loads(line)["type"] == "m.room.message")
+        ev = json.loads(lines[k])
+        spoilt = dict(ev, content=dict(ev["content"], body="tampered"))
+        # Message content is not part of the redacted form: the signature and
+        # the event ID stay valid, only the content hash fails.
+        lines[k] = canonical(spoilt)
+        path = write_lines(tmp_path / "hash.jsonl", lines)
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, path, room["keys"],
+                        extra=["--require-signatures"])
+        assert "1 by content hash mismatch" in out
+        eid = event_id(ev, "10")
+        [row] = query_json(postgres, db, "SELECT redacted_because, redacted_pdu, pdu"
+                                         f" FROM mxf_events WHERE event_id = '{eid}'")
+        assert row["redacted_because"] == "content-hash"
+        assert row["pdu"].encode() == lines[k]
+        assert json.loads(row["redacted_pdu"]) == redact(spoilt, "10")
+
+    def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
+        """Without keys: imported as unverified, or refused with
+        --require-signatures."""
+        room = bad_base["10"]
+        path = write_lines(tmp_path / "room.jsonl", room["lines"])
+        db = new_db(postgres, build_env)
+        before = snapshot(postgres, db)
+        r = import_file(build_env, postgres, db, path, extra=["--require-signatures"])
+        assert r.returncode == 1
+        assert f"{path}:1: " in r.stderr.decode()
+        assert snapshot(postgres, db) == before
+        out = import_ok(build_env, postgres, db, path)
+        n = len(room["lines"])
+        assert f"signatures: 0 verified, {n} unverifiable" in out
+        assert postgres.psql(db, "SELECT count(*) FROM mxf_events"
+                                 " WHERE NOT signatures_verified") == str(n)
+
+
+# ---------------------------------------------------------------------------
+# Interrupted import
+
+
+def test_021_030_killed_import_leaves_consistent_db(big_room, build_env, postgres):
+    room = os.path.join(big_room, "room.jsonl")
+    keys = os.path.join(big_room, "keys", "all.json")
+    db = new_db(postgres, build_env)
+    p = subprocess.Popen([build_env.cli, "import", "--db", postgres.conninfo(db), "--quiet",
+                          "--keys", keys, room], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=build_env.sanitizer_env("/tmp"))
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert p.poll() is None, "the import finished before it could be killed"
+            assert time.time() < deadline
+            busy = postgres.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                     " query LIKE 'COPY mxf_events %'")
+            if busy != "0":
+                break
+            time.sleep(0.01)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    # The server notices the client is gone and rolls back.
+    deadline = time.time() + 30
+    while postgres.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                            " current_database() AND pid <> pg_backend_pid()") != "0":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    c = counts(postgres, db)
+    assert c["mxf_events"] == 0 and c["mxf_rooms"] == 0 and c["mxf_state_groups"] == 0, c
+    # And the import runs again from the start.
+    out = import_ok(build_env, postgres, db, room, keys)
+    assert f"imported {BIG_EVENTS} new events" in out
+    c = counts(postgres, db)
+    assert c["mxf_events"] == BIG_EVENTS
+    assert postgres.psql(db, "SELECT count(*) FROM mxf_event_edges WHERE prev_nid IS NULL") \
+        == "0"
+    assert postgres.psql(db, "SELECT count(*) FROM mxf_events WHERE state_before IS NULL") \
+        == "0"
