@@ -51,11 +51,14 @@ static void genroom_usage(FILE *out)
 {
     fputs("Usage: matrix-fed gen-room --out DIR [--room-version V] [--events N]\n"
           "         [--servers S] [--users-per-server U] [--branchiness F]\n"
-          "         [--redactions F] [--seed SEED] [--threads T]\n"
+          "         [--redactions F] [--conflicts F] [--seed SEED] [--threads T]\n"
           "  Generates a room of N signed events (default 1000, room version 10)\n"
           "  among S homeservers hs1.example.. (default 4) with U users each\n"
           "  (default 5). F: per-step probability of concurrent branches (0.1) and\n"
-          "  of redactions (0.02). Same options and seed (default 1) give the same\n"
+          "  of redactions (0.02); --conflicts F: share of the forks whose branches\n"
+          "  conflict in state (default 0; room versions 2+; the expected state after\n"
+          "  their merge is the generator's prediction of state resolution).\n"
+          "  Same options and seed (default 1) give the same\n"
           "  bytes, whatever the number of signing threads T (default 2).\n"
           "  Writes DIR/room.jsonl, DIR/expected.jsonl, DIR/expected.json\n"
           "  and DIR/keys/ (<server>.key, <server>.json, all.json).\n", out);
@@ -245,6 +248,9 @@ int mxf_cmd_genroom(apr_pool_t *p, int argc, const char *const *argv)
         }
         else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--branchiness", &value)) != 0) {
             r = r > 0 && parse_fraction("--branchiness", value, &o.branchiness) ? 1 : -1;
+        }
+        else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--conflicts", &value)) != 0) {
+            r = r > 0 && parse_fraction("--conflicts", value, &o.conflicts) ? 1 : -1;
         }
         else if ((r = mxf_cmd_opt_value(argc, argv, &i, "--redactions", &value)) != 0) {
             r = r > 0 && parse_fraction("--redactions", value, &o.redactions) ? 1 : -1;

@@ -15,14 +15,38 @@
  *   3. look up the events the database already has, and the events whose
  *      state was unknown (missing prev_events) that this import can now
  *      complete; order everything topologically (ties: input order);
- *   4. compute the state before and after each event and the visibility
- *      stretch it belongs to (mxf_roomstate), writing rows in batches;
+ *   4. compute the state before each event (the merge of the states after
+ *      its prev_events, resolved by the room version's state resolution
+ *      where they differ), check the event against the authorization rules
+ *      (its auth events, then the state before it), and the state after it
+ *      and the visibility stretch it belongs to (mxf_roomstate), writing
+ *      rows in batches;
  *   5. apply redactions, link edges to events that arrived late, and set
  *      each room's current state, ACL and joined servers.
  *
  * The state before an event is known when every one of its prev_events is
  * known with its state (or it is the room's m.room.create); otherwise it is
  * NULL, the edge of known history, until the missing events arrive.
+ *
+ * Authorization (server-server API, "Checks performed on receipt of a
+ * PDU", steps 4 and 5): an event whose state before is known must pass the
+ * rules on its auth_events list, the authorization rules against its auth
+ * events, and the rules against the state before it. Otherwise it is
+ * stored as rejected (rejected_reason, never served; state after = state
+ * before). An auth event that is neither in the input nor in the database
+ * cannot be fetched by an import, so the event is rejected (as a server
+ * that cannot fetch it would); so is an event citing a rejected auth event.
+ * An event whose state is unknown is stored unchecked: it is checked when
+ * a later import makes its state known (the same pass that fills its
+ * state in). The ordering puts every event after its prev_events and its
+ * auth events of the same import, so the checks see their outcome.
+ * Known limitation: an auth event whose own state is still unknown (not
+ * yet checked) counts as accepted.
+ *
+ * State resolution takes events from this import (their PDUs re-parsed
+ * from the input line, a small cache of them kept) or from the database,
+ * numbered so that numbers grow along auth edges: this import's events by
+ * their position in its order, after every stored event's number.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -38,6 +62,7 @@
 #include <apr_tables.h>
 #include <libpq-fe.h>
 
+#include "mxf_authrules.h"
 #include "mxf_base64.h"
 #include "mxf_canonical.h"
 #include "mxf_cmd.h"
@@ -48,6 +73,7 @@
 #include "mxf_roomstate.h"
 #include "mxf_roomver.h"
 #include "mxf_sign.h"
+#include "mxf_stateres.h"
 
 /* Events written per COPY round. */
 #define BATCH_EVENTS 5000
@@ -57,6 +83,8 @@
 #define CHECK_CHUNK 64
 /* Most checker threads. */
 #define MAX_THREADS 32
+/* Parsed PDUs kept for the auth checks and state resolution before the cache is emptied. */
+#define JSON_CACHE_MAX 20000
 
 typedef struct room {
     const char *room_id;
@@ -91,6 +119,11 @@ typedef struct ev {
     unsigned sigs_verified:1;
     unsigned by_power:1;                /* redaction: the sender's power sufficed */
     unsigned redacted_now:1;            /* redacted_because set by this import */
+    unsigned rejected:1;                /* rejected (by this import, or in the database) */
+    unsigned accepted_child:1;          /* an accepted event of this import lists it as a prev */
+    json_t *json;                       /* the parsed PDU while cached (im->cache) */
+    const char *rejected_reason;        /* why this import rejects it */
+    apr_int64_t seq;                    /* grows along auth edges (state resolution) */
 } ev_t;
 
 typedef struct line {
@@ -131,6 +164,13 @@ struct importer {
     int errors;
     apr_int64_t next_event_nid, next_room_nid;
     mxf_rs_ctx_t *rs;
+    apr_hash_t *rs_rooms;               /* mxf_rs_room_t * -> room_t * */
+    apr_pool_t *cache;                  /* parsed PDUs (ev_t.json) */
+    apr_array_header_t *cached;         /* ev_t * whose json is set */
+    apr_pool_t *authp;                  /* one auth check's memory */
+    apr_hash_t *absent;                 /* event IDs neither here nor in the database */
+    int db_failed;                      /* a look-up during state resolution failed */
+    long n_rejected, n_rejected_unknown_auth, n_sr_fetched, n_sr_full_conflicted;
     /* summary */
     long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
@@ -661,6 +701,12 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     rv = mxf_event_check_content_hash(tmp, j, r->rv, why);
     if (rv == APR_EMISMATCH) {
         e->hash_mismatch = 1;           /* served redacted, as the spec says */
+        if (e->content) {
+            /* ... and processed redacted (checks on receipt, step 3). */
+            json_t *red = mxf_event_redact(tmp, j, r->rv);
+            json_t *rc = red ? json_object_get(red, "content") : NULL;
+            e->content = rc ? mxf_json_own(p, json_incref(rc)) : NULL;
+        }
     }
     else if (rv != APR_SUCCESS) {
         return NULL;
@@ -780,8 +826,9 @@ static ev_t *ev_get(importer_t *im, const char *id)
 
 /*
  * Marks the events the database already has, and loads the ones the input
- * refers to as prev_events without carrying them (parents at the edge of
- * this import). Leaves their IDs in the temporary table mxf_import_ids.
+ * refers to as prev_events or auth_events without carrying them (parents
+ * at the edge of this import, auth events imported before). Leaves their
+ * IDs in the temporary table mxf_import_ids.
  */
 static int load_known(importer_t *im)
 {
@@ -793,8 +840,8 @@ static int load_known(importer_t *im)
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *);
         APR_ARRAY_PUSH(ids, const char *) = e->event_id;
-        for (k = 0; k < e->n_prevs; k++) {
-            const char *id = e->prevs[k];
+        for (k = 0; k < e->n_prevs + e->n_auths; k++) {
+            const char *id = k < e->n_prevs ? e->prevs[k] : e->auths[k - e->n_prevs];
             if (!ev_get(im, id) && !apr_hash_get(missing, id, APR_HASH_KEY_STRING)) {
                 apr_hash_set(missing, id, APR_HASH_KEY_STRING, id);
                 APR_ARRAY_PUSH(ids, const char *) = id;
@@ -808,7 +855,7 @@ static int load_known(importer_t *im)
     }
     res = PQexec(im->conn,
                  "SELECT e.event_id, e.event_nid, r.room_id, coalesce(e.state_after, 0),"
-                 "       e.depth"
+                 "       e.depth, e.rejected_reason IS NOT NULL"
                  "  FROM mxf_import_ids i JOIN mxf_events e USING (event_id)"
                  "  JOIN mxf_rooms r USING (room_nid)");
     if (!mxf_pg_ok(res, "looking up known events")) {
@@ -827,6 +874,8 @@ static int load_known(importer_t *im)
         e->room = room_get(im, PQgetvalue(res, i, 2));
         e->db_state_after = apr_atoi64(PQgetvalue(res, i, 3));
         e->depth = apr_atoi64(PQgetvalue(res, i, 4));
+        e->rejected = PQgetvalue(res, i, 5)[0] == 't';
+        e->seq = e->nid;
     }
     PQclear(res);
     return 1;
@@ -965,15 +1014,21 @@ static ev_t *heap_pop(heap_t *h)
     return top;
 }
 
-/* A parent of @a e that this import orders (new or refilled), or NULL. */
+/*
+ * Reference @a k of @a e (its prev_events, then its auth_events), if it is
+ * an event this import orders (new or refilled) of the same room; or NULL.
+ */
 static ev_t *ordered_parent(importer_t *im, const ev_t *e, int k)
 {
-    ev_t *parent = ev_get(im, e->prevs[k]);
+    ev_t *parent = ev_get(im, k < e->n_prevs ? e->prevs[k] : e->auths[k - e->n_prevs]);
 
     return parent && !parent->known && parent->room == e->room ? parent : NULL;
 }
 
-/* The new and refilled events in topological order, ties broken by input order. */
+/*
+ * The new and refilled events in topological order (after their
+ * prev_events and auth_events), ties broken by input order.
+ */
 static apr_array_header_t *topo_order(importer_t *im)
 {
     apr_array_header_t *out = apr_array_make(im->p, im->order->nelts + 1, sizeof(ev_t *));
@@ -987,7 +1042,7 @@ static apr_array_header_t *topo_order(importer_t *im)
     }
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *), *parent;
-        for (k = 0; !e->known && k < e->n_prevs; k++) {
+        for (k = 0; !e->known && k < e->n_prevs + e->n_auths; k++) {
             if ((parent = ordered_parent(im, e, k)) != NULL) {
                 parent->n_children++;
                 e->pending++;
@@ -1005,7 +1060,7 @@ static apr_array_header_t *topo_order(importer_t *im)
     }
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *), *parent;
-        for (k = 0; !e->known && k < e->n_prevs; k++) {
+        for (k = 0; !e->known && k < e->n_prevs + e->n_auths; k++) {
             if ((parent = ordered_parent(im, e, k)) != NULL) {
                 im->children[parent->child0 + parent->n_children++] = e;
             }
@@ -1033,10 +1088,370 @@ static apr_array_header_t *topo_order(importer_t *im)
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *);
         if (!e->known && e->pending > 0) {
-            bad_line(im, e->line, "%s is part of a prev_events cycle", e->event_id);
+            bad_line(im, e->line, "%s is part of a prev_events / auth_events cycle",
+                     e->event_id);
         }
     }
     return out;
+}
+
+/* ------------------------------------------------------------------ events by ID */
+
+static int ref_seen_before(const char **refs, int k)
+{
+    int j;
+
+    for (j = 0; j < k; j++) {
+        if (!strcmp(refs[j], refs[k])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+/*
+ * The event @a id of this import or of the database (then loaded as a
+ * known event, without its PDU), or NULL when neither has it. Sets
+ * im->db_failed on a database error.
+ */
+static ev_t *ev_find(importer_t *im, const char *id)
+{
+    ev_t *e = ev_get(im, id);
+    const char *params[1];
+    PGresult *res;
+
+    if (e || apr_hash_get(im->absent, id, APR_HASH_KEY_STRING)) {
+        return e;
+    }
+    params[0] = id;
+    res = mxf_pg_query(im->conn,
+                       "SELECT e.event_nid, r.room_id, e.rejected_reason IS NOT NULL,"
+                       "       coalesce(e.state_after, 0), e.depth"
+                       "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
+                       " WHERE e.event_id = $1", 1, params);
+    if (!res) {
+        im->db_failed = 1;
+        return NULL;
+    }
+    if (PQntuples(res) == 0) {
+        const char *copy = apr_pstrdup(im->p, id);
+        apr_hash_set(im->absent, copy, APR_HASH_KEY_STRING, copy);
+        PQclear(res);
+        return NULL;
+    }
+    e = apr_pcalloc(im->p, sizeof(*e));
+    e->event_id = apr_pstrdup(im->p, id);
+    e->known = 1;
+    e->nid = apr_atoi64(PQgetvalue(res, 0, 0));
+    e->room = room_get(im, PQgetvalue(res, 0, 1));
+    e->rejected = PQgetvalue(res, 0, 2)[0] == 't';
+    e->db_state_after = apr_atoi64(PQgetvalue(res, 0, 3));
+    e->depth = apr_atoi64(PQgetvalue(res, 0, 4));
+    e->seq = e->nid;
+    PQclear(res);
+    apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
+    return e;
+}
+
+/* Empties the cache of parsed PDUs when it is large (only between events). */
+static void cache_trim(importer_t *im)
+{
+    int i;
+
+    if (im->cached->nelts < JSON_CACHE_MAX) {
+        return;
+    }
+    for (i = 0; i < im->cached->nelts; i++) {
+        APR_ARRAY_IDX(im->cached, i, ev_t *)->json = NULL;
+    }
+    apr_array_clear(im->cached);
+    apr_pool_clear(im->cache);
+}
+
+/*
+ * The parsed PDU of @a e (as processed: redacted if its content hash did
+ * not match), cached; for a stored event read from the database. NULL if
+ * it cannot be had (im->db_failed set on a database error).
+ */
+static json_t *ev_json(importer_t *im, ev_t *e)
+{
+    const char *why = NULL, *text = e->pdu;
+    apr_size_t len = e->pdu_len;
+    PGresult *res = NULL;
+    json_t *j;
+
+    if (e->json) {
+        return e->json;
+    }
+    if (!text) {
+        char nid[32];
+        const char *params[1] = { nid };
+        apr_snprintf(nid, sizeof(nid), "%" APR_INT64_T_FMT, e->nid);
+        res = mxf_pg_query(im->conn, "SELECT pdu FROM mxf_events WHERE event_nid = $1::bigint",
+                           1, params);
+        if (!res || PQntuples(res) != 1) {
+            im->db_failed = 1;
+            PQclear(res);
+            return NULL;
+        }
+        text = PQgetvalue(res, 0, 0);
+        len = (apr_size_t)PQgetlength(res, 0, 0);
+    }
+    if (mxf_json_parse(im->cache, text, len, 0, &j, &why) != APR_SUCCESS) {
+        j = NULL;
+    }
+    PQclear(res);
+    if (j && e->hash_mismatch && e->room) {
+        j = mxf_event_redact(im->cache, j, e->room->rv);
+    }
+    if (j) {
+        e->json = j;
+        APR_ARRAY_PUSH(im->cached, ev_t *) = e;
+    }
+    return j;
+}
+
+/*
+ * What the auth rules read of a non-state event of this import, built
+ * without parsing its PDU: type, sender, room_id, event_id, redacts
+ * (top-level and in content) and an empty content otherwise.
+ */
+static json_t *ev_stub(apr_pool_t *p, const ev_t *e)
+{
+    json_t *j = mxf_json_own(p, json_object()), *content = json_object();
+
+    json_object_set_new(j, "type", json_string(e->type));
+    json_object_set_new(j, "sender", json_string(e->sender));
+    json_object_set_new(j, "room_id", json_string(e->room->room_id));
+    json_object_set_new(j, "event_id", json_string(e->event_id));
+    if (e->redacts) {
+        json_object_set_new(j, "redacts", json_string(e->redacts));
+        json_object_set_new(content, "redacts", json_string(e->redacts));
+    }
+    json_object_set_new(j, "content", content);
+    return j;
+}
+
+/* ------------------------------------------------------------------ auth checks */
+
+/* The room's m.room.create (room version 12 names it by the room ID), or NULL. */
+static ev_t *room_create_event(importer_t *im, room_t *r)
+{
+    const char *id = mxf_auth_create_id(im->authp, r->room_id);
+
+    return id ? ev_find(im, id) : NULL;
+}
+
+typedef struct auth_list {
+    importer_t *im;
+    room_t *room;
+    ev_t **evs;
+    const json_t **pdus;
+    int n;
+} auth_list_t;
+
+/* mxf_auth_state_fn over an event's auth events. */
+static const json_t *lookup_auth_list(void *baton, const char *type, const char *state_key,
+                                      const char **event_id)
+{
+    auth_list_t *l = baton;
+    int k;
+
+    for (k = 0; k < l->n; k++) {
+        const ev_t *a = l->evs[k];
+        const char *t = jstr(l->pdus[k], "type"), *sk = jstr(l->pdus[k], "state_key");
+        if (t && sk && !strcmp(t, type) && !strcmp(sk, state_key)) {
+            if (event_id) {
+                *event_id = a->event_id;
+            }
+            return l->pdus[k];
+        }
+    }
+    if (l->room->rv->room_id_is_create_hash && !strcmp(type, "m.room.create")
+        && !*state_key) {
+        ev_t *c = room_create_event(l->im, l->room);
+        if (c && !c->rejected) {
+            if (event_id) {
+                *event_id = c->event_id;
+            }
+            return ev_json(l->im, c);
+        }
+    }
+    return NULL;
+}
+
+typedef struct state_lookup {
+    importer_t *im;
+    mxf_rs_state_t *state;
+} state_lookup_t;
+
+/* mxf_auth_state_fn over a state of the engine. */
+static const json_t *lookup_state(void *baton, const char *type, const char *state_key,
+                                  const char **event_id)
+{
+    state_lookup_t *l = baton;
+    const mxf_rs_value_t *v = mxf_rs_get(l->state, type, state_key);
+    ev_t *e;
+
+    if (!v || !v->event_id || !(e = ev_find(l->im, v->event_id))) {
+        return NULL;
+    }
+    if (event_id) {
+        *event_id = e->event_id;
+    }
+    return ev_json(l->im, e);
+}
+
+/*
+ * Checks @a e (its state before known) against the authorization rules:
+ * its auth events, then the state before it. Sets e->rejected and
+ * e->rejected_reason when it fails. 0 (reported) on a database error.
+ */
+static int check_auth(importer_t *im, ev_t *e)
+{
+    apr_pool_t *p = im->authp;
+    const mxf_roomver_t *rv = e->room->rv;
+    auth_list_t al;
+    state_lookup_t sl;
+    const char *why = NULL, *reason = NULL;
+    json_t *j;
+    int k;
+
+    j = e->state_key ? ev_json(im, e) : ev_stub(p, e);
+    if (!j) {
+        if (im->db_failed) {
+            return 0;
+        }
+        reason = "its PDU cannot be read";
+        goto rejected;
+    }
+    al.im = im;
+    al.room = e->room;
+    al.n = 0;
+    al.evs = apr_palloc(p, sizeof(ev_t *) * (apr_size_t)(e->n_auths + 1));
+    al.pdus = apr_palloc(p, sizeof(json_t *) * (apr_size_t)(e->n_auths + 1));
+    for (k = 0; k < e->n_auths; k++) {
+        ev_t *a;
+        json_t *aj;
+        if (ref_seen_before(e->auths, k)) {
+            reason = apr_psprintf(p, "auth_events lists %s twice", e->auths[k]);
+            goto rejected;
+        }
+        if (!(a = ev_find(im, e->auths[k]))) {
+            if (im->db_failed) {
+                return 0;
+            }
+            im->n_rejected_unknown_auth++;
+            reason = apr_psprintf(p, "auth event %s is unknown (neither in the input nor in "
+                                  "the database)", e->auths[k]);
+            goto rejected;
+        }
+        if (a->rejected) {
+            reason = apr_psprintf(p, "auth event %s was rejected", a->event_id);
+            goto rejected;
+        }
+        if (!(aj = ev_json(im, a))) {
+            if (im->db_failed) {
+                return 0;
+            }
+            reason = apr_psprintf(p, "auth event %s cannot be read", a->event_id);
+            goto rejected;
+        }
+        al.evs[al.n] = a;
+        al.pdus[al.n++] = aj;
+    }
+    if (mxf_auth_check_auth_events(p, rv, j, al.pdus, (apr_size_t)al.n, &why) != APR_SUCCESS) {
+        reason = apr_pstrcat(p, "auth events: ", why, NULL);
+        goto rejected;
+    }
+    if (mxf_auth_check(p, rv, j, lookup_auth_list, &al, &why) != APR_SUCCESS) {
+        reason = apr_pstrcat(p, "against its auth events: ", why, NULL);
+        goto rejected;
+    }
+    sl.im = im;
+    sl.state = e->before;
+    if (mxf_auth_check(p, rv, j, lookup_state, &sl, &why) != APR_SUCCESS) {
+        reason = apr_pstrcat(p, "against the state before it: ", why, NULL);
+        goto rejected;
+    }
+    apr_pool_clear(p);
+    return !im->db_failed;
+
+rejected:
+    if (im->db_failed) {
+        return 0;
+    }
+    e->rejected = 1;
+    e->rejected_reason = apr_pstrdup(im->p, reason);
+    im->n_rejected++;
+    apr_pool_clear(p);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ state resolution */
+
+static const json_t *prov_event(void *baton, const char *event_id, int *rejected)
+{
+    importer_t *im = baton;
+    ev_t *e = ev_find(im, event_id);
+
+    if (!e) {
+        return NULL;
+    }
+    *rejected = e->rejected;
+    return ev_json(im, e);
+}
+
+static apr_int64_t prov_seq(void *baton, const char *event_id)
+{
+    importer_t *im = baton;
+    ev_t *e = ev_find(im, event_id);
+
+    return e && e->nid ? e->seq : -1;
+}
+
+static apr_status_t rs_resolve(void *baton, apr_pool_t *p, mxf_rs_room_t *room,
+                               apr_hash_t *const *maps, int n, apr_hash_t **out,
+                               const char **why)
+{
+    importer_t *im = baton;
+    room_t *r = apr_hash_get(im->rs_rooms, &room, sizeof(room));
+    mxf_sr_provider_t prov;
+    mxf_sr_stats_t st;
+    apr_status_t rv;
+
+    prov.get_event = prov_event;
+    prov.seq = prov_seq;
+    prov.baton = im;
+    rv = mxf_stateres_resolve(p, r->rv, r->room_id, maps, n, &prov, out, &st, why);
+    im->n_sr_fetched += (long)st.fetched;
+    im->n_sr_full_conflicted += (long)st.full_conflicted;
+    if (rv == APR_SUCCESS && im->db_failed) {
+        *why = "reading events for state resolution failed";
+        rv = APR_EGENERAL;
+    }
+    return rv;
+}
+
+static int rs_value_of(void *baton, mxf_rs_room_t *room, const char *event_id,
+                       mxf_rs_value_t *v)
+{
+    importer_t *im = baton;
+    ev_t *e = ev_find(im, event_id);
+    json_t *j = e && e->nid ? ev_json(im, e) : NULL;
+    json_t *content = j ? json_object_get(j, "content") : NULL;
+
+    (void)room;
+    if (!j) {
+        return 0;
+    }
+    v->nid = e->nid;
+    v->event_id = e->event_id;
+    v->sender = jstr(j, "sender");
+    v->membership = json_is_object(content) ? jstr(content, "membership") : NULL;
+    v->content = json_is_object(content) ? content : NULL;
+    return 1;
 }
 
 /* ------------------------------------------------------------------ state */
@@ -1057,8 +1472,9 @@ static mxf_rs_state_t *state_of_parent(importer_t *im, ev_t *parent, int *failed
 }
 
 /*
- * Computes e->before and e->after: NULL when a prev_event is missing or
- * its state unknown. 0 (reported) on a conflict or failure.
+ * Computes e->before (NULL when a prev_event is missing or its state
+ * unknown), checks the event against the auth rules when it is known, and
+ * sets e->after. 0 (reported) on failure.
  */
 static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
 {
@@ -1066,6 +1482,8 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
     int k, failed = 0;
 
     e->before = e->after = NULL;
+    e->rejected = 0;
+    e->rejected_reason = NULL;
     if (!strcmp(e->type, "m.room.create") && e->state_key && !*e->state_key
         && e->n_prevs == 0) {
         e->before = mxf_rs_empty(im->rs, e->room->rs);
@@ -1086,17 +1504,32 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
         if (parents->nelts == 0) {
             return 1;
         }
+        if (parents->nelts > MXF_SR_MAX_STATES) {
+            /* More than any valid PDU has: cannot be resolved, so not authorised. */
+            e->before = APR_ARRAY_IDX(parents, 0, mxf_rs_state_t *);
+            e->rejected = 1;
+            e->rejected_reason = "too many prev_events to resolve their states";
+            im->n_rejected++;
+            e->after = e->before;
+            return 1;
+        }
         e->before = mxf_rs_merge(im->rs, e->room->rs, parents, &why);
         if (!e->before) {
-            bad_line(im, e->line, "%s merges branches whose state conflicts (%s); "
-                     "state resolution is not available in this version", e->event_id, why);
+            bad_line(im, e->line, "%s: the state before it cannot be resolved: %s",
+                     e->event_id, why ? why : "unknown error");
             return 0;
         }
     }
-    if (e->state_key) {
+    if (!check_auth(im, e)) {
+        mxf_cmd_error("reading events from the database failed while checking %s",
+                      e->event_id);
+        return 0;
+    }
+    if (e->state_key && !e->rejected) {
         mxf_rs_value_t v;
         memset(&v, 0, sizeof(v));
         v.nid = e->nid;
+        v.event_id = e->event_id;
         v.membership = e->membership;
         v.sender = e->sender;
         v.content = e->content;
@@ -1171,18 +1604,6 @@ static apr_int64_t vis_after(importer_t *im, const ev_t *e)
     return va == mxf_rs_vis_id(im->rs, e->before) ? 0 : va;
 }
 
-static int ref_seen_before(const char **refs, int k)
-{
-    int j;
-
-    for (j = 0; j < k; j++) {
-        if (!strcmp(refs[j], refs[k])) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
 {
     int k;
@@ -1200,6 +1621,7 @@ static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
     mxf_copy_str(&b->events, e->redacted_pdu);
     mxf_copy_str(&b->events, e->redacted_because);
     mxf_copy_str(&b->events, e->sigs_verified ? "t" : "f");
+    mxf_copy_str(&b->events, e->rejected_reason);
     mxf_copy_nullable_int(&b->events, e->before ? mxf_rs_state_id(im->rs, e->before) : 0);
     mxf_copy_nullable_int(&b->events, e->after ? mxf_rs_state_id(im->rs, e->after) : 0);
     mxf_copy_nullable_int(&b->events, e->before ? mxf_rs_vis_id(im->rs, e->before) : 0);
@@ -1226,7 +1648,7 @@ static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
         mxf_copy_nullable_int(&b->auths, a && a->room == e->room ? a->nid : 0);
         mxf_copy_end(&b->auths);
     }
-    if (e->redacts) {
+    if (e->redacts && !e->rejected) {
         mxf_copy_int(&b->redactions, e->nid);
         mxf_copy_int(&b->redactions, e->room->nid);
         mxf_copy_str(&b->redactions, e->redacts);
@@ -1246,6 +1668,7 @@ static void add_refill_row(importer_t *im, batch_t *b, ev_t *e)
     mxf_copy_nullable_int(&b->refills, vis_after(im, e));
     mxf_copy_str(&b->refills, e->redacted_pdu);
     mxf_copy_str(&b->refills, e->redacts ? (e->by_power ? "t" : "f") : NULL);
+    mxf_copy_str(&b->refills, e->rejected_reason);
     mxf_copy_end(&b->refills);
     b->n++;
 }
@@ -1261,7 +1684,8 @@ static int flush_batch(importer_t *im, batch_t *b)
     return mxf_pg_copy(im->conn,
                        "COPY mxf_events (event_nid, event_id, room_nid, type, state_key, sender,"
                        " membership, depth, origin_server_ts, pdu, redacted_pdu, redacted_because,"
-                       " signatures_verified, state_before, state_after, vis_id, vis_after_id)"
+                       " signatures_verified, rejected_reason, state_before, state_after, vis_id,"
+                       " vis_after_id)"
                        " FROM STDIN", &b->events)
         && mxf_pg_copy(im->conn, "COPY mxf_event_edges (event_nid, prev_id, prev_nid) FROM STDIN",
                        &b->edges)
@@ -1280,7 +1704,7 @@ static int update_refilled(importer_t *im)
         || (mxf_pg_exec(im->conn,
                         "UPDATE mxf_events e SET state_before = r.state_before,"
                         "  state_after = r.state_after, vis_id = r.vis_id,"
-                        "  vis_after_id = r.vis_after_id,"
+                        "  vis_after_id = r.vis_after_id, rejected_reason = r.rejected_reason,"
                         "  redacted_pdu = coalesce(e.redacted_pdu, r.redacted_pdu)"
                         "  FROM mxf_import_refill r WHERE e.event_nid = r.event_nid")
             && mxf_pg_exec(im->conn,
@@ -1343,7 +1767,7 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
                  "  JOIN mxf_events t ON t.event_id = r.redacts AND t.room_nid = r.room_nid"
                  "  JOIN mxf_events re ON re.event_nid = r.event_nid"
                  "  JOIN mxf_rooms tr ON tr.room_nid = t.room_nid"
-                 " WHERE t.redacted_because IS NULL"
+                 " WHERE t.redacted_because IS NULL AND re.rejected_reason IS NULL"
                  "   AND (r.event_nid >= $1::bigint OR t.event_nid >= $1::bigint",
                  im->n_refilled
                  ? "        OR r.event_nid IN (SELECT event_nid FROM mxf_import_refill)"
@@ -1446,7 +1870,7 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
             /* All its events are this import's: the ones without children. */
             for (i = 0; i < topo->nelts; i++) {
                 ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
-                if (e->room == r && e->n_children == 0) {
+                if (e->room == r && !e->rejected && !e->accepted_child) {
                     unknown |= e->after == NULL;
                     APR_ARRAY_PUSH(states, mxf_rs_state_t *) = e->after;
                 }
@@ -1462,7 +1886,9 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
                                " WHERE e.room_nid = $1::bigint"
                                "   AND e.rejected_reason IS NULL AND NOT e.outlier"
                                "   AND NOT EXISTS (SELECT 1 FROM mxf_event_edges x"
-                               "                    WHERE x.prev_nid = e.event_nid)",
+                               "                     JOIN mxf_events c ON c.event_nid = x.event_nid"
+                               "                    WHERE x.prev_nid = e.event_nid"
+                               "                      AND c.rejected_reason IS NULL)",
                                1, params);
             if (!res) {
                 return 0;
@@ -1499,10 +1925,15 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
             }
             continue;
         }
+        if (states->nelts > MXF_SR_MAX_STATES) {
+            mxf_cmd_error("%s has %d forward extremities; state resolution takes at most %d",
+                          r->room_id, states->nelts, MXF_SR_MAX_STATES);
+            return 0;
+        }
         cur = mxf_rs_merge(im->rs, r->rs, states, &why);
         if (!cur) {
-            mxf_cmd_error("the forward extremities of %s have conflicting state (%s); "
-                          "state resolution is not available in this version", r->room_id, why);
+            mxf_cmd_error("the current state of %s cannot be resolved: %s", r->room_id,
+                          why ? why : "unknown error");
             return 0;
         }
         apr_snprintf(gid, sizeof(gid), "%" APR_INT64_T_FMT, mxf_rs_state_id(im->rs, cur));
@@ -1565,17 +1996,25 @@ static int write_events(importer_t *im, apr_array_header_t *topo)
         && !mxf_pg_exec(im->conn,
                         "CREATE TEMP TABLE mxf_import_refill (event_nid bigint, state_before bigint,"
                         " state_after bigint, vis_id bigint, vis_after_id bigint,"
-                        " redacted_pdu text, by_power boolean) ON COMMIT DROP")) {
+                        " redacted_pdu text, by_power boolean, rejected_reason text)"
+                        " ON COMMIT DROP")) {
         return 0;
     }
     apr_pool_create(&batch_pool, im->p);
     batch_reset(&batch, batch_pool);
     for (i = 0; i < topo->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
-        int restricted, need_text;
+        int restricted, need_text, k;
 
+        cache_trim(im);
         if (!compute_state(im, e, parents)) {
             return 0;
+        }
+        for (k = 0; !e->rejected && k < e->n_prevs; k++) {
+            ev_t *parent = ev_get(im, e->prevs[k]);
+            if (parent && parent->room == e->room) {
+                parent->accepted_child = 1;
+            }
         }
         if (e->redacts) {
             e->by_power = redaction_by_power(e) != 0;
@@ -1665,12 +2104,22 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     if (!(im->rs = mxf_rs_create(im->p, im->conn))) {
         return 0;
     }
+    {
+        mxf_rs_resolver_t resolver;
+        resolver.resolve = rs_resolve;
+        resolver.value_of = rs_value_of;
+        resolver.baton = im;
+        mxf_rs_set_resolver(im->rs, &resolver);
+    }
     for (hi = apr_hash_first(im->p, im->rooms); hi; hi = apr_hash_next(hi)) {
         room_t *r = apr_hash_this_val(hi);
+        mxf_rs_room_t **key;
         if (r->is_new) {
             r->nid = im->next_room_nid++;
         }
         r->rs = mxf_rs_room(im->rs, r->nid, r->rv);
+        key = apr_pmemdup(im->p, &r->rs, sizeof(r->rs));
+        apr_hash_set(im->rs_rooms, key, sizeof(*key), r);
     }
     for (i = 0; i < topo->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
@@ -1678,6 +2127,8 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
             e->nid = im->next_event_nid++;
             im->n_new++;
         }
+        /* Above every stored event's number, in an order that follows auth edges. */
+        e->seq = first_new_nid + i;
         e->room->touched = 1;
     }
     for (i = 0; i < im->order->nelts; i++) {
@@ -1769,6 +2220,11 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     im.rooms = apr_hash_make(p);
     im.events = apr_hash_make(p);
     im.order = apr_array_make(p, 1024, sizeof(ev_t *));
+    im.rs_rooms = apr_hash_make(p);
+    im.absent = apr_hash_make(p);
+    im.cached = apr_array_make(p, 1024, sizeof(ev_t *));
+    apr_pool_create(&im.cache, p);
+    apr_pool_create(&im.authp, p);
     im.t_start = apr_time_now();
 
     if (read_input(p, input, &buf, &len) != APR_SUCCESS) {
@@ -1806,6 +2262,17 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
            "  signatures: %ld verified, %ld unverifiable (no key known)\n",
            im.n_new, im.n_lines, im.n_known, im.n_dup, im.n_redacted_hash,
            im.n_redacted_by_event, im.n_sig_verified, im.n_sig_unverifiable);
+    {
+        long resolved = 0, differing = 0;
+        if (im.rs) {
+            mxf_rs_merge_stats(im.rs, &resolved, &differing);
+        }
+        printf("  auth rules: %ld rejected (%ld for auth events not known)\n"
+               "  state resolution: %ld merges of differing states (%ld keys differing,"
+               " %ld events in full conflicted sets, %ld events read)\n",
+               im.n_rejected, im.n_rejected_unknown_auth, resolved, differing,
+               im.n_sr_full_conflicted, im.n_sr_fetched);
+    }
     if (im.n_refilled) {
         printf("  state now known for %ld stored events that were missing prev_events\n",
                im.n_refilled);

@@ -130,7 +130,7 @@ struct mxf_genroom {
     apr_uint64_t sample_every;  /* 0: every event */
     json_t *redacted;
     json_t *counts;
-    apr_uint64_t branches, merges;
+    apr_uint64_t branches, merges, conflict_forks;
     apr_int64_t max_depth;
     int ran;
     mxf_genroom_out_fn *out;
@@ -311,8 +311,12 @@ apr_status_t mxf_genroom_create(apr_pool_t *p, const mxf_genroom_opts_t *o,
     apr_status_t rv;
     int s, u, i;
 
-    if (o->conflicts) {
-        *why = "conflicting branches are not implemented yet";
+    if (!(o->conflicts >= 0.0 && o->conflicts <= 1.0)) {
+        *why = "conflicts must be between 0 and 1";
+        return APR_EINVAL;
+    }
+    if (o->conflicts > 0 && o->room_version && !strcmp(o->room_version, "1")) {
+        *why = "conflicting branches need room version 2 or later";
         return APR_ENOTIMPL;
     }
     g = apr_pcalloc(p, sizeof(*g));
@@ -1487,6 +1491,205 @@ static apr_status_t branch(mxf_genroom_t *g, apr_uint64_t remaining, const char 
     return APR_SUCCESS;
 }
 
+/* The later of two events by (origin_server_ts, event ID): 1 if the first. */
+static int first_is_later(apr_int64_t ts1, const evref_t *r1, apr_int64_t ts2,
+                          const evref_t *r2)
+{
+    if (ts1 != ts2) {
+        return ts1 > ts2;
+    }
+    return strcmp(r1->id, r2->id) > 0;
+}
+
+enum { C_TOPIC = 0, C_POWER, C_BAN, C_JOIN, C_COUNT };
+static const char *const c_names[C_COUNT] = { "topic", "power", "ban", "join" };
+
+/*
+ * Chooses the conflicting pair of kind @a kind for servers @a a and @a b
+ * in the current state: 0 if it cannot be made. *who: the user the kind
+ * is about (ban, join).
+ */
+static int choose_conflict(mxf_genroom_t *g, int kind, int a, int b, gev_t *ea, gev_t *eb,
+                           int *who)
+{
+    const gstate_t *st = &g->st;
+    int u, v, i;
+
+    switch (kind) {
+    case C_TOPIC:
+        if ((u = pick_user(g, st, W_INVITER, a)) < 0 || (v = pick_user(g, st, W_INVITER, b)) < 0) {
+            return 0;
+        }
+        ev_fixed(ea, K_TOPIC, u, json_pack("{s:o}", "topic", text(g, "Topic A:")));
+        ev_fixed(eb, K_TOPIC, v, json_pack("{s:o}", "topic", text(g, "Topic B:")));
+        return 1;
+    case C_POWER:
+        if (st->ms[ADMIN] != MS_JOIN || (u = pick_user(g, st, W_PL_CHANGEABLE, -1)) < 0) {
+            return 0;
+        }
+        for (i = 0, v = -1; i < 8 && (v < 0 || v == u); i++) {
+            v = pick_user(g, st, W_PL_CHANGEABLE, -1);
+        }
+        if (v < 0 || v == u) {
+            return 0;
+        }
+        ev_fixed(ea, K_PL, ADMIN, pl_content(g, st, u, st->pl[u] >= MOD_PL ? -1 : MOD_PL));
+        ea->pl_target = u;
+        ea->pl_value = st->pl[u] >= MOD_PL ? -1 : MOD_PL;
+        ev_fixed(eb, K_PL, ADMIN, pl_content(g, st, v, st->pl[v] >= MOD_PL ? -1 : MOD_PL));
+        eb->pl_target = v;
+        eb->pl_value = st->pl[v] >= MOD_PL ? -1 : MOD_PL;
+        return 1;
+    case C_BAN:
+        if (st->ms[ADMIN] != MS_JOIN || (u = pick_user(g, st, W_JOINED_OTHER, b)) < 0) {
+            return 0;
+        }
+        ev_member(g, ea, ADMIN, u, MS_BAN, "banned by the generator (conflict)");
+        ev_member(g, eb, u, u, MS_JOIN, NULL);
+        *who = u;
+        return 1;
+    case C_JOIN:
+        if (st->ms[ADMIN] != MS_JOIN || st->join_rule != JR_PUBLIC
+            || (u = pick_user(g, st, W_INVITABLE, b)) < 0 || u == ADMIN) {
+            return 0;
+        }
+        ev_fixed(ea, K_JR, ADMIN, json_pack("{s:s}", "join_rule", jr_names[JR_INVITE]));
+        ea->jr = JR_INVITE;
+        ev_member(g, eb, u, u, MS_JOIN, NULL);
+        *who = u;
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * A conflicting fork (see the header): side A's and side B's first events
+ * conflict, the rest are messages; the state after it is the generator's
+ * prediction of state resolution. APR_EAGAIN if none can be made.
+ */
+static apr_status_t conflict_branch(mxf_genroom_t *g, apr_uint64_t remaining,
+                                    const char **why)
+{
+    const evref_t *prev_a[2], *prev_b[2];
+    evref_t tip_a, tip_b;
+    gev_t ea, eb;
+    int a, b, kind = -1, k0, k, la, lb, i, who = -1, na, nb;
+    apr_int64_t ts_a = g->ts, ts_b = g->ts, ts_ca, ts_cb;
+    apr_status_t status;
+
+    if (g->nservers < 2 || remaining < 4) {
+        return APR_EAGAIN;
+    }
+    a = (int)rnd_below(g, (apr_uint64_t)g->nservers);
+    b = (a + 1 + (int)rnd_below(g, (apr_uint64_t)g->nservers - 1)) % g->nservers;
+    k0 = (int)rnd_below(g, C_COUNT);
+    for (k = 0; k < C_COUNT && kind < 0; k++) {
+        memset(&ea, 0, sizeof(ea));
+        memset(&eb, 0, sizeof(eb));
+        if (choose_conflict(g, (k0 + k) % C_COUNT, a, b, &ea, &eb, &who)) {
+            kind = (k0 + k) % C_COUNT;
+        }
+        else {
+            json_decref(ea.content);
+            json_decref(eb.content);
+        }
+    }
+    if (kind < 0) {
+        return APR_EAGAIN;
+    }
+    la = side_len(g);
+    lb = side_len(g);
+    while ((apr_uint64_t)(la + lb) > remaining) {
+        if (la > lb) {
+            la--;
+        }
+        else {
+            lb--;
+        }
+    }
+    state_copy(g, &g->sa, &g->st);
+    state_copy(g, &g->sb, &g->st);
+    for (i = 0; i < g->ntips; i++) {
+        prev_a[i] = prev_b[i] = &g->tips[i];
+    }
+    na = nb = g->ntips;
+    memset(&tip_a, 0, sizeof(tip_a));
+    memset(&tip_b, 0, sizeof(tip_b));
+    ts_ca = ts_a = next_ts(g, ts_a);
+    if ((status = emit(g, &g->sa, prev_a, na, ts_a, &ea, &tip_a, why)) != APR_SUCCESS) {
+        json_decref(eb.content);
+        return status;
+    }
+    ts_cb = ts_b = next_ts(g, ts_b);
+    if ((status = emit(g, &g->sb, prev_b, nb, ts_b, &eb, &tip_b, why)) != APR_SUCCESS) {
+        return status;
+    }
+    {
+        /* Copies: the tips move on with the messages. */
+        evref_t ca = tip_a, cb = tip_b;
+
+        prev_a[0] = &tip_a;
+        prev_b[0] = &tip_b;
+        na = nb = 1;
+        for (i = 1; i < la || i < lb; i++) {
+            gev_t ev;
+            evref_t res;
+            int u;
+
+            if (i < la && (u = pick_user(g, &g->sa, W_JOINED, a)) >= 0) {
+                ev_message(g, &ev, u);
+                memset(&res, 0, sizeof(res));
+                ts_a = next_ts(g, ts_a);
+                if ((status = emit(g, &g->sa, prev_a, na, ts_a, &ev, &res, why))
+                    != APR_SUCCESS) {
+                    return status;
+                }
+                tip_a = res;
+            }
+            if (i < lb && (u = pick_user(g, &g->sb, W_JOINED, b)) >= 0) {
+                ev_message(g, &ev, u);
+                memset(&res, 0, sizeof(res));
+                ts_b = next_ts(g, ts_b);
+                if ((status = emit(g, &g->sb, prev_b, nb, ts_b, &ev, &res, why))
+                    != APR_SUCCESS) {
+                    return status;
+                }
+                tip_b = res;
+            }
+        }
+
+        /* The predicted resolution, on the state before the fork. */
+        switch (kind) {
+        case C_TOPIC:
+            g->st.fixed[K_TOPIC] = first_is_later(ts_ca, &ca, ts_cb, &cb) ? ca : cb;
+            break;
+        case C_POWER:
+            if (first_is_later(ts_ca, &ca, ts_cb, &cb)) {
+                state_copy(g, &g->st, &g->sa);
+            }
+            else {
+                state_copy(g, &g->st, &g->sb);
+            }
+            break;
+        case C_BAN:
+            apply(&g->st, &ea, &ca);
+            break;
+        case C_JOIN:
+            apply(&g->st, &ea, &ca);
+            (void)who;
+            break;
+        }
+    }
+    g->tips[0] = tip_a;
+    g->tips[1] = tip_b;
+    g->ntips = 2;
+    g->branches++;
+    g->conflict_forks++;
+    count(g, apr_pstrcat(g->ep, "conflicts/", c_names[kind], NULL));
+    g->ts = ts_a > ts_b ? ts_a : ts_b;
+    return APR_SUCCESS;
+}
+
 static apr_status_t redaction(mxf_genroom_t *g, const char **why)
 {
     apr_uint64_t i = rnd_below(g, (apr_uint64_t)g->ring_n);
@@ -1528,7 +1731,13 @@ apr_status_t mxf_genroom_run(mxf_genroom_t *g, mxf_genroom_out_fn *out, void *ba
         gev_t ev;
 
         if (g->o.branchiness > 0 && rnd_unit(g) < g->o.branchiness) {
-            status = branch(g, remaining, why);
+            status = APR_EAGAIN;
+            if (g->o.conflicts > 0 && rnd_unit(g) < g->o.conflicts) {
+                status = conflict_branch(g, remaining, why);
+            }
+            if (status == APR_EAGAIN) {
+                status = branch(g, remaining, why);
+            }
             if (status == APR_SUCCESS) {
                 continue;
             }
@@ -1587,6 +1796,9 @@ json_t *mxf_genroom_summary(const mxf_genroom_t *g, apr_pool_t *p)
     counts = json_deep_copy(g->counts);
     json_object_set_new(counts, "branches", json_integer((json_int_t)g->branches));
     json_object_set_new(counts, "merges", json_integer((json_int_t)g->merges));
+    if (g->o.conflicts > 0) {
+        json_object_set_new(counts, "conflicting_forks", json_integer((json_int_t)g->conflict_forks));
+    }
     json_object_set_new(sum, "counts", counts);
     json_object_set_new(sum, "redacted", json_deep_copy(g->redacted));
     json_object_set_new(sum, "final_state", state_json(g, &g->st));

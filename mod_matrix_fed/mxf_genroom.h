@@ -36,10 +36,29 @@
  * case those first events are merges themselves), and the next event
  * merges them (prev_events = both tips). Branch events are written
  * interleaved (A1 B1 A2 ...), still in topological order.
- * Branches do not conflict in state: each side only sends messages and
- * its own server's users' joins and leaves, so the state before the merge
- * is the union of both sides (what state resolution gives for that case).
- * (mxf_genroom_opts_t.conflicts is reserved for conflicting branches.)
+ * Ordinary branches do not conflict in state: each side only sends
+ * messages and its own server's users' joins and leaves, so the state
+ * before the merge is the union of both sides (what state resolution gives
+ * for that case).
+ *
+ * Conflicting branches (o->conflicts, room versions 2 and later): with that
+ * probability a fork is a conflicting one instead. Side A's first event and
+ * side B's first event are one of these pairs (the rest of each side is
+ * messages), each authorised against the state before it on its own side:
+ *   topic:  two users with the topic level, of the two servers, set the topic;
+ *   power:  the admin changes power levels on both sides (different users);
+ *   ban:    the admin bans a member of side B's server, who changes their
+ *           member event (join -> join) on side B;
+ *   join:   the admin makes the room invite-only, and a user of side B's
+ *           server joins the (so far public) room on side B.
+ * The state after the merge is then NOT the union: it is what state
+ * resolution v2 / v2.1 gives for these pairs, predicted by the generator
+ * from the rules (topic, power: the later event by origin_server_ts, then
+ * event ID, wins; ban: the ban wins; join: the join rule wins and the user
+ * keeps the membership it had before the fork). These predictions are
+ * checked against the core's state resolution by the import tests; the
+ * summary says how many conflicting forks there are ("counts":
+ * "conflicts/<kind>").
  *
  * Same options and seed => byte-identical output, whatever o->threads. The
  * seed and the room version drive one PRNG (xoshiro256**), so rooms of two
@@ -114,7 +133,8 @@ typedef struct mxf_genroom_opts {
     apr_uint64_t seed;          /* default 1 */
     int threads;                /* signing threads (output is the same); 0: sign
                                    inline; default 2 */
-    int conflicts;              /* reserved: conflicting branches (must be 0) */
+    double conflicts;           /* per-fork probability of a conflicting fork (room
+                                   versions 2+); default 0 */
 } mxf_genroom_opts_t;
 
 /* Fills @a o with the defaults above. */
@@ -137,7 +157,8 @@ typedef struct mxf_genroom mxf_genroom_t;
 /*
  * Checks @a o and sets up a generator in @a p: server names, users and
  * their keys (derived from the seed). APR_EINVAL with *why for bad options,
- * APR_ENOTIMPL for o->conflicts.
+ * APR_ENOTIMPL for o->conflicts in room version 1 (its state resolution
+ * algorithm is not predicted).
  */
 apr_status_t mxf_genroom_create(apr_pool_t *p, const mxf_genroom_opts_t *o,
                                 mxf_genroom_t **g, const char **why);

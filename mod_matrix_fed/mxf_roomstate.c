@@ -8,6 +8,7 @@
 #include "mxf_cmd.h"
 #include "mxf_cmd_pg.h"
 #include "mxf_roomstate.h"
+#include "mxf_stateres.h"
 
 /* In memory, every MXF_RS_MATERIALIZE-th state holds its full map. */
 #define MXF_RS_MATERIALIZE 32
@@ -35,6 +36,7 @@ struct mxf_rs_state {
     vis_t *vis;
     apr_int64_t id;                     /* group number, 0 until numbered */
     int db_chain;                       /* deltas in the database before a snapshot */
+    int removes;                        /* the delta removes a key (a snapshot in the db) */
 };
 
 struct mxf_rs_ctx {
@@ -46,7 +48,17 @@ struct mxf_rs_ctx {
     apr_array_header_t *pending_vis;    /* (vis_t *, room nid) */
     apr_hash_t *vis_room;               /* vis_t * -> room */
     apr_hash_t *merges;                 /* sorted parent states -> their merge */
+    mxf_rs_resolver_t resolver;
+    long n_resolved, n_differing;
 };
+
+/* A delta entry that removes its key (nid 0, never a real event's number). */
+static const mxf_rs_value_t removed_value;
+
+static int is_removed(const mxf_rs_value_t *v)
+{
+    return v == &removed_value;
+}
 
 static const char *state_key_of(apr_pool_t *p, const char *type, const char *state_key)
 {
@@ -76,6 +88,27 @@ mxf_rs_ctx_t *mxf_rs_create(apr_pool_t *p, PGconn *conn)
     return ctx;
 }
 
+void mxf_rs_set_resolver(mxf_rs_ctx_t *ctx, const mxf_rs_resolver_t *r)
+{
+    ctx->resolver = *r;
+}
+
+void mxf_rs_merge_stats(const mxf_rs_ctx_t *ctx, long *resolved, long *differing_keys)
+{
+    *resolved = ctx->n_resolved;
+    *differing_keys = ctx->n_differing;
+}
+
+const mxf_roomver_t *mxf_rs_room_version(const mxf_rs_room_t *room)
+{
+    return room->rv;
+}
+
+apr_int64_t mxf_rs_room_nid(const mxf_rs_room_t *room)
+{
+    return room->nid;
+}
+
 mxf_rs_room_t *mxf_rs_room(mxf_rs_ctx_t *ctx, apr_int64_t room_nid, const mxf_roomver_t *rv)
 {
     mxf_rs_room_t *room = apr_pcalloc(ctx->p, sizeof(*room));
@@ -95,7 +128,7 @@ static const mxf_rs_value_t *lookup(const mxf_rs_state_t *s, const char *key)
             return apr_hash_get(s->full, key, APR_HASH_KEY_STRING);
         }
         if ((v = apr_hash_get(s->delta, key, APR_HASH_KEY_STRING)) != NULL) {
-            return v;
+            return is_removed(v) ? NULL : v;
         }
     }
     return NULL;
@@ -126,7 +159,12 @@ static apr_hash_t *full_map(apr_pool_t *p, const mxf_rs_state_t *s)
     map = apr_hash_copy(p, s->full);
     for (i = path->nelts - 1; i >= 0; i--) {
         const mxf_rs_state_t *d = APR_ARRAY_IDX(path, i, const mxf_rs_state_t *);
-        map = apr_hash_overlay(p, d->delta, map);
+        apr_hash_index_t *hi;
+        for (hi = apr_hash_first(p, d->delta); hi; hi = apr_hash_next(hi)) {
+            const mxf_rs_value_t *v = apr_hash_this_val(hi);
+            apr_hash_set(map, apr_hash_this_key(hi), APR_HASH_KEY_STRING,
+                         is_removed(v) ? NULL : v);
+        }
     }
     return map;
 }
@@ -305,8 +343,13 @@ static mxf_rs_state_t *new_child(mxf_rs_ctx_t *ctx, mxf_rs_state_t *parent, apr_
     s->invites = parent->invites;
     for (hi = apr_hash_first(ctx->p, delta); hi; hi = apr_hash_next(hi)) {
         const char *key = apr_hash_this_key(hi);
+        const mxf_rs_value_t *v = apr_hash_this_val(hi);
+        if (is_removed(v)) {
+            s->removes = 1;
+            v = NULL;
+        }
         if (is_member_key(key)) {
-            recount(ctx, s, key, lookup(parent, key), apr_hash_this_val(hi));
+            recount(ctx, s, key, lookup(parent, key), v);
         }
     }
     s->hops = parent->full ? 1 : parent->hops + 1;
@@ -329,6 +372,7 @@ static mxf_rs_value_t *copy_value(mxf_rs_ctx_t *ctx, const char *type, const mxf
 {
     mxf_rs_value_t *c = apr_pmemdup(ctx->p, v, sizeof(*v));
 
+    c->event_id = v->event_id ? apr_pstrdup(ctx->p, v->event_id) : NULL;
     c->membership = v->membership ? apr_pstrdup(ctx->p, v->membership) : NULL;
     c->sender = v->sender ? apr_pstrdup(ctx->p, v->sender) : NULL;
     c->content = mxf_rs_keeps_content(type) && v->content
@@ -344,66 +388,8 @@ mxf_rs_state_t *mxf_rs_apply(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, mxf_rs_stat
     const char *key = state_key_of(ctx->p, type, state_key);
     mxf_rs_value_t *c = copy_value(ctx, type, v);
 
-    c->replaced = lookup(before, key);
-    c->from_db = 0;
     apr_hash_set(delta, key, APR_HASH_KEY_STRING, c);
     return new_child(ctx, before, delta);
-}
-
-/*
- * Whether event @a older_nid is in the history of @a key's values in the
- * database, starting at the state before event @a nid.
- */
-static int db_in_history(mxf_rs_ctx_t *ctx, apr_int64_t nid, apr_int64_t older_nid,
-                         const char *key, int *failed)
-{
-    const char *sep = strchr(key, '\x1f');
-    char a[32], b[32];
-    const char *params[4];
-    PGresult *res;
-    int found;
-
-    apr_snprintf(a, sizeof(a), "%" APR_INT64_T_FMT, nid);
-    apr_snprintf(b, sizeof(b), "%" APR_INT64_T_FMT, older_nid);
-    params[0] = a;
-    params[1] = b;
-    params[2] = apr_pstrmemdup(ctx->p, key, (apr_size_t)(sep - key));
-    params[3] = sep + 1;
-    res = mxf_pg_query(ctx->conn,
-                       "WITH RECURSIVE h (nid, d) AS ("
-                       "  SELECT $1::bigint, 0"
-                       "  UNION ALL"
-                       "  SELECT (SELECT s.event_nid FROM mxf_events e"
-                       "            CROSS JOIN LATERAL mxf_state_of(e.state_before) s"
-                       "           WHERE e.event_nid = h.nid AND s.type = $3"
-                       "             AND s.state_key = $4), h.d + 1"
-                       "    FROM h WHERE h.nid IS NOT NULL AND h.nid <> $2::bigint"
-                       "     AND h.d < 100000)"
-                       " SELECT count(*) FROM h WHERE nid = $2::bigint", 4, params);
-    if (!res) {
-        *failed = 1;
-        return 0;
-    }
-    found = atoi(PQgetvalue(res, 0, 0)) > 0;
-    PQclear(res);
-    return found;
-}
-
-/* Whether @a older is @a newer or among the values @a newer replaced, directly or not. */
-static int in_history(mxf_rs_ctx_t *ctx, const mxf_rs_value_t *newer,
-                      const mxf_rs_value_t *older, const char *key, int *failed)
-{
-    const mxf_rs_value_t *v;
-
-    for (v = newer; v; v = v->replaced) {
-        if (v->nid == older->nid) {
-            return 1;
-        }
-        if (v->from_db) {
-            return db_in_history(ctx, v->nid, older->nid, key, failed);
-        }
-    }
-    return 0;
 }
 
 /* The nearest common ancestor of @a a and @a b in the delta tree, or NULL. */
@@ -448,12 +434,114 @@ static int cmp_ptr(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* "type" 0x1f "state_key" -> "type" NUL "state_key" (mxf_sr_key()). */
+static const char *to_sr_key(apr_pool_t *p, const char *key, apr_ssize_t *klen)
+{
+    apr_size_t len = strlen(key);
+    char *k = apr_pmemdup(p, key, len + 1);
+    char *sep = strchr(k, '\x1f');
+
+    if (sep) {
+        *sep = '\0';
+    }
+    *klen = (apr_ssize_t)len;
+    return k;
+}
+
+static const char *from_sr_key(apr_pool_t *p, const void *key, apr_ssize_t klen)
+{
+    const char *type, *state_key;
+
+    mxf_sr_key_split(key, klen, &type, &state_key);
+    return state_key_of(p, type, state_key);
+}
+
+/*
+ * The merge of @a n (> 1) distinct states that differ in @a ndiff keys:
+ * the resolver's result as a delta over @a base. NULL with *why on failure.
+ */
+static mxf_rs_state_t *resolve(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_pool_t *tmp,
+                               mxf_rs_state_t *base, mxf_rs_state_t **states, int n,
+                               const char **why)
+{
+    apr_hash_t **maps = apr_palloc(tmp, sizeof(*maps) * (apr_size_t)n);
+    apr_hash_t *out = NULL, *fb, *delta = apr_hash_make(ctx->p);
+    apr_hash_index_t *hi;
+    apr_status_t st;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        apr_hash_t *fm = full_map(tmp, states[i]);
+        maps[i] = apr_hash_make(tmp);
+        for (hi = apr_hash_first(tmp, fm); hi; hi = apr_hash_next(hi)) {
+            const mxf_rs_value_t *v = apr_hash_this_val(hi);
+            apr_ssize_t klen;
+            const char *k = to_sr_key(tmp, apr_hash_this_key(hi), &klen);
+            apr_hash_set(maps[i], k, klen, v->event_id ? v->event_id : "");
+        }
+    }
+    st = ctx->resolver.resolve(ctx->resolver.baton, tmp, room, maps, n, &out, why);
+    if (st != APR_SUCCESS) {
+        return NULL;
+    }
+    fb = full_map(tmp, base);
+    for (hi = apr_hash_first(tmp, out); hi; hi = apr_hash_next(hi)) {
+        const void *k;
+        apr_ssize_t klen;
+        void *val;
+        const char *key, *id;
+        const mxf_rs_value_t *vb, *v = NULL;
+        const char *type, *state_key;
+
+        apr_hash_this(hi, &k, &klen, &val);
+        id = val;
+        key = from_sr_key(tmp, k, klen);
+        vb = apr_hash_get(fb, key, APR_HASH_KEY_STRING);
+        if (vb && vb->event_id && !strcmp(vb->event_id, id)) {
+            continue;
+        }
+        for (i = 0; i < n && !v; i++) {
+            const mxf_rs_value_t *vi = lookup(states[i], key);
+            if (vi && vi->event_id && !strcmp(vi->event_id, id)) {
+                v = vi;
+            }
+        }
+        mxf_sr_key_split(k, klen, &type, &state_key);
+        if (!v) {
+            mxf_rs_value_t got;
+            memset(&got, 0, sizeof(got));
+            if (!ctx->resolver.value_of
+                || !ctx->resolver.value_of(ctx->resolver.baton, room, id, &got)
+                || got.nid == 0) {
+                *why = apr_psprintf(ctx->p, "state resolution chose %s, an unknown event", id);
+                return NULL;
+            }
+            got.event_id = id;
+            v = copy_value(ctx, type, &got);
+        }
+        apr_hash_set(delta, state_key_of(ctx->p, type, state_key), APR_HASH_KEY_STRING, v);
+    }
+    for (hi = apr_hash_first(tmp, fb); hi; hi = apr_hash_next(hi)) {
+        const char *key = apr_hash_this_key(hi);
+        apr_ssize_t klen;
+        const char *k = to_sr_key(tmp, key, &klen);
+        if (!apr_hash_get(out, k, klen)) {
+            apr_hash_set(delta, apr_pstrdup(ctx->p, key), APR_HASH_KEY_STRING, &removed_value);
+        }
+    }
+    return apr_hash_count(delta) == 0 ? base : new_child(ctx, base, delta);
+}
+
 mxf_rs_state_t *mxf_rs_merge(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
                              apr_array_header_t *states, const char **why)
 {
     mxf_rs_state_t *base = APR_ARRAY_IDX(states, 0, mxf_rs_state_t *), *result;
-    apr_hash_t *merged = apr_hash_make(ctx->p);
     mxf_rs_state_t **sorted;
+    apr_hash_t *cand;
+    apr_hash_index_t *hi;
+    apr_pool_t *tmp;
+    const char *first_diff = NULL;
+    long ndiff = 0;
     int i, n = 0;
 
     /*
@@ -478,72 +566,62 @@ mxf_rs_state_t *mxf_rs_merge(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
         return result;
     }
 
-    for (i = 1; i < states->nelts; i++) {
-        mxf_rs_state_t *s = APR_ARRAY_IDX(states, i, mxf_rs_state_t *);
-        mxf_rs_state_t *lca;
-        apr_hash_t *mine, *theirs;
-        apr_hash_index_t *hi;
-
+    /* The keys that may differ: changed on some branch since it forked from base. */
+    apr_pool_create(&tmp, ctx->p);
+    cand = apr_hash_make(tmp);
+    for (i = 0; i < n; i++) {
+        mxf_rs_state_t *s = sorted[i], *lca;
         if (s == base) {
             continue;
         }
-        lca = common_ancestor(base, s);
-        mine = apr_hash_make(ctx->p);
-        theirs = apr_hash_make(ctx->p);
-        if (lca) {
-            changed_keys(ctx->p, base, lca, mine);
-            changed_keys(ctx->p, s, lca, theirs);
+        if ((lca = common_ancestor(base, s)) != NULL) {
+            changed_keys(tmp, base, lca, cand);
+            changed_keys(tmp, s, lca, cand);
         }
         else {
             /* Unrelated roots (loaded from the database): compare in full. */
-            apr_hash_t *fb = full_map(ctx->p, base), *fs = full_map(ctx->p, s);
-            for (hi = apr_hash_first(ctx->p, fs); hi; hi = apr_hash_next(hi)) {
-                apr_hash_set(theirs, apr_hash_this_key(hi), APR_HASH_KEY_STRING, s);
+            apr_hash_t *fb = full_map(tmp, base), *fs = full_map(tmp, s);
+            for (hi = apr_hash_first(tmp, fs); hi; hi = apr_hash_next(hi)) {
+                apr_hash_set(cand, apr_hash_this_key(hi), APR_HASH_KEY_STRING, s);
             }
-            for (hi = apr_hash_first(ctx->p, fb); hi; hi = apr_hash_next(hi)) {
-                apr_hash_set(mine, apr_hash_this_key(hi), APR_HASH_KEY_STRING, base);
+            for (hi = apr_hash_first(tmp, fb); hi; hi = apr_hash_next(hi)) {
+                apr_hash_set(cand, apr_hash_this_key(hi), APR_HASH_KEY_STRING, base);
             }
-        }
-        for (hi = apr_hash_first(ctx->p, theirs); hi; hi = apr_hash_next(hi)) {
-            const char *key = apr_hash_this_key(hi);
-            const mxf_rs_value_t *vt = lookup(s, key), *vb = lookup(base, key);
-            const mxf_rs_value_t *vm = apr_hash_get(merged, key, APR_HASH_KEY_STRING);
-            apr_int64_t nt = vt ? vt->nid : 0, nb = vb ? vb->nid : 0;
-            int failed = 0;
-
-            if (nt == nb) {
-                continue;
-            }
-            if (!lca && vb && vt) {
-                /* No common ancestor in memory: the newer value wins. */
-                if (in_history(ctx, vb, vt, key, &failed)) {
-                    continue;           /* base changed it after their value */
-                }
-                if (!failed && !in_history(ctx, vt, vb, key, &failed) && !failed) {
-                    *why = describe(ctx->p, key, vb, vt);
-                    return NULL;
-                }
-                if (failed) {
-                    *why = "cannot read the history of a state from the database";
-                    return NULL;
-                }
-            }
-            else if (apr_hash_get(mine, key, APR_HASH_KEY_STRING) && (lca || vb)) {
-                *why = describe(ctx->p, key, vb, vt);
-                return NULL;
-            }
-            if (!vt) {
-                continue;               /* unset there, set here */
-            }
-            if (vm && vm->nid != nt) {
-                *why = describe(ctx->p, key, vm, vt);
-                return NULL;
-            }
-            apr_hash_set(merged, key, APR_HASH_KEY_STRING, vt);
         }
     }
-    result = apr_hash_count(merged) == 0 ? base : new_child(ctx, base, merged);
-    apr_hash_set(ctx->merges, sorted, sizeof(*sorted) * (apr_size_t)n, result);
+    for (hi = apr_hash_first(tmp, cand); hi; hi = apr_hash_next(hi)) {
+        const char *key = apr_hash_this_key(hi);
+        const mxf_rs_value_t *v0 = lookup(sorted[0], key);
+        for (i = 1; i < n; i++) {
+            const mxf_rs_value_t *vi = lookup(sorted[i], key);
+            if ((v0 ? v0->nid : 0) != (vi ? vi->nid : 0)) {
+                if (!first_diff) {
+                    first_diff = describe(tmp, key, v0, vi);
+                }
+                ndiff++;
+                break;
+            }
+        }
+    }
+    if (ndiff == 0) {
+        result = base;
+    }
+    else if (!ctx->resolver.resolve) {
+        *why = apr_pstrdup(ctx->p, first_diff);
+        result = NULL;
+    }
+    else {
+        ctx->n_resolved++;
+        ctx->n_differing += ndiff;
+        result = resolve(ctx, room, tmp, base, sorted, n, why);
+        if (!result && *why) {
+            *why = apr_pstrdup(ctx->p, *why);
+        }
+    }
+    apr_pool_destroy(tmp);
+    if (result) {
+        apr_hash_set(ctx->merges, sorted, sizeof(*sorted) * (apr_size_t)n, result);
+    }
     return result;
 }
 
@@ -566,7 +644,7 @@ mxf_rs_state_t *mxf_rs_load(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t 
     }
     apr_snprintf(gid, sizeof(gid), "%" APR_INT64_T_FMT, group_id);
     res = mxf_pg_query(ctx->conn,
-                       "SELECT s.type, s.state_key, s.event_nid, e.membership, e.sender,"
+                       "SELECT s.type, s.state_key, s.event_nid, e.membership, e.sender, e.event_id,"
                        "       CASE WHEN s.type IN ('m.room.power_levels',"
                        "            'm.room.history_visibility', 'm.room.create',"
                        "            'm.room.server_acl', 'm.room.join_rules')"
@@ -584,9 +662,9 @@ mxf_rs_state_t *mxf_rs_load(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t 
             v->membership = apr_pstrdup(ctx->p, PQgetvalue(res, i, 3));
         }
         v->sender = apr_pstrdup(ctx->p, PQgetvalue(res, i, 4));
-        v->from_db = 1;
-        if (!PQgetisnull(res, i, 5)) {
-            v->content = mxf_json_own(ctx->p, json_loads(PQgetvalue(res, i, 5), 0, NULL));
+        v->event_id = apr_pstrdup(ctx->p, PQgetvalue(res, i, 5));
+        if (!PQgetisnull(res, i, 6)) {
+            v->content = mxf_json_own(ctx->p, json_loads(PQgetvalue(res, i, 6), 0, NULL));
         }
         apr_hash_set(full, state_key_of(ctx->p, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)),
                      APR_HASH_KEY_STRING, v);
@@ -617,7 +695,7 @@ apr_int64_t mxf_rs_state_id(mxf_rs_ctx_t *ctx, mxf_rs_state_t *s)
         mxf_rs_state_id(ctx, s->parent);
         s->db_chain = s->parent->db_chain + 1;
     }
-    if (!s->parent || s->db_chain > MXF_RS_CHAIN_MAX) {
+    if (!s->parent || s->db_chain > MXF_RS_CHAIN_MAX || s->removes) {
         s->db_chain = 0;
     }
     s->id = ctx->next_group++;

@@ -6,14 +6,16 @@
  * the visibility stretch of each state (history visibility and the servers
  * with joined / invited members).
  *
- * Merging the states of several prev_events costs in proportion to what the
- * branches changed since they forked, not to the size of the room's state.
- * Branches that set the same (type, state_key) to different events are a
- * conflict: without state resolution the merge fails and says which key.
- * States loaded from the database have no common ancestor in memory; for
- * those, a key whose values differ takes the value whose history (the
- * chain of values it replaced, read from the database where needed)
- * holds the other one, and is a conflict otherwise.
+ * Merging the states of several prev_events: the keys whose values may
+ * differ are found from what the branches changed since they forked (their
+ * nearest common ancestor in the delta tree), so states that agree cost in
+ * proportion to those changes, not to the size of the room's state. States
+ * that differ in any key are resolved by the resolver the caller sets
+ * (mxf_rs_set_resolver(): the room version's state resolution), which gets
+ * the full maps; the result is stored as a delta over the first state (a
+ * key it removes forces a full snapshot in the database, which stores no
+ * removals). States loaded from the database have no common ancestor in
+ * memory and are compared in full.
  *
  * Part of the matrix-fed tool (it reads and writes through libpq).
  */
@@ -37,15 +39,39 @@ typedef struct mxf_rs_state mxf_rs_state_t;
 /* What the state engine keeps of a state event. */
 typedef struct mxf_rs_value {
     apr_int64_t nid;            /* the event's number */
+    const char *event_id;       /* the event's ID */
     const char *membership;     /* m.room.member: content.membership */
     const char *sender;         /* the event's sender */
     json_t *content;            /* content (kept for the types the engine reads) */
-    /* Set by the engine: the value this one replaced in the state before
-     * its event (NULL: the key was unset), or from_db when that history is
-     * in the database (values of states loaded from it). */
-    const struct mxf_rs_value *replaced;
-    int from_db;
 } mxf_rs_value_t;
+
+/*
+ * The merge of states that differ, set by the caller (the importer runs
+ * the room version's state resolution):
+ *   resolve: @a n full maps (mxf_sr_key() keys, "type" NUL "state_key",
+ *            values const char * event IDs) -> *out, a map of the same
+ *            kind from @a p; APR_SUCCESS or a status with *why.
+ *   value_of: fills *v for @a event_id (an event of the result that is in
+ *            none of the merged states); 0 if unknown.
+ */
+typedef struct mxf_rs_resolver {
+    apr_status_t (*resolve)(void *baton, apr_pool_t *p, mxf_rs_room_t *room,
+                            apr_hash_t *const *maps, int n, apr_hash_t **out,
+                            const char **why);
+    int (*value_of)(void *baton, mxf_rs_room_t *room, const char *event_id,
+                    mxf_rs_value_t *v);
+    void *baton;
+} mxf_rs_resolver_t;
+
+/* Sets the resolver (copied); without one, a merge of states that differ fails. */
+void mxf_rs_set_resolver(mxf_rs_ctx_t *ctx, const mxf_rs_resolver_t *r);
+
+/* The room's version and number. */
+const mxf_roomver_t *mxf_rs_room_version(const mxf_rs_room_t *room);
+apr_int64_t mxf_rs_room_nid(const mxf_rs_room_t *room);
+
+/* Merges that needed the resolver, and the keys that differed in them. */
+void mxf_rs_merge_stats(const mxf_rs_ctx_t *ctx, long *resolved, long *differing_keys);
 
 /* Whether the engine keeps the content of state events of @a type (it reads them). */
 int mxf_rs_keeps_content(const char *type);
@@ -64,14 +90,16 @@ mxf_rs_state_t *mxf_rs_load(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t 
 /* A state of this run or one loaded before, by its group number; NULL if none. */
 mxf_rs_state_t *mxf_rs_find(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t group_id);
 
-/* The state with (@a type, @a state_key) set to @a v (copied). */
+/* The state with (@a type, @a state_key) set to @a v (copied; v->nid must not be 0). */
 mxf_rs_state_t *mxf_rs_apply(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, mxf_rs_state_t *before,
                              const char *type, const char *state_key,
                              const mxf_rs_value_t *v);
 
 /*
- * The merge of @a states (mxf_rs_state_t *). NULL with *why naming the
- * conflicting key and events when branches disagree.
+ * The merge of @a states (mxf_rs_state_t *): the common state when they
+ * agree, else the resolver's result. The same set of states always gives
+ * the same state object. NULL with *why when the resolver fails (or there
+ * is none).
  */
 mxf_rs_state_t *mxf_rs_merge(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
                              apr_array_header_t *states, const char **why);

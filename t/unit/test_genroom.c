@@ -253,8 +253,12 @@ START_TEST(options_and_write_errors)
     o.room_version = "13";
     ck_assert_int_eq(mxf_genroom_create(mxf_test_pool, &o, &g, &why), APR_EINVAL);
     mxf_genroom_opts_default(&o);
-    o.conflicts = 1;
+    o.conflicts = 0.5;
+    o.room_version = "1";
     ck_assert_int_eq(mxf_genroom_create(mxf_test_pool, &o, &g, &why), APR_ENOTIMPL);
+    mxf_genroom_opts_default(&o);
+    o.conflicts = 1.5;
+    ck_assert_int_eq(mxf_genroom_create(mxf_test_pool, &o, &g, &why), APR_EINVAL);
 
     /* A failing writer stops the run (threads or not) with its status. */
     for (t = 0; t <= 2; t += 2) {
