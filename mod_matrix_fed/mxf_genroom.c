@@ -1382,6 +1382,21 @@ static int side_len(mxf_genroom_t *g)
     return r < 6 ? 1 : r < 9 ? 2 : 3;
 }
 
+/* Lengths of the two sides of a fork, together at most @a remaining events. */
+static void side_lengths(mxf_genroom_t *g, apr_uint64_t remaining, int *la, int *lb)
+{
+    *la = side_len(g);
+    *lb = side_len(g);
+    while ((apr_uint64_t)(*la + *lb) > remaining) {
+        if (*la > *lb) {
+            (*la)--;
+        }
+        else {
+            (*lb)--;
+        }
+    }
+}
+
 /*
  * A fork: two servers send concurrently on top of the current tips; the
  * next main-line event merges them. Returns APR_EAGAIN (nothing made) if
@@ -1403,16 +1418,7 @@ static apr_status_t branch(mxf_genroom_t *g, apr_uint64_t remaining, const char 
     if (!server_can_act(g, &g->st, a) || !server_can_act(g, &g->st, b)) {
         return APR_EAGAIN;
     }
-    la = side_len(g);
-    lb = side_len(g);
-    while ((apr_uint64_t)(la + lb) > remaining) {
-        if (la > lb) {
-            la--;
-        }
-        else {
-            lb--;
-        }
-    }
+    side_lengths(g, remaining, &la, &lb);
     state_copy(g, &g->sa, &g->st);
     state_copy(g, &g->sb, &g->st);
     memset(g->touched_b, 0, (apr_size_t)g->nusers);
@@ -1597,16 +1603,7 @@ static apr_status_t conflict_branch(mxf_genroom_t *g, apr_uint64_t remaining,
     if (kind < 0) {
         return APR_EAGAIN;
     }
-    la = side_len(g);
-    lb = side_len(g);
-    while ((apr_uint64_t)(la + lb) > remaining) {
-        if (la > lb) {
-            la--;
-        }
-        else {
-            lb--;
-        }
-    }
+    side_lengths(g, remaining, &la, &lb);
     state_copy(g, &g->sa, &g->st);
     state_copy(g, &g->sb, &g->st);
     for (i = 0; i < g->ntips; i++) {

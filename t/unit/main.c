@@ -1,9 +1,11 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
 #include <stdlib.h>
+#include <string.h>
 
 #include <apr_general.h>
 #include <sodium.h>
 
+#include "mxf_canonical.h"
 #include "mxf_test.h"
 
 apr_pool_t *mxf_test_pool;
@@ -17,6 +19,25 @@ void mxf_test_teardown(void)
 {
     apr_pool_destroy(mxf_test_pool);
     mxf_test_pool = NULL;
+}
+
+json_t *mxf_test_parse(const char *text)
+{
+    json_t *j = NULL;
+    const char *why = NULL;
+
+    ck_assert_msg(mxf_json_parse(mxf_test_pool, text, strlen(text), 0, &j, &why)
+                  == APR_SUCCESS, "%s: %s", text, why);
+    return j;
+}
+
+const char *mxf_test_canon(const json_t *j)
+{
+    const char *why = NULL;
+    const char *out = mxf_canonical_encode(mxf_test_pool, j, NULL, &why);
+
+    ck_assert_msg(out != NULL, "%s", why);
+    return out;
 }
 
 TCase *mxf_test_case(const char *name)

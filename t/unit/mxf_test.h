@@ -6,11 +6,19 @@
 #include <check.h>
 #include <apr_pools.h>
 
+#include "mxf_json.h"
+
 /* A fresh pool per test, destroyed after it (see main.c). */
 extern apr_pool_t *mxf_test_pool;
 
 void mxf_test_setup(void);
 void mxf_test_teardown(void);
+
+/* Parses @a text strictly (a test failure if it does not parse). */
+json_t *mxf_test_parse(const char *text);
+
+/* Canonical JSON of @a j (a test failure if it cannot be encoded). */
+const char *mxf_test_canon(const json_t *j);
 
 /* Adds a test case with the per-test pool fixture. */
 TCase *mxf_test_case(const char *name);

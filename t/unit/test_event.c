@@ -59,24 +59,6 @@ static const mxf_roomver_t *rv(const char *id)
     return r;
 }
 
-static json_t *parse(const char *text)
-{
-    json_t *j = NULL;
-    const char *why = NULL;
-
-    ck_assert_msg(mxf_json_parse(mxf_test_pool, text, strlen(text), 0, &j, &why)
-                  == APR_SUCCESS, "%s: %s", text, why);
-    return j;
-}
-
-static const char *canon(const json_t *j)
-{
-    const char *why = NULL;
-    const char *out = mxf_canonical_encode(mxf_test_pool, j, NULL, &why);
-
-    ck_assert_msg(out != NULL, "%s", why);
-    return out;
-}
 
 static mxf_signing_key_t *spec_key(void)
 {
@@ -90,7 +72,7 @@ static mxf_signing_key_t *spec_key(void)
 
 static json_t *signed_event(const char *text, const char *version)
 {
-    json_t *ev = parse(text);
+    json_t *ev = mxf_test_parse(text);
     const char *why = NULL;
 
     ck_assert_msg(mxf_event_sign(mxf_test_pool, ev, rv(version), "domain", spec_key(), &why)
@@ -106,7 +88,7 @@ START_TEST(spec_event_signing_vectors)
     json_t *ev;
 
     ev = signed_event(EV1_IN, "1");
-    ck_assert_str_eq(canon(ev),
+    ck_assert_str_eq(mxf_test_canon(ev),
                      "{\"auth_events\":[],\"content\":{},\"depth\":3,\"hashes\":{\"sha256\":\""
                      EV1_HASH "\"},\"origin\":\"domain\",\"origin_server_ts\":1000000,"
                      "\"prev_events\":[],\"room_id\":\"!x:domain\",\"sender\":\"@a:domain\","
@@ -115,7 +97,7 @@ START_TEST(spec_event_signing_vectors)
 
     /* The content is not stripped; only the signature covers the redacted form. */
     ev = signed_event(EV2_IN, "1");
-    ck_assert_str_eq(canon(ev),
+    ck_assert_str_eq(mxf_test_canon(ev),
                      "{\"content\":{\"body\":\"Here is the message content\"},"
                      "\"event_id\":\"$0:domain\",\"hashes\":{\"sha256\":\"" EV2_HASH "\"},"
                      "\"origin\":\"domain\",\"origin_server_ts\":1000000,\"room_id\":\"!r:domain\","
@@ -132,14 +114,14 @@ START_TEST(spec_content_hash)
         "\"sender\":\"@a:domain\",\"type\":\"X\"}";
     unsigned char h[MXF_SHA256_BYTES], want[MXF_SHA256_BYTES];
     const char *why = NULL;
-    json_t *ev = parse(EV1_IN);
+    json_t *ev = mxf_test_parse(EV1_IN);
 
     /* Derived vector: the exact content-hash input of event 1. */
     mxf_sha256(want, input1, strlen(input1));
     ck_assert_int_eq(mxf_event_content_hash(mxf_test_pool, ev, rv("1"), h, &why), APR_SUCCESS);
     ck_assert_mem_eq(h, want, sizeof(h));
     ck_assert_str_eq(mxf_event_content_hash_b64(mxf_test_pool, ev, NULL, &why), EV1_HASH);
-    ck_assert_str_eq(mxf_event_content_hash_b64(mxf_test_pool, parse(EV2_IN), NULL, &why),
+    ck_assert_str_eq(mxf_event_content_hash_b64(mxf_test_pool, mxf_test_parse(EV2_IN), NULL, &why),
                      EV2_HASH);
 
     /* check: missing, malformed, matching, mismatching. */
@@ -168,7 +150,7 @@ START_TEST(spec_signed_bytes_and_reference_hashes)
     apr_size_t i;
 
     /* Derived vector: the exact bytes signed for event 1. */
-    ck_assert_str_eq(canon(mxf_event_reference_input(mxf_test_pool, ev, rv("1"))),
+    ck_assert_str_eq(mxf_test_canon(mxf_event_reference_input(mxf_test_pool, ev, rv("1"))),
                      "{\"auth_events\":[],\"content\":{},\"depth\":3,\"hashes\":{\"sha256\":\""
                      EV1_HASH "\"},\"origin\":\"domain\",\"origin_server_ts\":1000000,"
                      "\"prev_events\":[],\"room_id\":\"!x:domain\",\"sender\":\"@a:domain\","
@@ -197,7 +179,7 @@ END_TEST
 
 START_TEST(v10_real_event)
 {
-    json_t *ev = parse(V10_EVENT);
+    json_t *ev = mxf_test_parse(V10_EVENT);
     const char *why = NULL;
 
     ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, rv("10"), &why),
@@ -229,7 +211,7 @@ END_TEST
 
 START_TEST(event_id_v1_v2_field)
 {
-    json_t *ev = parse(EV2_IN);
+    json_t *ev = mxf_test_parse(EV2_IN);
     const char *why = NULL;
 
     ck_assert_str_eq(mxf_event_id_compute(mxf_test_pool, ev, rv("1"), &why), "$0:domain");
@@ -253,7 +235,7 @@ START_TEST(legacy_numbers)
         "9007199254740993},\"type\":\"m.room.power_levels\"}";
     unsigned char h[MXF_SHA256_BYTES], want[MXF_SHA256_BYTES];
     const char *why = NULL;
-    json_t *j = parse(ev);
+    json_t *j = mxf_test_parse(ev);
     apr_size_t i;
 
     for (i = 0; i < 12; i++) {
@@ -384,26 +366,26 @@ START_TEST(redaction_tables)
 
     for (i = 0; i < sizeof(redaction_table) / sizeof(redaction_table[0]); i++) {
         const char *type = redaction_table[i].type;
-        json_t *in = parse(apr_psprintf(mxf_test_pool, ENVELOPE_IN, type,
+        json_t *in = mxf_test_parse(apr_psprintf(mxf_test_pool, ENVELOPE_IN, type,
                                         redaction_table[i].in));
-        const char *in_before = canon(in);
+        const char *in_before = mxf_test_canon(in);
 
         for (v = 0; v < 12; v++) {
-            json_t *want = parse(apr_psprintf(mxf_test_pool,
+            json_t *want = mxf_test_parse(apr_psprintf(mxf_test_pool,
                                               v < 10 ? ENVELOPE_V1 : ENVELOPE_V11, type,
                                               redaction_table[i].out[v]));
             json_t *got = mxf_event_redact(mxf_test_pool, in, rv(ALL_VERSIONS[v]));
 
             ck_assert_ptr_nonnull(got);
             ck_assert_msg(json_equal(got, want), "%s v%s:\n got  %s\n want %s", type,
-                          ALL_VERSIONS[v], canon(got), canon(want));
+                          ALL_VERSIONS[v], mxf_test_canon(got), mxf_test_canon(want));
             /* Reference input: the same without signatures. */
             json_object_del(want, "signatures");
             ck_assert(json_equal(mxf_event_reference_input(mxf_test_pool, in,
                                                            rv(ALL_VERSIONS[v])), want));
         }
         /* The input is left untouched. */
-        ck_assert_str_eq(canon(in), in_before);
+        ck_assert_str_eq(mxf_test_canon(in), in_before);
     }
 }
 END_TEST
@@ -414,40 +396,40 @@ START_TEST(redaction_edge_cases)
     json_t *in, *out;
 
     /* The copy is deep: changing it leaves the input alone. */
-    in = parse("{\"type\":\"m.room.power_levels\",\"content\":{\"users\":{\"@a:b\":1}},"
+    in = mxf_test_parse("{\"type\":\"m.room.power_levels\",\"content\":{\"users\":{\"@a:b\":1}},"
                "\"signatures\":{\"b\":{\"ed25519:1\":\"x\"}}}");
     out = mxf_event_redact(mxf_test_pool, in, v1);
     json_object_set_new(json_object_get(json_object_get(out, "content"), "users"), "@c:d",
                         json_integer(2));
     json_object_set_new(json_object_get(out, "signatures"), "c", json_object());
-    ck_assert_str_eq(canon(in), "{\"content\":{\"users\":{\"@a:b\":1}},\"signatures\":"
+    ck_assert_str_eq(mxf_test_canon(in), "{\"content\":{\"users\":{\"@a:b\":1}},\"signatures\":"
                                 "{\"b\":{\"ed25519:1\":\"x\"}},\"type\":\"m.room.power_levels\"}");
     /* No content: none is added. Non-object content: kept as it is. */
-    out = mxf_event_redact(mxf_test_pool, parse("{\"type\":\"m.room.member\",\"x\":1}"), v11);
-    ck_assert_str_eq(canon(out), "{\"type\":\"m.room.member\"}");
-    out = mxf_event_redact(mxf_test_pool, parse("{\"type\":\"X\",\"content\":[1]}"), v11);
-    ck_assert_str_eq(canon(out), "{\"content\":[1],\"type\":\"X\"}");
+    out = mxf_event_redact(mxf_test_pool, mxf_test_parse("{\"type\":\"m.room.member\",\"x\":1}"), v11);
+    ck_assert_str_eq(mxf_test_canon(out), "{\"type\":\"m.room.member\"}");
+    out = mxf_event_redact(mxf_test_pool, mxf_test_parse("{\"type\":\"X\",\"content\":[1]}"), v11);
+    ck_assert_str_eq(mxf_test_canon(out), "{\"content\":[1],\"type\":\"X\"}");
     /* No type: content emptied. Non-string type too. */
-    out = mxf_event_redact(mxf_test_pool, parse("{\"content\":{\"membership\":\"join\"}}"), v1);
-    ck_assert_str_eq(canon(out), "{\"content\":{}}");
+    out = mxf_event_redact(mxf_test_pool, mxf_test_parse("{\"content\":{\"membership\":\"join\"}}"), v1);
+    ck_assert_str_eq(mxf_test_canon(out), "{\"content\":{}}");
     out = mxf_event_redact(mxf_test_pool,
-                           parse("{\"type\":1,\"content\":{\"membership\":\"join\"}}"), v1);
-    ck_assert_str_eq(canon(out), "{\"content\":{},\"type\":1}");
+                           mxf_test_parse("{\"type\":1,\"content\":{\"membership\":\"join\"}}"), v1);
+    ck_assert_str_eq(mxf_test_canon(out), "{\"content\":{},\"type\":1}");
     /* v11: third_party_invite that is not an object, or whose signed is null. */
     out = mxf_event_redact(mxf_test_pool,
-                           parse("{\"type\":\"m.room.member\",\"content\":{\"membership\":"
+                           mxf_test_parse("{\"type\":\"m.room.member\",\"content\":{\"membership\":"
                                  "\"invite\",\"third_party_invite\":\"x\"}}"), v11);
-    ck_assert_str_eq(canon(out), "{\"content\":{\"membership\":\"invite\"},"
+    ck_assert_str_eq(mxf_test_canon(out), "{\"content\":{\"membership\":\"invite\"},"
                                  "\"type\":\"m.room.member\"}");
     out = mxf_event_redact(mxf_test_pool,
-                           parse("{\"type\":\"m.room.member\",\"content\":{"
+                           mxf_test_parse("{\"type\":\"m.room.member\",\"content\":{"
                                  "\"third_party_invite\":{\"signed\":null,\"a\":1}}}"), v11);
-    ck_assert_str_eq(canon(out), "{\"content\":{\"third_party_invite\":{\"signed\":null}},"
+    ck_assert_str_eq(mxf_test_canon(out), "{\"content\":{\"third_party_invite\":{\"signed\":null}},"
                                  "\"type\":\"m.room.member\"}");
     /* Not an object / no version. */
     ck_assert_ptr_null(mxf_event_redact(mxf_test_pool,
                                        mxf_json_own(mxf_test_pool, json_pack("[i]", 1)), v1));
-    ck_assert_ptr_null(mxf_event_redact(mxf_test_pool, parse("{}"), NULL));
+    ck_assert_ptr_null(mxf_event_redact(mxf_test_pool, mxf_test_parse("{}"), NULL));
 }
 END_TEST
 
@@ -493,7 +475,7 @@ START_TEST(verify_spec_events)
 {
     keyring_t *k = spec_keyring();
     const char *why = NULL;
-    json_t *ev1 = parse(EV1_IN), *ev2 = parse(EV2_IN);
+    json_t *ev1 = mxf_test_parse(EV1_IN), *ev2 = mxf_test_parse(EV2_IN);
     apr_size_t i;
 
     json_object_set_new(ev1, "hashes", json_pack("{s:s}", "sha256", EV1_HASH));
@@ -581,7 +563,7 @@ static const char *signers(const char *text, const char *version)
     apr_array_header_t *s = NULL;
     const char *why = NULL;
 
-    if (mxf_event_required_signers(mxf_test_pool, parse(text), rv(version), &s, &why)
+    if (mxf_event_required_signers(mxf_test_pool, mxf_test_parse(text), rv(version), &s, &why)
         != APR_SUCCESS) {
         ck_assert_ptr_nonnull(why);
         return "ERROR";
@@ -629,7 +611,7 @@ START_TEST(sign_then_verify_all_versions)
 
     for (i = 0; i < 12; i++) {
         const mxf_roomver_t *r = rv(ALL_VERSIONS[i]);
-        json_t *ev = parse("{\"type\":\"m.room.member\",\"sender\":\"@a:domain\","
+        json_t *ev = mxf_test_parse("{\"type\":\"m.room.member\",\"sender\":\"@a:domain\","
                            "\"state_key\":\"@a:domain\",\"event_id\":\"$1:domain\","
                            "\"room_id\":\"!r:domain\",\"origin\":\"domain\",\"depth\":2,"
                            "\"origin_server_ts\":5,\"prev_events\":[],\"auth_events\":[],"
@@ -660,7 +642,7 @@ END_TEST
 START_TEST(v12_room_id)
 {
     const mxf_roomver_t *v12 = rv("12");
-    json_t *create = parse("{\"type\":\"m.room.create\",\"state_key\":\"\",\"sender\":\"@a:x\","
+    json_t *create = mxf_test_parse("{\"type\":\"m.room.create\",\"state_key\":\"\",\"sender\":\"@a:x\","
                            "\"content\":{\"room_version\":\"12\"},\"depth\":1,"
                            "\"origin_server_ts\":1,\"prev_events\":[],\"auth_events\":[]}");
     const char *why = NULL, *room_id, *event_id;
@@ -710,15 +692,15 @@ START_TEST(size_limits)
     apr_size_t base, i;
     static const char *const keys[] = { "type", "state_key", "sender", "room_id", "event_id" };
 
-    ev = parse("{\"type\":\"m.room.message\",\"content\":{\"body\":\"\"},\"prev_events\":[],"
+    ev = mxf_test_parse("{\"type\":\"m.room.message\",\"content\":{\"body\":\"\"},\"prev_events\":[],"
                "\"auth_events\":[]}");
     ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, v10, 0, &why), APR_SUCCESS);
 
     /* 65536 bytes of canonical JSON pass, 65537 do not. */
-    base = strlen(canon(ev));
+    base = strlen(mxf_test_canon(ev));
     json_object_set_new(json_object_get(ev, "content"), "body",
                         json_string(rep('a', 65536 - base)));
-    ck_assert_uint_eq(strlen(canon(ev)), 65536);
+    ck_assert_uint_eq(strlen(mxf_test_canon(ev)), 65536);
     ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, v10, 0, &why), APR_SUCCESS);
     json_object_set_new(json_object_get(ev, "content"), "body",
                         json_string(rep('a', 65537 - base)));

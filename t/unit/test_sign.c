@@ -28,24 +28,6 @@ static mxf_signing_key_t *spec_key(void)
     return key;
 }
 
-static json_t *parse(const char *text)
-{
-    json_t *j = NULL;
-    const char *why = NULL;
-
-    ck_assert_msg(mxf_json_parse(mxf_test_pool, text, strlen(text), 0, &j, &why)
-                  == APR_SUCCESS, "%s: %s", text, why);
-    return j;
-}
-
-static const char *canon(const json_t *j)
-{
-    const char *why = NULL;
-    const char *out = mxf_canonical_encode(mxf_test_pool, j, NULL, &why);
-
-    ck_assert_msg(out != NULL, "%s", why);
-    return out;
-}
 
 /* The two JSON signing vectors of the spec, exactly. */
 START_TEST(spec_json_vectors)
@@ -54,16 +36,16 @@ START_TEST(spec_json_vectors)
     const char *why = NULL;
     json_t *j;
 
-    j = parse("{}");
+    j = mxf_test_parse("{}");
     ck_assert_int_eq(mxf_sign_json(mxf_test_pool, j, "domain", key, &why), APR_SUCCESS);
-    ck_assert_str_eq(canon(j),
+    ck_assert_str_eq(mxf_test_canon(j),
                      "{\"signatures\":{\"domain\":{\"ed25519:1\":\"" SIG_EMPTY "\"}}}");
     ck_assert_int_eq(mxf_verify_json(mxf_test_pool, j, "domain", "ed25519:1", key->pk, &why),
                      APR_SUCCESS);
 
-    j = parse("{\"one\": 1, \"two\": \"Two\"}");
+    j = mxf_test_parse("{\"one\": 1, \"two\": \"Two\"}");
     ck_assert_int_eq(mxf_sign_json(mxf_test_pool, j, "domain", key, &why), APR_SUCCESS);
-    ck_assert_str_eq(canon(j),
+    ck_assert_str_eq(mxf_test_canon(j),
                      "{\"one\":1,\"signatures\":{\"domain\":{\"ed25519:1\":\"" SIG_ONE_TWO
                      "\"}},\"two\":\"Two\"}");
     ck_assert_int_eq(mxf_verify_json(mxf_test_pool, j, "domain", "ed25519:1", key->pk, &why),
@@ -76,19 +58,19 @@ START_TEST(sign_keeps_others)
 {
     mxf_signing_key_t *key = spec_key();
     const char *why = NULL;
-    json_t *j = parse("{\"two\":\"Two\",\"unsigned\":{\"age_ts\":5},\"one\":1,"
+    json_t *j = mxf_test_parse("{\"two\":\"Two\",\"unsigned\":{\"age_ts\":5},\"one\":1,"
                       "\"signatures\":{\"other.example\":{\"ed25519:x\":\"abc\"},"
                       "\"domain\":{\"ed25519:0\":\"old\"}}}");
     json_t *orig_sigs = json_object_get(j, "signatures");
 
     json_incref(orig_sigs);
     ck_assert_int_eq(mxf_sign_json(mxf_test_pool, j, "domain", key, &why), APR_SUCCESS);
-    ck_assert_str_eq(canon(j),
+    ck_assert_str_eq(mxf_test_canon(j),
                      "{\"one\":1,\"signatures\":{\"domain\":{\"ed25519:0\":\"old\","
                      "\"ed25519:1\":\"" SIG_ONE_TWO "\"},\"other.example\":"
                      "{\"ed25519:x\":\"abc\"}},\"two\":\"Two\",\"unsigned\":{\"age_ts\":5}}");
     /* The previous signatures object was not modified in place. */
-    ck_assert_str_eq(canon(orig_sigs),
+    ck_assert_str_eq(mxf_test_canon(orig_sigs),
                      "{\"domain\":{\"ed25519:0\":\"old\"},\"other.example\":"
                      "{\"ed25519:x\":\"abc\"}}");
     json_decref(orig_sigs);
@@ -108,11 +90,11 @@ START_TEST(sign_rejects)
     ck_assert_int_eq(mxf_sign_json(mxf_test_pool, j, "domain", key, &why), APR_EINVAL);
     ck_assert_ptr_nonnull(why);
     why = NULL;
-    j = parse("{\"signatures\":[]}");
+    j = mxf_test_parse("{\"signatures\":[]}");
     ck_assert_int_eq(mxf_sign_json(mxf_test_pool, j, "domain", key, &why), APR_EINVAL);
     ck_assert_ptr_nonnull(why);
     why = NULL;
-    j = parse("{\"signatures\":{\"domain\":\"x\"}}");
+    j = mxf_test_parse("{\"signatures\":{\"domain\":\"x\"}}");
     ck_assert_int_eq(mxf_sign_json(mxf_test_pool, j, "domain", key, &why), APR_EINVAL);
     ck_assert_ptr_nonnull(why);
     why = NULL;
@@ -153,7 +135,7 @@ START_TEST(verify_failures)
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *why = NULL;
-        apr_status_t rv = mxf_verify_json(mxf_test_pool, parse(cases[i].json), "domain",
+        apr_status_t rv = mxf_verify_json(mxf_test_pool, mxf_test_parse(cases[i].json), "domain",
                                           "ed25519:1", key->pk, &why);
 
         ck_assert_msg(rv == cases[i].want, "case %u: got %d (%s)", (unsigned)i, rv,
@@ -167,11 +149,11 @@ END_TEST
 
 START_TEST(signable_copy)
 {
-    json_t *j = parse("{\"a\":1,\"signatures\":{},\"unsigned\":{},\"b\":{\"c\":2}}");
+    json_t *j = mxf_test_parse("{\"a\":1,\"signatures\":{},\"unsigned\":{},\"b\":{\"c\":2}}");
     json_t *s = mxf_sign_signable(mxf_test_pool, j);
 
-    ck_assert_str_eq(canon(s), "{\"a\":1,\"b\":{\"c\":2}}");
-    ck_assert_str_eq(canon(j), "{\"a\":1,\"b\":{\"c\":2},\"signatures\":{},\"unsigned\":{}}");
+    ck_assert_str_eq(mxf_test_canon(s), "{\"a\":1,\"b\":{\"c\":2}}");
+    ck_assert_str_eq(mxf_test_canon(j), "{\"a\":1,\"b\":{\"c\":2},\"signatures\":{},\"unsigned\":{}}");
     ck_assert_ptr_eq(json_object_get(s, "b"), json_object_get(j, "b"));   /* shallow */
     ck_assert_ptr_null(mxf_sign_signable(mxf_test_pool, json_true()));
 }
@@ -203,7 +185,7 @@ START_TEST(bytes_vectors)
         const char *b = cases[i].bytes;
 
         /* The bytes are canonical already: re-encoding must not change them. */
-        ck_assert_str_eq(canon(parse(b)), b);
+        ck_assert_str_eq(mxf_test_canon(mxf_test_parse(b)), b);
         ck_assert_str_eq(mxf_sign_bytes(mxf_test_pool, key, b, strlen(b)), cases[i].sig);
         ck_assert_int_eq(mxf_verify_bytes(b, strlen(b), cases[i].sig, key->pk, &why),
                          APR_SUCCESS);
