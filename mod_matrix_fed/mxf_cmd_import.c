@@ -20,7 +20,10 @@
  *      where they differ), check the event against the authorization rules
  *      (its auth events, then the state before it), and the state after it
  *      and the visibility stretch it belongs to (mxf_roomstate), writing
- *      rows in batches;
+ *      rows in batches: a writer thread sends one batch (COPY) while the
+ *      main thread computes the next, so that PostgreSQL's work overlaps
+ *      the importer's; the main thread waits for it before any other use
+ *      of the connection (one transaction, one connection);
  *   5. apply redactions, link edges to events that arrived late, and set
  *      each room's current state, ACL and joined servers.
  *
@@ -55,6 +58,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <apr_hash.h>
@@ -75,8 +79,9 @@
 #include "mxf_sign.h"
 #include "mxf_stateres.h"
 
-/* Events written per COPY round. */
+/* Events written per COPY round (default of --batch-events), and the most. */
 #define BATCH_EVENTS 5000
+#define MAX_BATCH_EVENTS 1000000
 /* Bad lines reported before giving up on listing more. */
 #define MAX_REPORTED 50
 /* Lines a checker thread takes at a time. */
@@ -134,6 +139,27 @@ typedef struct line {
 
 typedef struct importer importer_t;
 
+/*
+ * The writer thread of the ordered pass: while it sends one batch's COPY
+ * data (the connection is its own until the batch is written), the main
+ * thread computes the next batch, so that PostgreSQL's work overlaps the
+ * importer's. The main thread waits for it before any other use of the
+ * connection (writer_idle()). At most two batches exist at a time.
+ */
+typedef struct batch batch_t;
+typedef struct writer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t tid;
+    PGconn *conn;
+    batch_t *job;                       /* being written; NULL: idle */
+    int stop, failed;
+    long batches;                       /* handed over */
+    apr_time_t waited;                  /* the main thread's waits for it */
+} writer_t;
+
+static int writer_idle(importer_t *im);
+
 /* A checker thread's memory: results in pool, per-line scratch. */
 typedef struct checker {
     importer_t *im;
@@ -147,10 +173,12 @@ struct importer {
     apr_pool_t *p;
     apr_pool_t *scratch;                /* main thread, cleared often */
     PGconn *conn;
+    writer_t *writer;                   /* during write_events(): owns conn while busy */
     mxf_keystore_t *keys;
     int require_signatures;
     int progress;
     int threads;
+    int batch_events;                   /* events per COPY round */
     const char *source;
     apr_hash_t *rooms;                  /* room_id -> room_t */
     apr_hash_t *events;                 /* event_id -> ev_t (new, known and refilled) */
@@ -175,6 +203,10 @@ struct importer {
     long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
     apr_time_t t_start, t_checked, t_ordered, t_written;
+    double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
+    double c_resolving;                 /* main thread's CPU seconds in state resolution */
+    long n_batches;                     /* rounds written by the writer thread */
+    apr_time_t t_writer_waits;          /* the main thread waited for them */
 };
 
 static void bad_line(importer_t *im, long line, const char *fmt, ...)
@@ -1124,6 +1156,10 @@ static ev_t *ev_find(importer_t *im, const char *id)
     if (e || apr_hash_get(im->absent, id, APR_HASH_KEY_STRING)) {
         return e;
     }
+    if (!writer_idle(im)) {
+        im->db_failed = 1;
+        return NULL;
+    }
     params[0] = id;
     res = mxf_pg_query(im->conn,
                        "SELECT e.event_nid, r.room_id, e.rejected_reason IS NOT NULL,"
@@ -1188,8 +1224,10 @@ static json_t *ev_json(importer_t *im, ev_t *e)
         char nid[32];
         const char *params[1] = { nid };
         apr_snprintf(nid, sizeof(nid), "%" APR_INT64_T_FMT, e->nid);
-        res = mxf_pg_query(im->conn, "SELECT pdu FROM mxf_events WHERE event_nid = $1::bigint",
-                           1, params);
+        res = writer_idle(im)
+              ? mxf_pg_query(im->conn, "SELECT pdu FROM mxf_events WHERE event_nid = $1::bigint",
+                             1, params)
+              : NULL;
         if (!res || PQntuples(res) != 1) {
             im->db_failed = 1;
             PQclear(res);
@@ -1411,6 +1449,28 @@ static apr_int64_t prov_seq(void *baton, const char *event_id)
     return e && e->nid ? e->seq : -1;
 }
 
+static double clock_secs(clockid_t clock)
+{
+    struct timespec ts;
+
+    if (clock_gettime(clock, &ts) != 0) {
+        return 0;
+    }
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of the whole process (all threads) in seconds. */
+static double cpu_now(void)
+{
+    return clock_secs(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+/* CPU time of the calling thread in seconds. */
+static double thread_cpu_now(void)
+{
+    return clock_secs(CLOCK_THREAD_CPUTIME_ID);
+}
+
 static apr_status_t rs_resolve(void *baton, apr_pool_t *p, mxf_rs_room_t *room,
                                apr_hash_t *const *maps, int n, apr_hash_t **out,
                                const char **why)
@@ -1421,10 +1481,13 @@ static apr_status_t rs_resolve(void *baton, apr_pool_t *p, mxf_rs_room_t *room,
     mxf_sr_stats_t st;
     apr_status_t rv;
 
+    double c0 = thread_cpu_now();
+
     prov.get_event = prov_event;
     prov.seq = prov_seq;
     prov.baton = im;
     rv = mxf_stateres_resolve(p, r->rv, r->room_id, maps, n, &prov, out, &st, why);
+    im->c_resolving += thread_cpu_now() - c0;
     im->n_sr_fetched += (long)st.fetched;
     im->n_sr_full_conflicted += (long)st.full_conflicted;
     if (rv == APR_SUCCESS && im->db_failed) {
@@ -1465,6 +1528,10 @@ static mxf_rs_state_t *state_of_parent(importer_t *im, ev_t *parent, int *failed
         return NULL;
     }
     if (!parent->after) {
+        if (!writer_idle(im)) {
+            *failed = 1;
+            return NULL;
+        }
         parent->after = mxf_rs_load(im->rs, parent->room->rs, parent->db_state_after);
         *failed = parent->after == NULL;
     }
@@ -1576,13 +1643,17 @@ static const char *server_of(const char *id)
 
 /* ------------------------------------------------------------------ writing */
 
-typedef struct batch {
+struct batch {
+    apr_pool_t *pool;                   /* its rows (cleared when it is reused) */
     mxf_copy_t events, edges, auths, redactions, refills;
+    mxf_rs_rows_t rs;                   /* state groups and visibility rows numbered so far */
     int n;
-} batch_t;
+};
 
 static void batch_reset(batch_t *b, apr_pool_t *p)
 {
+    b->pool = p;
+    memset(&b->rs, 0, sizeof(b->rs));
     mxf_copy_init(&b->events, p, 1 << 20);
     mxf_copy_init(&b->edges, p, 1 << 16);
     mxf_copy_init(&b->auths, p, 1 << 16);
@@ -1673,28 +1744,147 @@ static void add_refill_row(importer_t *im, batch_t *b, ev_t *e)
     b->n++;
 }
 
-static int flush_batch(importer_t *im, batch_t *b)
+/* Writes a batch (state rows first: events refer to their groups). Any thread. */
+static int write_batch(PGconn *conn, const batch_t *b)
 {
-    if (!mxf_rs_flush(im->rs, im->conn)) {
+    if (!mxf_rs_write_rows(conn, &b->rs)) {
         return 0;
     }
     if (b->n == 0) {
         return 1;
     }
-    return mxf_pg_copy(im->conn,
+    return mxf_pg_copy(conn,
                        "COPY mxf_events (event_nid, event_id, room_nid, type, state_key, sender,"
                        " membership, depth, origin_server_ts, pdu, redacted_pdu, redacted_because,"
                        " signatures_verified, rejected_reason, state_before, state_after, vis_id,"
                        " vis_after_id)"
                        " FROM STDIN", &b->events)
-        && mxf_pg_copy(im->conn, "COPY mxf_event_edges (event_nid, prev_id, prev_nid) FROM STDIN",
+        && mxf_pg_copy(conn, "COPY mxf_event_edges (event_nid, prev_id, prev_nid) FROM STDIN",
                        &b->edges)
-        && mxf_pg_copy(im->conn, "COPY mxf_auth_edges (event_nid, auth_id, auth_nid) FROM STDIN",
+        && mxf_pg_copy(conn, "COPY mxf_auth_edges (event_nid, auth_id, auth_nid) FROM STDIN",
                        &b->auths)
-        && mxf_pg_copy(im->conn,
+        && mxf_pg_copy(conn,
                        "COPY mxf_redactions (event_nid, room_nid, redacts, allowed_by_power)"
                        " FROM STDIN", &b->redactions)
-        && mxf_pg_copy(im->conn, "COPY mxf_import_refill FROM STDIN", &b->refills);
+        && mxf_pg_copy(conn, "COPY mxf_import_refill FROM STDIN", &b->refills);
+}
+
+static void *writer_main(void *data)
+{
+    writer_t *w = data;
+
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        batch_t *b;
+        int ok;
+        while (!w->job && !w->stop) {
+            pthread_cond_wait(&w->cv, &w->mu);
+        }
+        if (!w->job) {
+            break;
+        }
+        b = w->job;
+        pthread_mutex_unlock(&w->mu);
+        ok = write_batch(w->conn, b);
+        pthread_mutex_lock(&w->mu);
+        w->failed |= !ok;
+        w->job = NULL;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/*
+ * Waits until the writer thread (if any) has written its batch, so that
+ * the connection is the caller's. 0 if a write failed (reported).
+ */
+static int writer_idle(importer_t *im)
+{
+    writer_t *w = im->writer;
+    int failed;
+
+    if (!w) {
+        return 1;
+    }
+    pthread_mutex_lock(&w->mu);
+    if (w->job) {
+        apr_time_t t0 = apr_time_now();
+        while (w->job) {
+            pthread_cond_wait(&w->cv, &w->mu);
+        }
+        w->waited += apr_time_now() - t0;
+    }
+    failed = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    return !failed;
+}
+
+/*
+ * Hands @a b, with the state rows numbered so far, to be written: by the
+ * writer thread, or here when there is none. 0 if this or an earlier
+ * write failed (reported). @a b must stay untouched until writer_idle().
+ */
+static int submit_batch(importer_t *im, batch_t *b)
+{
+    writer_t *w = im->writer;
+
+    mxf_rs_take_rows(im->rs, b->pool, &b->rs);
+    if (!writer_idle(im)) {
+        return 0;
+    }
+    if (!w) {
+        return write_batch(im->conn, b);
+    }
+    pthread_mutex_lock(&w->mu);
+    w->job = b;
+    w->batches++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    return 1;
+}
+
+static int writer_start(importer_t *im, writer_t *w)
+{
+    memset(w, 0, sizeof(*w));
+    w->conn = im->conn;
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        return 0;
+    }
+    if (pthread_cond_init(&w->cv, NULL) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        return 0;
+    }
+    if (pthread_create(&w->tid, NULL, writer_main, w) != 0) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+        return 0;
+    }
+    im->writer = w;
+    return 1;
+}
+
+/* Waits for the last batch, ends the writer thread; 0 if a write failed. */
+static int writer_stop(importer_t *im)
+{
+    writer_t *w = im->writer;
+    int ok;
+
+    if (!w) {
+        return 1;
+    }
+    ok = writer_idle(im);
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->tid, NULL);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mu);
+    im->writer = NULL;
+    im->n_batches = w->batches;
+    im->t_writer_waits = w->waited;
+    return ok;
 }
 
 /* Stored events of unknown state that this import completed. */
@@ -1966,6 +2156,7 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
 
 /* ------------------------------------------------------------------ main */
 
+
 static double secs_since(apr_time_t t0)
 {
     return (double)(apr_time_now() - t0) / APR_USEC_PER_SEC;
@@ -1983,25 +2174,17 @@ static void progress(importer_t *im, long done, long total, apr_time_t start, in
             done, total, rate, rate > 0 ? (total - done) / rate : 0.0, final ? "\n" : "");
 }
 
-/* State, visibility and redacted form of each ordered event, written in batches. */
-static int write_events(importer_t *im, apr_array_header_t *topo)
+/*
+ * State, visibility and redacted form of each ordered event, in batches
+ * handed to the writer thread (two batches: one written, one filled).
+ */
+static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *batches)
 {
     apr_array_header_t *parents = apr_array_make(im->p, 8, sizeof(mxf_rs_state_t *));
-    apr_pool_t *batch_pool;
-    batch_t batch;
+    batch_t *cur = &batches[0];
     apr_time_t start = apr_time_now();
     int i;
 
-    if (im->n_refilled
-        && !mxf_pg_exec(im->conn,
-                        "CREATE TEMP TABLE mxf_import_refill (event_nid bigint, state_before bigint,"
-                        " state_after bigint, vis_id bigint, vis_after_id bigint,"
-                        " redacted_pdu text, by_power boolean, rejected_reason text)"
-                        " ON COMMIT DROP")) {
-        return 0;
-    }
-    apr_pool_create(&batch_pool, im->p);
-    batch_reset(&batch, batch_pool);
     for (i = 0; i < topo->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
         int restricted, need_text, k;
@@ -2034,32 +2217,64 @@ static int write_events(importer_t *im, apr_array_header_t *topo)
             im->n_sig_unverifiable += !e->sigs_verified;
         }
         e->redacted_pdu = NULL;
-        if (need_text && !(e->redacted_pdu = redacted_text(im, batch_pool, e->event_id, e->pdu,
+        if (need_text && !(e->redacted_pdu = redacted_text(im, cur->pool, e->event_id, e->pdu,
                                                            e->pdu_len, e->room->rv))) {
             return 0;
         }
         if (e->refill) {
-            add_refill_row(im, &batch, e);
+            add_refill_row(im, cur, e);
         }
         else {
-            add_event_row(im, &batch, e);
+            add_event_row(im, cur, e);
         }
-        if (batch.n >= BATCH_EVENTS) {
-            if (!flush_batch(im, &batch)) {
+        if (cur->n >= im->batch_events) {
+            if (!submit_batch(im, cur)) {
                 return 0;
             }
-            apr_pool_clear(batch_pool);
-            batch_reset(&batch, batch_pool);
+            /* The other batch was written (submit_batch() waited for it). */
+            cur = cur == &batches[0] ? &batches[1] : &batches[0];
+            apr_pool_clear(cur->pool);
+            batch_reset(cur, cur->pool);
             progress(im, i + 1, topo->nelts, start, 0);
         }
         e->redacted_pdu = NULL;         /* gone with the batch */
     }
-    if (!flush_batch(im, &batch)) {
+    if (!submit_batch(im, cur)) {
         return 0;
     }
-    apr_pool_destroy(batch_pool);
     progress(im, topo->nelts, topo->nelts, start, 1);
-    return update_refilled(im);
+    return 1;
+}
+
+/* compute_events() with the writer thread; then the refilled events' rows. */
+static int write_events(importer_t *im, apr_array_header_t *topo)
+{
+    batch_t batches[2];
+    writer_t writer;
+    apr_pool_t *pools[2];
+    int ok, k;
+
+    if (im->n_refilled
+        && !mxf_pg_exec(im->conn,
+                        "CREATE TEMP TABLE mxf_import_refill (event_nid bigint, state_before bigint,"
+                        " state_after bigint, vis_id bigint, vis_after_id bigint,"
+                        " redacted_pdu text, by_power boolean, rejected_reason text)"
+                        " ON COMMIT DROP")) {
+        return 0;
+    }
+    for (k = 0; k < 2; k++) {
+        apr_pool_create(&pools[k], im->p);
+        batch_reset(&batches[k], pools[k]);
+    }
+    if (!writer_start(im, &writer)) {
+        im->writer = NULL;              /* no thread: batches written in turn */
+    }
+    ok = compute_events(im, topo, batches);
+    ok = writer_stop(im) && ok;
+    for (k = 0; k < 2; k++) {
+        apr_pool_destroy(pools[k]);
+    }
+    return ok && update_refilled(im);
 }
 
 static int run_import(importer_t *im, const char *buf, apr_size_t len)
@@ -2080,6 +2295,7 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
         return 0;
     }
     im->t_checked = apr_time_now();
+    im->c_checked = cpu_now();
     if (!load_known(im) || !load_refills(im)) {
         return 0;
     }
@@ -2136,10 +2352,12 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
         im->n_known += e->known || (e->refill && e->line <= im->n_lines);
     }
     im->t_ordered = apr_time_now();
+    im->c_ordered = cpu_now();
     if (!write_rooms(im) || !write_events(im, topo)) {
         return 0;
     }
     im->t_written = apr_time_now();
+    im->c_written = cpu_now();
     return apply_redactions(im, first_new_nid) && link_edges(im)
            && update_current_state(im, topo);
 }
@@ -2147,11 +2365,14 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
 static void import_usage(FILE *out)
 {
     fputs("Usage: matrix-fed import --db CONNINFO [--keys FILE ...] [--require-signatures]\n"
-          "                         [--threads N] [--quiet] [FILE.jsonl | -]\n"
+          "                         [--threads N] [--batch-events N] [--quiet]\n"
+          "                         [FILE.jsonl | -]\n"
           "  Loads federation PDUs, one JSON object per line in any order, into the\n"
           "  database. --keys FILE holds /_matrix/key/v2/server responses (one JSON\n"
           "  object, an array of them, or one per line); they are verified and stored.\n"
-          "  Lines are checked in N threads (default: one per CPU).\n"
+          "  Lines are checked in N threads (default: one per CPU). Rows are written\n"
+          "  in rounds of --batch-events events (default 5000), each while the next\n"
+          "  is computed.\n"
           "  The import is one transaction: on any error nothing is written.\n", out);
 }
 
@@ -2168,6 +2389,7 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
 
     memset(&im, 0, sizeof(im));
     im.threads = ncpu > 0 ? (int)(ncpu < MAX_THREADS ? ncpu : MAX_THREADS) : 1;
+    im.batch_events = BATCH_EVENTS;
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--db") && i + 1 < argc) {
             conninfo = argv[++i];
@@ -2183,6 +2405,15 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
                 return MXF_EXIT_USAGE;
             }
             im.threads = (int)n;
+        }
+        else if (!strcmp(argv[i], "--batch-events") && i + 1 < argc) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > MAX_BATCH_EVENTS) {
+                mxf_cmd_error("import: --batch-events takes 1 to %d", MAX_BATCH_EVENTS);
+                return MXF_EXIT_USAGE;
+            }
+            im.batch_events = (int)n;
         }
         else if (!strcmp(argv[i], "--require-signatures")) {
             im.require_signatures = 1;
@@ -2226,6 +2457,7 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     apr_pool_create(&im.cache, p);
     apr_pool_create(&im.authp, p);
     im.t_start = apr_time_now();
+    im.c_start = cpu_now();
 
     if (read_input(p, input, &buf, &len) != APR_SUCCESS) {
         return MXF_EXIT_FAILURE;
@@ -2283,6 +2515,15 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
            (double)(im.t_ordered - im.t_checked) / APR_USEC_PER_SEC,
            (double)(im.t_written - im.t_ordered) / APR_USEC_PER_SEC,
            secs_since(im.t_written), total > 0 ? im.n_new / total : 0.0);
+    printf("  cpu: %.2f s of the importer (checked %.2f s, ordered %.2f s, written %.2f s"
+           " of which state resolution %.2f s, finished %.2f s; PostgreSQL's not included)\n",
+           cpu_now() - im.c_start, im.c_checked - im.c_start, im.c_ordered - im.c_checked,
+           im.c_written - im.c_ordered, im.c_resolving, cpu_now() - im.c_written);
+    if (im.n_batches) {
+        printf("  writing: %ld rounds of up to %d events, each while the next was computed;"
+               " waited %.2f s for them\n", im.n_batches, im.batch_events,
+               (double)im.t_writer_waits / APR_USEC_PER_SEC);
+    }
     if (im.n_new == 0 && im.n_refilled == 0) {
         printf("nothing new: the database already had every event\n");
     }

@@ -808,51 +808,69 @@ static void entry_row(mxf_copy_t *c, apr_int64_t gid, const char *key, const mxf
     mxf_copy_end(c);
 }
 
-int mxf_rs_flush(mxf_rs_ctx_t *ctx, PGconn *conn)
+void mxf_rs_take_rows(mxf_rs_ctx_t *ctx, apr_pool_t *p, mxf_rs_rows_t *rows)
 {
     apr_pool_t *tmp;
-    mxf_copy_t groups, entries, vis;
-    int i, ok;
+    int i;
 
+    mxf_copy_init(&rows->groups, p, 1 << 14);
+    mxf_copy_init(&rows->entries, p, 1 << 16);
+    mxf_copy_init(&rows->vis, p, 1 << 12);
     if (ctx->pending_groups->nelts == 0 && ctx->pending_vis->nelts == 0) {
-        return 1;
+        return;
     }
-    apr_pool_create(&tmp, ctx->p);
-    mxf_copy_init(&groups, tmp, 1 << 14);
-    mxf_copy_init(&entries, tmp, 1 << 16);
-    mxf_copy_init(&vis, tmp, 1 << 12);
+    apr_pool_create(&tmp, p);
     for (i = 0; i < ctx->pending_groups->nelts; i++) {
         mxf_rs_state_t *s = APR_ARRAY_IDX(ctx->pending_groups, i, mxf_rs_state_t *);
-        apr_hash_t *rows = s->db_chain == 0 ? full_map(tmp, s) : s->delta;
+        apr_hash_t *rows_of = s->db_chain == 0 ? full_map(tmp, s) : s->delta;
         apr_hash_index_t *hi;
 
-        mxf_copy_int(&groups, s->id);
-        mxf_copy_int(&groups, s->room->nid);
-        mxf_copy_nullable_int(&groups, s->db_chain == 0 ? 0 : s->parent->id);
-        mxf_copy_int(&groups, s->db_chain);
-        mxf_copy_end(&groups);
-        for (hi = apr_hash_first(tmp, rows); hi; hi = apr_hash_next(hi)) {
-            entry_row(&entries, s->id, apr_hash_this_key(hi), apr_hash_this_val(hi));
+        mxf_copy_int(&rows->groups, s->id);
+        mxf_copy_int(&rows->groups, s->room->nid);
+        mxf_copy_nullable_int(&rows->groups, s->db_chain == 0 ? 0 : s->parent->id);
+        mxf_copy_int(&rows->groups, s->db_chain);
+        mxf_copy_end(&rows->groups);
+        for (hi = apr_hash_first(tmp, rows_of); hi; hi = apr_hash_next(hi)) {
+            entry_row(&rows->entries, s->id, apr_hash_this_key(hi), apr_hash_this_val(hi));
         }
     }
     for (i = 0; i < ctx->pending_vis->nelts; i++) {
         vis_t *v = APR_ARRAY_IDX(ctx->pending_vis, i, vis_t *);
         mxf_rs_room_t *room = apr_hash_get(ctx->vis_room, v, sizeof(vis_t *));
-        mxf_copy_int(&vis, v->id);
-        mxf_copy_int(&vis, room->nid);
-        mxf_copy_str(&vis, v->history_visibility);
-        copy_array(&vis, v->joined);
-        copy_array(&vis, v->invited);
-        mxf_copy_end(&vis);
+        mxf_copy_int(&rows->vis, v->id);
+        mxf_copy_int(&rows->vis, room->nid);
+        mxf_copy_str(&rows->vis, v->history_visibility);
+        copy_array(&rows->vis, v->joined);
+        copy_array(&rows->vis, v->invited);
+        mxf_copy_end(&rows->vis);
     }
-    ok = mxf_pg_copy(conn, "COPY mxf_state_groups (group_id, room_nid, prev_group, chain_len)"
-                           " FROM STDIN", &groups)
-         && mxf_pg_copy(conn, "COPY mxf_state_entries (group_id, type, state_key, event_nid)"
-                              " FROM STDIN", &entries)
-         && mxf_pg_copy(conn, "COPY mxf_visibility (vis_id, room_nid, history_visibility,"
-                              " joined_servers, invited_servers) FROM STDIN", &vis);
     apr_pool_destroy(tmp);
     apr_array_clear(ctx->pending_groups);
     apr_array_clear(ctx->pending_vis);
+}
+
+int mxf_rs_write_rows(PGconn *conn, const mxf_rs_rows_t *rows)
+{
+    return mxf_pg_copy(conn, "COPY mxf_state_groups (group_id, room_nid, prev_group, chain_len)"
+                             " FROM STDIN", &rows->groups)
+           && mxf_pg_copy(conn, "COPY mxf_state_entries (group_id, type, state_key, event_nid)"
+                                " FROM STDIN", &rows->entries)
+           && mxf_pg_copy(conn, "COPY mxf_visibility (vis_id, room_nid, history_visibility,"
+                                " joined_servers, invited_servers) FROM STDIN", &rows->vis);
+}
+
+int mxf_rs_flush(mxf_rs_ctx_t *ctx, PGconn *conn)
+{
+    apr_pool_t *tmp;
+    mxf_rs_rows_t rows;
+    int ok;
+
+    if (ctx->pending_groups->nelts == 0 && ctx->pending_vis->nelts == 0) {
+        return 1;
+    }
+    apr_pool_create(&tmp, ctx->p);
+    mxf_rs_take_rows(ctx, tmp, &rows);
+    ok = mxf_rs_write_rows(conn, &rows);
+    apr_pool_destroy(tmp);
     return ok;
 }

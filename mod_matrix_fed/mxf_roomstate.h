@@ -26,6 +26,7 @@
 #include <apr_tables.h>
 #include <libpq-fe.h>
 
+#include "mxf_cmd_pg.h"
 #include "mxf_json.h"
 #include "mxf_roomver.h"
 
@@ -126,5 +127,21 @@ int mxf_rs_power_at_least(const mxf_rs_state_t *s, const char *user, const char 
 
 /* Writes the queued groups and visibility rows. 0 (reported) on error. */
 int mxf_rs_flush(mxf_rs_ctx_t *ctx, PGconn *conn);
+
+/* COPY rows of state groups, their entries and visibility records. */
+typedef struct mxf_rs_rows {
+    mxf_copy_t groups, entries, vis;
+} mxf_rs_rows_t;
+
+/*
+ * Takes the queued groups and visibility rows as COPY data in @a p
+ * (empty when nothing is queued), so that they can be written later,
+ * from another thread, by mxf_rs_write_rows() (which touches no state of
+ * @a ctx). mxf_rs_flush() is take + write.
+ */
+void mxf_rs_take_rows(mxf_rs_ctx_t *ctx, apr_pool_t *p, mxf_rs_rows_t *rows);
+
+/* Writes rows taken by mxf_rs_take_rows(). 0 (reported) on error. */
+int mxf_rs_write_rows(PGconn *conn, const mxf_rs_rows_t *rows);
 
 #endif /* mxf_roomstate_h */
