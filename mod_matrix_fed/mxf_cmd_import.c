@@ -2477,6 +2477,17 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     ok = ok && run_import(&im, buf, len);
     if (ok) {
         ok = mxf_pg_exec(im.conn, "COMMIT");
+        /*
+         * Fresh planner statistics: the read path's walks get bad plans on
+         * tables that grew a lot since they were last analysed (autovacuum
+         * would get there, but only later). A failure here loses nothing.
+         */
+        if (ok && im.n_new > 0
+            && !mxf_pg_exec(im.conn, "ANALYZE mxf_events, mxf_event_edges, mxf_auth_edges,"
+                                     " mxf_state_groups, mxf_state_entries, mxf_visibility,"
+                                     " mxf_redactions, mxf_rooms, mxf_room_servers")) {
+            mxf_cmd_error("the import is complete, but ANALYZE failed; run it by hand");
+        }
     }
     else {
         PQclear(PQexec(im.conn, "ROLLBACK"));
