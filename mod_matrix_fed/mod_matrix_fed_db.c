@@ -62,7 +62,12 @@ static const struct {
     /* args: room nid, event ID */
     [MXF_STMT_STATE_AT] = {
         "mxf_state_at",
-        "SELECT kind, event_id, pdu FROM mxf_state_at(%s::bigint, %s)"
+        "SELECT kind, event_id, pdu FROM mxf_state_at(%s::bigint, %s, true)"
+    },
+    /* args: room nid, event ID */
+    [MXF_STMT_STATE_IDS_AT] = {
+        "mxf_state_ids_at",
+        "SELECT kind, event_id FROM mxf_state_at(%s::bigint, %s, false)"
     },
     /* args: room nid, event ID */
     [MXF_STMT_EVENT_AUTH] = {

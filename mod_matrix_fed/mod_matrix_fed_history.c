@@ -421,7 +421,8 @@ static int state_common(mxf_req_t *req, int ids_only)
     }
     args[0] = room.nid;
     args[1] = event_id;
-    if (mxf_db_select(req, MXF_STMT_STATE_AT, 2, args, &rows) != OK) {
+    if (mxf_db_select(req, ids_only ? MXF_STMT_STATE_IDS_AT : MXF_STMT_STATE_AT, 2, args,
+                      &rows) != OK) {
         return OK;
     }
     if (rows->nrows == 1 && !strcmp(mxf_db_get(rows, 0, 0), "!")) {

@@ -149,8 +149,16 @@ class TestSchema:
                                  "SELECT string_agg(version::text, ',' ORDER BY version)"
                                  " FROM mxf_schema_migrations")
         assert versions.split(",")[0] == "1"
-        assert postgres.psql(postgres.DBNAME,
-                             "SELECT count(*) FROM mxf_server_keys") == "0"
+        # Every migration of sql/ is applied, and its objects exist.
+        migrations = sorted(f for f in os.listdir(os.path.join(build_env.srcdir, "sql"))
+                            if f[:3].isdigit() and f.endswith(".sql"))
+        assert versions.split(",") == [str(int(f[:3])) for f in migrations]
+        tables = postgres.psql(postgres.DBNAME,
+                               "SELECT string_agg(tablename, ',' ORDER BY tablename)"
+                               " FROM pg_tables WHERE tablename LIKE 'mxf_%'").split(",")
+        assert {"mxf_server_keys", "mxf_events", "mxf_event_edges", "mxf_auth_edges",
+                "mxf_state_groups", "mxf_state_entries", "mxf_visibility",
+                "mxf_rooms"} <= set(tables)
 
     def test_001_041_db_init_fresh_database(self, postgres, build_env):
         postgres.psql("postgres", "DROP DATABASE IF EXISTS mxf_fresh")
