@@ -16,6 +16,8 @@ import subprocess
 import canonicaljson
 import nacl.signing
 import pytest
+
+from mxftest.env import core_tool_path
 import signedjson.key
 import signedjson.sign
 
@@ -27,13 +29,7 @@ SPEC_SEED = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1"
 
 
 def tool_path():
-    builddir = os.environ.get("MXF_BUILDDIR")
-    if not builddir:
-        pytest.fail("MXF_BUILDDIR is not set (run through 'make check')")
-    path = os.path.join(builddir, "t", "tools", "mxf_core_tool")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} not built (make t/tools/mxf_core_tool)")
-    return path
+    return core_tool_path()
 
 
 def run_tool(requests, rng=None):

@@ -28,6 +28,8 @@ import subprocess
 
 import canonicaljson
 import pytest
+
+from mxftest.env import core_tool_path
 import signedjson.key
 import signedjson.sign
 
@@ -39,13 +41,7 @@ MAX_SAFE = 2**53 - 1
 
 
 def tool_path():
-    builddir = os.environ.get("MXF_BUILDDIR")
-    if not builddir:
-        pytest.fail("MXF_BUILDDIR is not set (run through 'make check')")
-    path = os.path.join(builddir, "t", "tools", "mxf_core_tool")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"{path} not built (make t/tools/mxf_core_tool)")
-    return path
+    return core_tool_path()
 
 
 def run_tool(requests):

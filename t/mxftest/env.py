@@ -43,3 +43,15 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def core_tool_path():
+    """The test-only driver of the core (t/tools/mxf_core_tool) in the build."""
+    import pytest
+    builddir = os.environ.get("MXF_BUILDDIR")
+    if not builddir:
+        pytest.fail("MXF_BUILDDIR is not set (run through 'make check')")
+    path = os.path.join(builddir, "t", "tools", "mxf_core_tool")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{path} not built (make t/tools/mxf_core_tool)")
+    return path
