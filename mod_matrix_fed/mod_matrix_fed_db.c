@@ -20,10 +20,6 @@ static const struct {
     const char *label;
     const char *sql;
 } statements[MXF_STMT__COUNT] = {
-    [MXF_STMT_SCHEMA_VERSION] = {
-        "mxf_schema_version",
-        "SELECT coalesce(max(version), 0) FROM mxf_schema_migrations"
-    },
     /* args: origin, room ID */
     [MXF_STMT_ROOM_ACCESS] = {
         "mxf_room_access",
@@ -137,11 +133,6 @@ const char *mxf_db_prepare_statements(cmd_parms *cmd)
     return NULL;
 }
 
-int mxf_db_available(void)
-{
-    return dbd_prepare_fn && dbd_acquire_fn;
-}
-
 ap_dbd_t *mxf_db_acquire(request_rec *r)
 {
     ap_dbd_t *dbd = dbd_acquire_fn ? dbd_acquire_fn(r) : NULL;
@@ -163,12 +154,6 @@ apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
                       statements[id].label);
     }
     return stmt;
-}
-
-/* The request's connection: acquired on first use, kept for the request. */
-static ap_dbd_t *request_dbd(request_rec *r)
-{
-    return mxf_db_acquire(r);
 }
 
 /*
@@ -198,7 +183,7 @@ int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
                   mxf_db_rows_t **out)
 {
     request_rec *r = req->r;
-    ap_dbd_t *dbd = request_dbd(r);
+    ap_dbd_t *dbd = mxf_db_acquire(r);
     apr_dbd_results_t *res = NULL;
     apr_dbd_prepared_t *stmt;
     mxf_db_rows_t *rows;

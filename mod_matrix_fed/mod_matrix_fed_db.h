@@ -11,8 +11,7 @@
 #include <mod_dbd.h>
 
 typedef enum {
-    MXF_STMT_SCHEMA_VERSION = 0,
-    MXF_STMT_ROOM_ACCESS,
+    MXF_STMT_ROOM_ACCESS = 0,
     MXF_STMT_MISSING_EVENTS,
     MXF_STMT_BACKFILL,
     MXF_STMT_EVENT,
@@ -25,6 +24,9 @@ typedef enum {
     MXF_STMT_KEY_PUT,
     MXF_STMT__COUNT
 } mxf_stmt_t;
+
+/* The prepared statement @a id on @a dbd, or NULL (logged). */
+apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id);
 
 struct mxf_req;
 
@@ -57,16 +59,10 @@ const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col);
  */
 const char *mxf_db_prepare_statements(cmd_parms *cmd);
 
-/* Whether mod_dbd's functions were found (checked again at post_config). */
-int mxf_db_available(void);
-
 /*
  * The request's pooled connection, or NULL (logged, rate-limited) when the
  * database cannot be reached: answer 503 then.
  */
 ap_dbd_t *mxf_db_acquire(request_rec *r);
-
-/* The prepared statement @a id on @a dbd, or NULL (logged). */
-apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id);
 
 #endif /* mod_matrix_fed_db_h */

@@ -11,22 +11,7 @@
 #include <libpq-fe.h>
 
 #include "mxf_cmd.h"
-
-/* An arbitrary constant identifying this schema's advisory lock. */
-#define MXF_SCHEMA_LOCK_KEY "7249018340512"
-
-static int exec_ok(PGconn *conn, const char *sql, const char *what)
-{
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-
-    if (!ok) {
-        mxf_cmd_error("%s failed: %s", what, PQresultErrorMessage(res));
-    }
-    PQclear(res);
-    return ok;
-}
+#include "mxf_cmd_pg.h"
 
 static int applied(PGconn *conn, int version, int *is_applied)
 {
@@ -35,11 +20,9 @@ static int applied(PGconn *conn, int version, int *is_applied)
     PGresult *res;
 
     snprintf(v, sizeof(v), "%d", version);
-    res = PQexecParams(conn, "SELECT 1 FROM mxf_schema_migrations WHERE version = $1::int",
-                       1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        mxf_cmd_error("reading mxf_schema_migrations failed: %s", PQresultErrorMessage(res));
-        PQclear(res);
+    res = mxf_pg_query(conn, "SELECT 1 FROM mxf_schema_migrations WHERE version = $1::int",
+                       1, params);
+    if (!res) {
         return 0;
     }
     *is_applied = PQntuples(res) > 0;
@@ -51,34 +34,36 @@ static int record(PGconn *conn, const mxf_migration_t *m)
 {
     char v[16];
     const char *params[2] = { v, m->name };
-    PGresult *res;
-    int ok;
 
     snprintf(v, sizeof(v), "%d", m->version);
-    res = PQexecParams(conn,
-                       "INSERT INTO mxf_schema_migrations (version, name) VALUES ($1::int, $2)",
-                       2, NULL, params, NULL, NULL, 0);
-    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) {
-        mxf_cmd_error("recording migration %s failed: %s", m->name, PQresultErrorMessage(res));
+    return mxf_pg_params(conn,
+                         "INSERT INTO mxf_schema_migrations (version, name) VALUES ($1::int, $2)",
+                         2, params);
+}
+
+/* Runs one migration, naming it (not its whole text) if it fails. */
+static int run_migration(PGconn *conn, const mxf_migration_t *m)
+{
+    PGresult *res = PQexec(conn, m->sql);
+
+    if (!mxf_pg_ok(res, m->name)) {
+        return 0;
     }
     PQclear(res);
-    return ok;
+    return 1;
 }
 
 static int migrate(PGconn *conn, int *count)
 {
     const mxf_migration_t *m;
 
-    if (!exec_ok(conn, "SET client_min_messages = warning", "setting up the session")
-        || !exec_ok(conn, "SELECT pg_advisory_lock(" MXF_SCHEMA_LOCK_KEY ")",
-                    "taking the schema lock")
-        || !exec_ok(conn,
-                    "CREATE TABLE IF NOT EXISTS mxf_schema_migrations ("
-                    " version int PRIMARY KEY,"
-                    " name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())",
-                    "creating mxf_schema_migrations")) {
+    if (!mxf_pg_exec(conn, "SET client_min_messages = warning")
+        || !mxf_pg_exec(conn, "SELECT pg_advisory_lock(" MXF_PG_SCHEMA_LOCK ")")
+        || !mxf_pg_exec(conn,
+                        "CREATE TABLE IF NOT EXISTS mxf_schema_migrations ("
+                        " version int PRIMARY KEY,"
+                        " name text NOT NULL,"
+                        " applied_at timestamptz NOT NULL DEFAULT now())")) {
         return 0;
     }
     for (m = mxf_migrations; m->name; m++) {
@@ -90,14 +75,14 @@ static int migrate(PGconn *conn, int *count)
         if (done) {
             continue;
         }
-        if (!exec_ok(conn, "BEGIN", "starting a transaction")) {
+        if (!mxf_pg_exec(conn, "BEGIN")) {
             return 0;
         }
-        if (!exec_ok(conn, m->sql, m->name) || !record(conn, m)) {
-            exec_ok(conn, "ROLLBACK", "rolling back");
+        if (!run_migration(conn, m) || !record(conn, m)) {
+            mxf_pg_exec(conn, "ROLLBACK");
             return 0;
         }
-        if (!exec_ok(conn, "COMMIT", m->name)) {
+        if (!mxf_pg_exec(conn, "COMMIT")) {
             return 0;
         }
         printf("applied %s\n", m->name);
@@ -145,10 +130,7 @@ int mxf_cmd_db(apr_pool_t *p, int argc, const char *const *argv)
         mxf_cmd_error("db init needs --db CONNINFO");
         return MXF_EXIT_USAGE;
     }
-    conn = PQconnectdb(conninfo);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        mxf_cmd_error("cannot connect to the database: %s", PQerrorMessage(conn));
-        PQfinish(conn);
+    if (!(conn = mxf_pg_connect(conninfo))) {
         return MXF_EXIT_FAILURE;
     }
     ok = migrate(conn, &count);
