@@ -117,6 +117,7 @@ typedef struct ev {
     int n_prevs, n_auths;
     int pending;                        /* parents in this import not yet ordered */
     int child0, n_children;             /* children: im->children[child0 ..] */
+    int akid0, n_akids;                 /* state events citing it: im->auth_kids[akid0 ..] */
     unsigned known:1;                   /* already in the database, left as it is */
     unsigned refill:1;                  /* in the database, state unknown: computed now */
     unsigned had_redacted:1;            /* refill: redacted_pdu already stored */
@@ -189,6 +190,8 @@ struct importer {
     atomic_long next_line;
     atomic_long lines_done;
     ev_t **children;
+    const char **auth_kids;             /* see ev_t.akid0 */
+    apr_int64_t sr_seq_limit;           /* the seq of the event whose state is resolved */
     int errors;
     apr_int64_t next_event_nid, next_room_nid;
     mxf_rs_ctx_t *rs;
@@ -1449,6 +1452,58 @@ static apr_int64_t prov_seq(void *baton, const char *event_id)
     return e && e->nid ? e->seq : -1;
 }
 
+/*
+ * The state events citing @a event_id: complete only for a room this
+ * import creates (an earlier import's events are not indexed), else NULL.
+ */
+static const char *const *prov_children(void *baton, const char *event_id, int *n)
+{
+    importer_t *im = baton;
+    ev_t *e = ev_get(im, event_id);
+
+    if (!e || e->known || !e->room->is_new) {
+        return NULL;
+    }
+    *n = e->n_akids;
+    return im->auth_kids + e->akid0;
+}
+
+/* Indexes the state events of this import under the auth events they cite. */
+static void index_auth_kids(importer_t *im, apr_array_header_t *topo)
+{
+    apr_size_t total = 0;
+    int i, k;
+
+    for (i = 0; i < topo->nelts; i++) {
+        ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
+        for (k = 0; e->state_key && k < e->n_auths; k++) {
+            ev_t *a = ev_get(im, e->auths[k]);
+            if (a) {
+                a->n_akids++;
+                total++;
+            }
+        }
+    }
+    im->auth_kids = apr_palloc(im->p, sizeof(const char *) * (total + 1));
+    total = 0;
+    for (i = 0; i < topo->nelts; i++) {
+        ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
+        e->akid0 = (int)total;
+        total += (apr_size_t)e->n_akids;
+        e->n_akids = 0;
+    }
+    /* in topological order: the oldest citing event first */
+    for (i = 0; i < topo->nelts; i++) {
+        ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
+        for (k = 0; e->state_key && k < e->n_auths; k++) {
+            ev_t *a = ev_get(im, e->auths[k]);
+            if (a) {
+                im->auth_kids[a->akid0 + a->n_akids++] = e->event_id;
+            }
+        }
+    }
+}
+
 static double clock_secs(clockid_t clock)
 {
     struct timespec ts;
@@ -1485,6 +1540,8 @@ static apr_status_t rs_resolve(void *baton, apr_pool_t *p, mxf_rs_room_t *room,
 
     prov.get_event = prov_event;
     prov.seq = prov_seq;
+    prov.children = prov_children;
+    prov.seq_limit = im->sr_seq_limit;
     prov.baton = im;
     rv = mxf_stateres_resolve(p, r->rv, r->room_id, maps, n, &prov, out, &st, why);
     im->c_resolving += thread_cpu_now() - c0;
@@ -1580,7 +1637,9 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
             e->after = e->before;
             return 1;
         }
+        im->sr_seq_limit = e->seq;
         e->before = mxf_rs_merge(im->rs, e->room->rs, parents, &why);
+        im->sr_seq_limit = 0;
         if (!e->before) {
             bad_line(im, e->line, "%s: the state before it cannot be resolved: %s",
                      e->event_id, why ? why : "unknown error");
@@ -2347,6 +2406,7 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
         e->seq = first_new_nid + i;
         e->room->touched = 1;
     }
+    index_auth_kids(im, topo);
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *);
         im->n_known += e->known || (e->refill && e->line <= im->n_lines);

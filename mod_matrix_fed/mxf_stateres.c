@@ -82,13 +82,16 @@ struct node {
     /* auth difference */
     apr_uint64_t mask;
     unsigned in_heap:1, done:1, numbered:1;
+    /* in the auth chain of the unconflicted state (ru_known: decided) */
+    unsigned ru_known:1, ru:1;
+    unsigned visit;                 /* upward search generation */
     /* conflicted state subgraph */
     unsigned sg_state:2, reach:1;
     unsigned conflicted:1, in_fcs:1, in_x:1;
     /* orderings */
     mxf_auth_level_t power;
     apr_int64_t mainline;
-    unsigned mainline_known:1;
+    unsigned mainline_known:1, on_path:1;
     int outdeg;
     apr_array_header_t *parents;    /* node_t *, the events of X citing this one */
 };
@@ -102,6 +105,7 @@ typedef struct sr {
     const char *room_id;
     const char *create_id;          /* v12 */
     mxf_sr_stats_t *st;
+    unsigned visit;                 /* last upward search generation */
 } sr_t;
 
 static apr_int64_t jint(const json_t *o, const char *key)
@@ -393,6 +397,183 @@ static void auth_difference(sr_t *s, apr_hash_t *seedmask, int nstates,
 }
 
 /* ------------------------------------------------------------------------
+ * Auth difference from the conflicted events (provider with children).
+ * U: the unconflicted state map. An event of U, or one below an event of
+ * U, is in the auth chain of every state; the others reached from the
+ * conflicted events are in the difference unless every state's conflicted
+ * events reach them.
+ */
+
+/* Most events one upward search may visit before giving up. */
+#define RU_SEARCH_MAX 20000
+
+/* @a n is the event U holds for its (type, state_key). */
+static int in_unconflicted(sr_t *s, apr_hash_t *u, node_t *n)
+{
+    const char *id;
+
+    if (!node_load(s, n) || n->type == NULL || n->sk == NULL) {
+        return 0;
+    }
+    id = mxf_sr_get(u, n->type, n->sk);
+    return id != NULL && strcmp(id, n->id) == 0;
+}
+
+/*
+ * Whether @a x is in the auth chain of U (itself in U included): some
+ * event citing it, directly or not, is in U. Searches upwards through the
+ * children the provider lists, depth first, oldest child first (the event
+ * that replaced x usually comes first). -1 if the provider cannot list some
+ * children or the search passes RU_SEARCH_MAX events.
+ */
+static int in_unconflicted_chain(sr_t *s, apr_hash_t *u, node_t *x)
+{
+    apr_array_header_t *stack, *seen;
+    int found = 0, i;
+
+    if (x->ru_known) {
+        return x->ru;
+    }
+    stack = apr_array_make(s->scratch, 16, sizeof(node_t *));
+    seen = apr_array_make(s->scratch, 16, sizeof(node_t *));
+    s->visit++;
+    x->visit = s->visit;
+    APR_ARRAY_PUSH(stack, node_t *) = x;
+    while (stack->nelts > 0 && !found) {
+        node_t *z = APR_ARRAY_IDX(stack, --stack->nelts, node_t *);
+        const char *const *kids;
+        int nk = 0;
+
+        if (z->ru_known) {
+            found = z->ru;
+            continue;
+        }
+        if (in_unconflicted(s, u, z)) {
+            found = 1;
+            break;
+        }
+        APR_ARRAY_PUSH(seen, node_t *) = z;
+        if (s->st) {
+            s->st->searched++;
+        }
+        if (seen->nelts > RU_SEARCH_MAX
+            || (kids = s->prov->children(s->prov->baton, z->id, &nk)) == NULL) {
+            apr_pool_clear(s->scratch);
+            return -1;
+        }
+        for (i = 0; i < nk; i++) {
+            node_t *c = node_get(s, kids[i]);
+            if (c->missing || c->visit == s->visit
+                || (s->prov->seq_limit > 0 && c->seq >= s->prov->seq_limit)) {
+                continue;
+            }
+            c->visit = s->visit;
+            APR_ARRAY_PUSH(stack, node_t *) = c;
+        }
+    }
+    x->ru_known = 1;
+    x->ru = found != 0;
+    if (!found) {
+        /* nothing above any of them is in U */
+        for (i = 0; i < seen->nelts; i++) {
+            node_t *z = APR_ARRAY_IDX(seen, i, node_t *);
+            z->ru_known = 1;
+            z->ru = 0;
+        }
+    }
+    apr_pool_clear(s->scratch);
+    return found != 0;
+}
+
+/*
+ * The auth difference (as auth_difference() defines it), walking down from
+ * the conflicted events in descending sequence order. mask(x) = the states
+ * whose conflicted events reach x; an event in the auth chain of U, or
+ * below one whose mask is full, is in every state's chain (its mask is set
+ * full and pushed down like the others). The walk stops when no event left
+ * to visit can be in the difference. 0 if the provider's children do not
+ * suffice (nothing pushed to @a diff; the caller falls back to
+ * auth_difference()).
+ */
+static int auth_difference_from_conflict(sr_t *s, apr_hash_t *u, apr_hash_t *cmask,
+                                         int nstates, apr_array_header_t *conflicted,
+                                         apr_array_header_t *diff)
+{
+    apr_uint64_t full = nstates >= 64 ? ~(apr_uint64_t)0 : (((apr_uint64_t)1 << nstates) - 1);
+    apr_array_header_t *out = apr_array_make(s->p, 16, sizeof(node_t *));
+    apr_array_header_t *touched = apr_array_make(s->p, 16, sizeof(node_t *));
+    heap_t h;
+    long partial = 0;
+    int i, ok = 1;
+
+    heap_init(&h, s->p, cmp_seq_desc);
+    for (i = 0; i < conflicted->nelts; i++) {
+        node_t *c = APR_ARRAY_IDX(conflicted, i, node_t *);
+        apr_uint64_t *m = apr_hash_get(cmask, c->id, APR_HASH_KEY_STRING);
+        if (c->missing || c->in_heap) {
+            continue;
+        }
+        c->mask |= m ? *m : 0;
+        c->in_heap = 1;
+        heap_push(&h, c);
+        APR_ARRAY_PUSH(touched, node_t *) = c;
+        partial += c->mask != full;
+    }
+    while (partial > 0) {
+        node_t *x = heap_pop(&h);
+        int r;
+
+        if (x == NULL) {
+            break;
+        }
+        x->done = 1;
+        if (x->mask != full) {
+            partial--;
+            if ((r = in_unconflicted_chain(s, u, x)) < 0) {
+                ok = 0;
+                break;
+            }
+            if (r) {
+                x->mask = full;     /* in every chain, and so is all below it */
+            }
+            else {
+                APR_ARRAY_PUSH(out, node_t *) = x;
+            }
+        }
+        if (!node_load(s, x)) {
+            continue;
+        }
+        for (i = 0; i < x->auth->nelts; i++) {
+            node_t *a = node_get(s, APR_ARRAY_IDX(x->auth, i, const char *));
+            apr_uint64_t old = a->mask;
+            if (a->missing || a->done) {
+                continue;
+            }
+            a->mask |= x->mask;
+            if (!a->in_heap) {
+                a->in_heap = 1;
+                heap_push(&h, a);
+                APR_ARRAY_PUSH(touched, node_t *) = a;
+                partial += a->mask != full;
+            }
+            else if (old != full && a->mask == full) {
+                partial--;
+            }
+        }
+    }
+    if (!ok) {
+        for (i = 0; i < touched->nelts; i++) {
+            node_t *n = APR_ARRAY_IDX(touched, i, node_t *);
+            n->mask = 0;
+            n->in_heap = n->done = 0;
+        }
+        return 0;
+    }
+    apr_array_cat(diff, out);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------
  * v2.1 conflicted state subgraph: the events on auth_events paths between
  * conflicted events. An event below the lowest conflicted sequence number
  * cannot lead to one, so the walk stops there.
@@ -579,24 +760,63 @@ static apr_array_header_t *sorted_power_events(sr_t *s, apr_array_header_t *fcs)
     return out;   /* events on an auth cycle (impossible for hashed IDs) are left out */
 }
 
-/* Mainline depth of a power levels event @a pl: its mainline depth, or that of the PL it cites. */
-static apr_int64_t mainline_depth(sr_t *s, node_t *pl)
+/*
+ * The mainline: the resolved power levels event, the one it cites, and so
+ * on. It is walked only as far down as the events being sorted need (by
+ * sequence number: an event is on it iff it is there once the walk has
+ * passed its number), so its length, which grows with the room's history,
+ * does not count. Positions are counted from the top: an event's mainline
+ * value is -1 - (distance from the resolved event) of the nearest mainline
+ * event among its power levels ancestors, MAINLINE_NONE if there is none;
+ * ascending values are then ascending mainline depth.
+ */
+#define MAINLINE_NONE APR_INT64_MIN
+
+typedef struct mainline {
+    node_t *next;                   /* the next event to put on the line, or NULL */
+    apr_int64_t len;
+} mainline_t;
+
+/* Walks the mainline down past sequence number @a seq. */
+static void mainline_extend(sr_t *s, mainline_t *ml, apr_int64_t seq)
+{
+    while (ml->next && (ml->next->seq >= seq || ml->next->seq < 0)) {
+        node_t *pl = ml->next;
+        if (pl->mainline_known) {   /* a cycle (impossible for hashed IDs) */
+            ml->next = NULL;
+            break;
+        }
+        pl->mainline_known = 1;
+        pl->mainline = -1 - ml->len++;
+        ml->next = auth_event_of(s, pl, T_PL, "");
+    }
+}
+
+/* The mainline value of power levels event @a pl (see above). */
+static apr_int64_t mainline_depth(sr_t *s, mainline_t *ml, node_t *pl)
 {
     apr_array_header_t *path = apr_array_make(s->scratch, 8, sizeof(node_t *));
-    apr_int64_t d = 0;
+    apr_int64_t d = MAINLINE_NONE;
     int i;
 
-    while (pl && !pl->mainline_known) {
+    while (pl) {
+        mainline_extend(s, ml, pl->seq);
+        if (pl->mainline_known) {
+            d = pl->mainline;
+            break;
+        }
+        if (pl->on_path) {          /* on this path already: a cycle */
+            break;
+        }
+        pl->on_path = 1;
         APR_ARRAY_PUSH(path, node_t *) = pl;
-        pl->mainline_known = 1;     /* guards cycles; set for real below */
-        pl->mainline = 0;
         pl = auth_event_of(s, pl, T_PL, "");
     }
-    if (pl) {
-        d = pl->mainline;
-    }
     for (i = 0; i < path->nelts; i++) {
-        APR_ARRAY_IDX(path, i, node_t *)->mainline = d;
+        node_t *n = APR_ARRAY_IDX(path, i, node_t *);
+        n->on_path = 0;
+        n->mainline_known = 1;
+        n->mainline = d;
     }
     return d;
 }
@@ -604,23 +824,15 @@ static apr_int64_t mainline_depth(sr_t *s, node_t *pl)
 static void mainline_sort(sr_t *s, apr_array_header_t *events, apr_hash_t *state)
 {
     const char *pl_id = mxf_sr_get(state, T_PL, "");
-    apr_array_header_t *line = apr_array_make(s->p, 8, sizeof(node_t *));
-    node_t *pl = pl_id ? node_loaded(s, pl_id) : NULL;
+    mainline_t ml;
     int i;
 
-    /* the mainline, newest first; depth 1 for the oldest */
-    while (pl && !pl->mainline_known) {
-        pl->mainline_known = 1;
-        APR_ARRAY_PUSH(line, node_t *) = pl;
-        pl = auth_event_of(s, pl, T_PL, "");
-    }
-    for (i = 0; i < line->nelts; i++) {
-        APR_ARRAY_IDX(line, i, node_t *)->mainline = line->nelts - i;
-    }
+    ml.next = pl_id ? node_loaded(s, pl_id) : NULL;
+    ml.len = 0;
     for (i = 0; i < events->nelts; i++) {
         node_t *e = APR_ARRAY_IDX(events, i, node_t *);
         node_t *epl = auth_event_of(s, e, T_PL, "");
-        e->mainline = epl ? mainline_depth(s, epl) : 0;
+        e->mainline = epl ? mainline_depth(s, &ml, epl) : MAINLINE_NONE;
     }
     qsort(events->elts, (size_t)events->nelts, sizeof(node_t *), cmp_mainline);
 }
@@ -790,7 +1002,7 @@ static apr_hash_t *resolve_v2(sr_t *s, apr_hash_t *const *states, int nstates)
 {
     int v21 = s->rv->state_res == MXF_STATERES_V2_1;
     split_t sp;
-    apr_hash_t *seedmask = apr_hash_make(s->p);
+    apr_hash_t *cmask = apr_hash_make(s->p);
     apr_array_header_t *conflicted = apr_array_make(s->p, 8, sizeof(node_t *));
     apr_array_header_t *diff = apr_array_make(s->p, 16, sizeof(node_t *));
     apr_array_header_t *sub = apr_array_make(s->p, 16, sizeof(node_t *));
@@ -805,24 +1017,13 @@ static apr_hash_t *resolve_v2(sr_t *s, apr_hash_t *const *states, int nstates)
         return sp.unconflicted;
     }
 
-    /* seeds of the auth difference: each state event with the states holding it */
-    for (i = 0; i < nstates; i++) {
-        for (hi = apr_hash_first(s->p, states[i]); hi; hi = apr_hash_next(hi)) {
-            void *v;
-            apr_uint64_t *m;
-            apr_hash_this(hi, NULL, NULL, &v);
-            m = apr_hash_get(seedmask, v, APR_HASH_KEY_STRING);
-            if (m == NULL) {
-                m = apr_pcalloc(s->p, sizeof(*m));
-                apr_hash_set(seedmask, v, APR_HASH_KEY_STRING, m);
-            }
-            *m |= (apr_uint64_t)1 << i;
-        }
-    }
+    /* the conflicted events, each with the states holding it */
     for (hi = apr_hash_first(s->p, sp.conflicted); hi; hi = apr_hash_next(hi)) {
+        const void *k;
+        apr_ssize_t klen;
         void *v;
         apr_array_header_t *vals;
-        apr_hash_this(hi, NULL, NULL, &v);
+        apr_hash_this(hi, &k, &klen, &v);
         vals = v;
         if (s->st) {
             s->st->conflicted_keys++;
@@ -834,22 +1035,55 @@ static apr_hash_t *resolve_v2(sr_t *s, apr_hash_t *const *states, int nstates)
                 APR_ARRAY_PUSH(conflicted, node_t *) = n;
             }
         }
+        for (i = 0; i < nstates; i++) {
+            const char *id = apr_hash_get(states[i], k, klen);
+            apr_uint64_t *m;
+            if (id == NULL) {
+                continue;
+            }
+            if ((m = apr_hash_get(cmask, id, APR_HASH_KEY_STRING)) == NULL) {
+                m = apr_pcalloc(s->p, sizeof(*m));
+                apr_hash_set(cmask, id, APR_HASH_KEY_STRING, m);
+            }
+            *m |= (apr_uint64_t)1 << i;
+        }
     }
     if (s->st) {
         s->st->conflicted_events = (apr_size_t)conflicted->nelts;
     }
 
-    if (s->prov->seq == NULL) {
-        apr_array_header_t *seeds = apr_array_make(s->p, 64, sizeof(node_t *));
-        for (hi = apr_hash_first(s->p, seedmask); hi; hi = apr_hash_next(hi)) {
-            const void *k;
-            apr_hash_this(hi, &k, NULL, NULL);
-            APR_ARRAY_PUSH(seeds, node_t *) = node_get(s, k);
+    if (!(s->prov->seq && s->prov->children
+          && auth_difference_from_conflict(s, sp.unconflicted, cmask, nstates, conflicted,
+                                           diff))) {
+        /* seeds: each state event with the states holding it */
+        apr_hash_t *seedmask = apr_hash_make(s->p);
+        for (i = 0; i < nstates; i++) {
+            for (hi = apr_hash_first(s->p, states[i]); hi; hi = apr_hash_next(hi)) {
+                void *v;
+                apr_uint64_t *m;
+                apr_hash_this(hi, NULL, NULL, &v);
+                m = apr_hash_get(seedmask, v, APR_HASH_KEY_STRING);
+                if (m == NULL) {
+                    m = apr_pcalloc(s->p, sizeof(*m));
+                    apr_hash_set(seedmask, v, APR_HASH_KEY_STRING, m);
+                }
+                *m |= (apr_uint64_t)1 << i;
+            }
         }
-        number_ancestry(s, seeds);
+        if (s->prov->seq == NULL) {
+            apr_array_header_t *seeds = apr_array_make(s->p, 64, sizeof(node_t *));
+            for (hi = apr_hash_first(s->p, seedmask); hi; hi = apr_hash_next(hi)) {
+                const void *k;
+                apr_hash_this(hi, &k, NULL, NULL);
+                APR_ARRAY_PUSH(seeds, node_t *) = node_get(s, k);
+            }
+            number_ancestry(s, seeds);
+        }
+        auth_difference(s, seedmask, nstates, diff);
+        if (s->st) {
+            s->st->walked_all = 1;
+        }
     }
-
-    auth_difference(s, seedmask, nstates, diff);
     if (v21) {
         conflicted_subgraph(s, conflicted, sub);
     }

@@ -22,12 +22,24 @@
  * chains are walked from the conflicted events downwards, in descending
  * order of a sequence number the provider gives (seq(a) < seq(e) for every
  * auth event a of e: the order events were stored in satisfies it, since an
- * event is stored after its auth events). The walk stops as soon as every
- * event still to visit is in the auth chain of every state (then nothing
- * below it can be in the auth difference), so it visits the events since
- * the conflict began, not the room. Unconflicted events are fetched only
- * when the walk reaches their sequence number. Without a sequence callback
- * the whole auth ancestry of the states is walked once to number it.
+ * event is stored after its auth events).
+ *   - With the children callback, the walk starts at the conflicted events
+ *     only and stops at every event in the auth chain of the unconflicted
+ *     state U (such an event, and all below it, is in every state's chain):
+ *     whether an event x is in it is answered by looking upwards, through
+ *     the events citing x, for an event of U (nearly always a step or two:
+ *     the next event of the same user or the power levels that replaced
+ *     x). The cost then follows the conflict: the events since the fork,
+ *     however old the conflicted values are. If the provider cannot list
+ *     some children, or an upward search grows large, the resolution falls
+ *     back to the walk below (same result).
+ *   - Without it, the walk starts at every state event and stops as soon as
+ *     every event still to visit is in the auth chain of every state (then
+ *     nothing below it can be in the auth difference): it visits the events
+ *     since the oldest conflicted value. Unconflicted events are fetched
+ *     only when the walk reaches their sequence number.
+ *   - Without a sequence callback the whole auth ancestry of the states is
+ *     walked once to number it.
  *
  * Interpretations where the spec text leaves room (as Synapse, the
  * reference implementation, does):
@@ -95,9 +107,19 @@ typedef const json_t *mxf_sr_event_fn(void *baton, const char *event_id, int *re
  */
 typedef apr_int64_t mxf_sr_seq_fn(void *baton, const char *event_id);
 
+/*
+ * The state events whose auth_events cite @a event_id (*n of them), or
+ * NULL if the provider cannot list them all. Optional; with seq it lets the
+ * auth difference stop at the unconflicted state (see "Cost" above).
+ */
+typedef const char *const *mxf_sr_children_fn(void *baton, const char *event_id, int *n);
+
 typedef struct mxf_sr_provider {
     mxf_sr_event_fn *get_event;   /* required */
     mxf_sr_seq_fn *seq;           /* optional */
+    mxf_sr_children_fn *children; /* optional, used with seq */
+    /* Events with seq >= seq_limit cannot be in the states (0: no limit). */
+    apr_int64_t seq_limit;
     void *baton;
 } mxf_sr_provider_t;
 
@@ -110,6 +132,8 @@ typedef struct mxf_sr_stats {
     apr_size_t full_conflicted;     /* the full conflicted set */
     apr_size_t power_events;        /* sorted by the reverse topological power ordering */
     apr_size_t fetched;             /* events fetched from the provider */
+    apr_size_t searched;            /* events visited looking upwards for the unconflicted state */
+    int walked_all;                 /* the auth difference walked from every state event */
 } mxf_sr_stats_t;
 
 /*

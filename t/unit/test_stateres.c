@@ -94,12 +94,56 @@ static apr_int64_t fx_seq(void *baton, const char *event_id)
     return n ? n->seq : -1;
 }
 
+/* The state events built so far citing @a event_id, in building order. */
+static const char *const *fx_children(void *baton, const char *event_id, int *n)
+{
+    fx_t *f = baton;
+    apr_array_header_t *kids = apr_array_make(f->p, 4, sizeof(fx_node_t *));
+    const char **out;
+    apr_hash_index_t *hi;
+    int i, j;
+
+    for (hi = apr_hash_first(f->p, f->by_id); hi; hi = apr_hash_next(hi)) {
+        fx_node_t *c = apr_hash_this_val(hi);
+        json_t *auth = c->pdu ? json_object_get(c->pdu, "auth_events") : NULL;
+        if (!c->ev->sk || !auth) {
+            continue;
+        }
+        for (j = 0; j < (int)json_array_size(auth); j++) {
+            json_t *a = json_array_get(auth, (size_t)j);
+            const char *id = json_is_string(a) ? json_string_value(a)
+                             : json_string_value(json_array_get(a, 0));
+            if (id && strcmp(id, event_id) == 0) {
+                APR_ARRAY_PUSH(kids, fx_node_t *) = c;
+                break;
+            }
+        }
+    }
+    /* building order = sequence order */
+    for (i = 1; i < kids->nelts; i++) {
+        for (j = i; j > 0 && APR_ARRAY_IDX(kids, j - 1, fx_node_t *)->seq
+                             > APR_ARRAY_IDX(kids, j, fx_node_t *)->seq; j--) {
+            fx_node_t *t = APR_ARRAY_IDX(kids, j, fx_node_t *);
+            APR_ARRAY_IDX(kids, j, fx_node_t *) = APR_ARRAY_IDX(kids, j - 1, fx_node_t *);
+            APR_ARRAY_IDX(kids, j - 1, fx_node_t *) = t;
+        }
+    }
+    out = apr_palloc(f->p, sizeof(char *) * (apr_size_t)(kids->nelts + 1));
+    for (i = 0; i < kids->nelts; i++) {
+        out[i] = APR_ARRAY_IDX(kids, i, fx_node_t *)->event_id;
+    }
+    *n = kids->nelts;
+    return out;
+}
+
 static mxf_sr_provider_t fx_provider(fx_t *f)
 {
     mxf_sr_provider_t prov;
 
+    memset(&prov, 0, sizeof(prov));
     prov.get_event = fx_get_event;
     prov.seq = f->use_seq ? fx_seq : NULL;
+    prov.children = f->use_seq > 1 ? fx_children : NULL;
     prov.baton = f;
     return prov;
 }
@@ -306,7 +350,10 @@ static void fx_check(const char *version, int use_seq, const fx_ev_t *events,
     ck_assert_uint_eq(got_n, apr_hash_count(want));
 }
 
-/* Each scenario holds for room versions 2 to 11, with and without sequence numbers. */
+/*
+ * Each scenario holds for room versions 2 to 11, without sequence numbers,
+ * with them, and with them and the children (the two auth difference walks).
+ */
 static void fx_check_v2(const fx_ev_t *events, const char *const *const *chains,
                         const char *const *expected)
 {
@@ -314,7 +361,7 @@ static void fx_check_v2(const fx_ev_t *events, const char *const *const *chains,
     int i, seq;
 
     for (i = 0; versions[i]; i++) {
-        for (seq = 0; seq < 2; seq++) {
+        for (seq = 0; seq < 3; seq++) {
             fx_check(versions[i], seq, events, chains, expected);
         }
     }
@@ -480,7 +527,8 @@ typedef struct hs {
     apr_hash_t *by_id;          /* id -> json_t */
     apr_hash_t *seq;            /* id -> apr_int64_t * */
     apr_hash_t *rejected;
-    int use_seq;
+    apr_hash_t *kids;           /* id -> apr_array_header_t of const char *, in order */
+    int use_seq;                /* 0: none, 1: seq, 2: seq and children */
 } hs_t;
 
 static const json_t *hs_get_event(void *baton, const char *event_id, int *rejected)
@@ -489,6 +537,15 @@ static const json_t *hs_get_event(void *baton, const char *event_id, int *reject
 
     *rejected = apr_hash_get(h->rejected, event_id, APR_HASH_KEY_STRING) != NULL;
     return apr_hash_get(h->by_id, event_id, APR_HASH_KEY_STRING);
+}
+
+static const char *const *hs_children(void *baton, const char *event_id, int *n)
+{
+    hs_t *h = baton;
+    apr_array_header_t *k = apr_hash_get(h->kids, event_id, APR_HASH_KEY_STRING);
+
+    *n = k ? k->nelts : 0;
+    return k ? (const char *const *)k->elts : (const char *const *)"";
 }
 
 static apr_int64_t hs_seq(void *baton, const char *event_id)
@@ -508,6 +565,7 @@ static hs_t *hs_make(const hs_ev_t *ev, const char *room, int v12, int use_seq)
     h->by_id = apr_hash_make(mxf_test_pool);
     h->seq = apr_hash_make(mxf_test_pool);
     h->rejected = apr_hash_make(mxf_test_pool);
+    h->kids = apr_hash_make(mxf_test_pool);
     h->use_seq = use_seq;
     for (i = 0; ev[i].id; i++) {
         json_error_t err;
@@ -518,7 +576,13 @@ static hs_t *hs_make(const hs_ev_t *ev, const char *room, int v12, int use_seq)
 
         ck_assert_ptr_nonnull(content);
         for (j = 0; ev[i].auth && ev[i].auth[j]; j++) {
+            apr_array_header_t *k = apr_hash_get(h->kids, ev[i].auth[j], APR_HASH_KEY_STRING);
             json_array_append_new(auth, json_string(ev[i].auth[j]));
+            if (k == NULL) {
+                k = apr_array_make(mxf_test_pool, 2, sizeof(const char *));
+                apr_hash_set(h->kids, ev[i].auth[j], APR_HASH_KEY_STRING, k);
+            }
+            APR_ARRAY_PUSH(k, const char *) = ev[i].id;
         }
         pdu = json_pack("{s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:[]}",
                         "sender", ev[i].sender, "type", ev[i].type, "state_key", ev[i].sk,
@@ -563,8 +627,10 @@ static apr_hash_t *hs_resolve(hs_t *h, const char *version, const char *room,
     apr_hash_t *out = NULL;
     const char *why = NULL;
 
+    memset(&prov, 0, sizeof(prov));
     prov.get_event = hs_get_event;
     prov.seq = h->use_seq ? hs_seq : NULL;
+    prov.children = h->use_seq > 1 ? hs_children : NULL;
     prov.baton = h;
     ck_assert_int_eq(mxf_stateres_resolve(mxf_test_pool, mxf_roomver_get(version), room, states,
                                           n, &prov, &out, st, &why), APR_SUCCESS);
@@ -604,7 +670,7 @@ START_TEST(auth_difference_chain)
     };
     int seq;
 
-    for (seq = 0; seq < 2; seq++) {
+    for (seq = 0; seq < 3; seq++) {
         hs_t *h = hs_make(ev, ROOM, 0, seq);
         mxf_sr_stats_t st;
         apr_hash_t *s1[2];
@@ -651,7 +717,7 @@ START_TEST(v21_replay_conflicted_subgraph)
     };
     int seq;
 
-    for (seq = 0; seq < 2; seq++) {
+    for (seq = 0; seq < 3; seq++) {
         hs_t *h = hs_make(ev, R12, 1, seq);
         mxf_sr_stats_t st;
         apr_hash_t *s[2], *got;
@@ -708,7 +774,7 @@ START_TEST(v21_start_empty)
     };
     int seq;
 
-    for (seq = 0; seq < 2; seq++) {
+    for (seq = 0; seq < 3; seq++) {
         hs_t *h = hs_make(ev, R12, 1, seq);
         const char *common[] = {
             "m.room.create|=" C12, "m.room.member|" ALICE "=$MA2", "m.room.member|" BOB "=$MB",
@@ -856,7 +922,7 @@ START_TEST(cost_follows_the_conflict)
                          IDS("$c", "$ma", "$pl"), 0, 0 };
     ev[n] = (hs_ev_t){ NULL, NULL, NULL, NULL, NULL, NULL, 0, 0 };
 
-    for (seq = 1; seq >= 0; seq--) {
+    for (seq = 2; seq >= 0; seq--) {
         hs_t *h = hs_make(ev, ROOM, 0, seq);
         apr_hash_t *s[2], *got;
         mxf_sr_stats_t st;
@@ -881,6 +947,191 @@ START_TEST(cost_follows_the_conflict)
             ck_assert_uint_ge(st.fetched, MEMBERS);
         }
     }
+}
+END_TEST
+
+/*
+ * An old value against a new one: the topic set before 3000 joins against
+ * the topic set after them, and 500 power levels changes since the room
+ * began (the mainline). With the children, the walk stops at the
+ * unconflicted state and the mainline is walked only as far as needed.
+ */
+START_TEST(cost_old_value_long_mainline)
+{
+    enum { MEMBERS = 3000, PLS = 500 };
+    hs_ev_t *ev = apr_pcalloc(mxf_test_pool, sizeof(hs_ev_t) * (MEMBERS + PLS + 8));
+    const char **ids = apr_pcalloc(mxf_test_pool, sizeof(char *) * (MEMBERS + 8));
+    const char *const member_auth[] = { "$c", "$pl0", "$jr", NULL };
+    const char *pl = "$pl0";
+    int i, n = 0, seq;
+
+    ev[n++] = (hs_ev_t){ "$c", ALICE, "m.room.create", "", "{\"creator\":\"" ALICE "\"}",
+                         NULL, 0, 0 };
+    ev[n++] = (hs_ev_t){ "$ma", ALICE, "m.room.member", ALICE, JOIN, IDS("$c"), 0, 0 };
+    ev[n++] = (hs_ev_t){ "$pl0", ALICE, "m.room.power_levels", "", PL(U(ALICE, 100)),
+                         IDS("$c", "$ma"), 0, 0 };
+    ev[n++] = (hs_ev_t){ "$jr", ALICE, "m.room.join_rules", "", "{\"join_rule\":\"public\"}",
+                         IDS("$c", "$ma", "$pl0"), 0, 0 };
+    ev[n++] = (hs_ev_t){ "$t1", ALICE, "m.room.topic", "", "{\"topic\":\"1\"}",
+                         IDS("$c", "$ma", "$pl0"), 0, 0 };
+    for (i = 0; i < MEMBERS; i++) {
+        const char *u = apr_psprintf(mxf_test_pool, "@u%d:example.com", i);
+        ids[i] = apr_psprintf(mxf_test_pool, "$m%d", i);
+        ev[n++] = (hs_ev_t){ ids[i], u, "m.room.member", u, JOIN, member_auth, 0, 0 };
+    }
+    for (i = 1; i <= PLS; i++) {
+        const char *id = apr_psprintf(mxf_test_pool, "$pl%d", i);
+        const char **auth = apr_pcalloc(mxf_test_pool, sizeof(char *) * 4);
+        auth[0] = "$c";
+        auth[1] = "$ma";
+        auth[2] = pl;
+        ev[n++] = (hs_ev_t){ id, ALICE, "m.room.power_levels", "",
+                             apr_psprintf(mxf_test_pool, "{\"users\":{\"" ALICE "\":100},"
+                                          "\"ban\":%d}", i), auth, 0, 0 };
+        pl = id;
+    }
+    {
+        const char **auth = apr_pcalloc(mxf_test_pool, sizeof(char *) * 4);
+        auth[0] = "$c";
+        auth[1] = "$ma";
+        auth[2] = pl;
+        ev[n++] = (hs_ev_t){ "$t2", ALICE, "m.room.topic", "", "{\"topic\":\"2\"}", auth, 0, 0 };
+        ev[n++] = (hs_ev_t){ "$t3", ALICE, "m.room.topic", "", "{\"topic\":\"3\"}", auth, 0, 0 };
+    }
+    ev[n] = (hs_ev_t){ NULL, NULL, NULL, NULL, NULL, NULL, 0, 0 };
+
+    for (seq = 5; seq >= 0; seq--) {
+        int recent = seq % 2;       /* $t3 against $t2, else $t1 against $t2 */
+        hs_t *h = hs_make(ev, ROOM, 0, seq / 2);
+        apr_hash_t *s[2], *got;
+        mxf_sr_stats_t st;
+
+        s[0] = hs_state(IDS("m.room.create|=$c", "m.room.member|" ALICE "=$ma",
+                            "m.room.join_rules|=$jr"));
+        mxf_sr_set(mxf_test_pool, s[0], "m.room.power_levels", "", pl);
+        for (i = 0; i < MEMBERS; i++) {
+            mxf_sr_set(mxf_test_pool, s[0], "m.room.member",
+                       apr_psprintf(mxf_test_pool, "@u%d:example.com", i), ids[i]);
+        }
+        s[1] = apr_hash_copy(mxf_test_pool, s[0]);
+        mxf_sr_set(mxf_test_pool, s[0], "m.room.topic", "", recent ? "$t3" : "$t1");
+        mxf_sr_set(mxf_test_pool, s[1], "m.room.topic", "", "$t2");
+        got = hs_resolve(h, "10", ROOM, s, 2, &st);
+        /* mainline order: $t1 (under $pl0) before $t2; $t2 and $t3 by timestamp: $t3 wins */
+        ck_assert_str_eq(mxf_sr_get(got, "m.room.topic", ""), recent ? "$t3" : "$t2");
+        ck_assert_uint_eq(apr_hash_count(got), MEMBERS + 5);
+        ck_assert_uint_eq(st.auth_difference, 2);
+        ck_assert_uint_eq(st.full_conflicted, 2);
+        if (seq / 2 == 2) {
+            /* the topics, their auth events and the mainline down to the older
+             * topic's power levels: not the members */
+            apr_size_t most = recent ? 30 : PLS + 30;
+            ck_assert_msg(st.fetched < most, "fetched %lu events", (unsigned long)st.fetched);
+            ck_assert_int_eq(st.walked_all, 0);
+        }
+        else {
+            /* from every state event, down to the older topic */
+            ck_assert_int_eq(st.walked_all, 1);
+            if (!recent || seq / 2 == 0) {
+                ck_assert_uint_ge(st.fetched, MEMBERS);
+            }
+        }
+    }
+}
+END_TEST
+
+/* A small deterministic generator (the tests must not depend on rand()). */
+static apr_uint32_t rnd_next(apr_uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+/*
+ * Random auth DAGs and random pairs and triples of states over them: both
+ * auth difference walks and the sequence-less one give the same difference
+ * and the same resolved state.
+ */
+START_TEST(walks_agree_on_random_graphs)
+{
+    enum { EVENTS = 120, KEYS = 12, ROUNDS = 60 };
+    apr_uint32_t x = 2463534242u;
+    apr_size_t total = 0;
+    int round;
+
+    for (round = 0; round < ROUNDS; round++) {
+        hs_ev_t *ev = apr_pcalloc(mxf_test_pool, sizeof(hs_ev_t) * (EVENTS + 1));
+        int keyof[EVENTS];
+        int i, j, nstates = 2 + (int)(rnd_next(&x) % 2);
+        apr_hash_t *states[3];
+        apr_hash_t *res[3];
+        apr_size_t diff[3];
+
+        ev[0] = (hs_ev_t){ "$e0", ALICE, "m.room.create", "", "{\"creator\":\"" ALICE "\"}",
+                           NULL, 0, 0 };
+        keyof[0] = -1;
+        for (i = 1; i < EVENTS; i++) {
+            const char **auth = apr_pcalloc(mxf_test_pool, sizeof(char *) * 5);
+            int na = 0, k = (int)(rnd_next(&x) % KEYS);
+            auth[na++] = "$e0";
+            for (j = 0; j < 3; j++) {
+                /* mostly recent auth events, sometimes old ones */
+                int back = 1 + (int)(rnd_next(&x) % (rnd_next(&x) % 4 == 0 ? (apr_uint32_t)i
+                                                                            : 8u));
+                int a = i - back < 1 ? 1 : i - back;
+                int dup = 0, t;
+                if (a >= i) {
+                    continue;
+                }
+                for (t = 0; t < na; t++) {
+                    dup |= strcmp(auth[t], ev[a].id) == 0;
+                }
+                if (!dup) {
+                    auth[na++] = ev[a].id;
+                }
+            }
+            keyof[i] = k;
+            ev[i] = (hs_ev_t){ apr_psprintf(mxf_test_pool, "$e%d", i), ALICE, "x.k",
+                               apr_psprintf(mxf_test_pool, "%d", k), "{}",
+                               na > 0 ? auth : NULL, 0, 0 };
+        }
+        ev[EVENTS] = (hs_ev_t){ NULL, NULL, NULL, NULL, NULL, NULL, 0, 0 };
+        /* states: a common base, then each state moves some keys to newer events */
+        for (j = 0; j < nstates; j++) {
+            states[j] = apr_hash_make(mxf_test_pool);
+            mxf_sr_set(mxf_test_pool, states[j], "m.room.create", "", "$e0");
+        }
+        for (i = 1; i < EVENTS; i++) {
+            for (j = 0; j < nstates; j++) {
+                int take = i < EVENTS / 2 ? j == 0 || rnd_next(&x) % 8 != 0
+                                          : rnd_next(&x) % 3 == 0;
+                if (take) {
+                    char sk[16];
+                    apr_snprintf(sk, sizeof(sk), "%d", keyof[i]);
+                    mxf_sr_set(mxf_test_pool, states[j], "x.k", sk, ev[i].id);
+                }
+            }
+        }
+        for (j = 0; j < 3; j++) {
+            hs_t *h = hs_make(ev, ROOM, 0, j);
+            mxf_sr_stats_t st;
+            res[j] = hs_resolve(h, "10", ROOM, states, nstates, &st);
+            diff[j] = st.auth_difference;
+            if (j == 2) {
+                ck_assert_int_eq(st.walked_all, 0);
+            }
+        }
+        for (j = 1; j < 3; j++) {
+            ck_assert_msg(diff[j] == diff[0], "round %d: difference %lu with walk %d, %lu without"
+                          " sequence numbers", round, (unsigned long)diff[j], j,
+                          (unsigned long)diff[0]);
+            hs_expect(res[j], res[0]);
+        }
+        total += diff[0];
+    }
+    ck_assert_uint_gt(total, ROUNDS);   /* the graphs do have differences to find */
 }
 END_TEST
 
@@ -909,6 +1160,8 @@ Suite *mxf_suite_stateres(void)
     suite_add_tcase(s, tc);
     tc = mxf_test_case("cost");
     tcase_add_test(tc, cost_follows_the_conflict);
+    tcase_add_test(tc, cost_old_value_long_mainline);
+    tcase_add_test(tc, walks_agree_on_random_graphs);
     suite_add_tcase(s, tc);
     return s;
 }
