@@ -130,6 +130,8 @@ typedef struct ev {
     json_t *json;                       /* the parsed PDU while cached (im->cache) */
     const char *rejected_reason;        /* why this import rejects it */
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
+    apr_int64_t chain_id;               /* auth chain index position (0: none) */
+    int chain_seq;
 } ev_t;
 
 typedef struct line {
@@ -192,6 +194,13 @@ struct importer {
     ev_t **children;
     const char **auth_kids;             /* see ev_t.akid0 */
     apr_int64_t sr_seq_limit;           /* the seq of the event whose state is resolved */
+    /* the auth chain index (sql/006): chains this import starts, numbered
+     * from first_chain; chain_len[i] = length of chain first_chain + i;
+     * chain_links: (origin chain, target chain) -> highest target seq linked */
+    apr_int64_t first_chain;
+    apr_array_header_t *chain_len;      /* int */
+    apr_hash_t *chain_links;
+    long n_chains, n_chain_links;
     int errors;
     apr_int64_t next_event_nid, next_room_nid;
     mxf_rs_ctx_t *rs;
@@ -890,9 +899,11 @@ static int load_known(importer_t *im)
     }
     res = PQexec(im->conn,
                  "SELECT e.event_id, e.event_nid, r.room_id, coalesce(e.state_after, 0),"
-                 "       e.depth, e.rejected_reason IS NOT NULL"
+                 "       e.depth, e.rejected_reason IS NOT NULL, coalesce(c.chain_id, 0),"
+                 "       coalesce(c.seq, 0)"
                  "  FROM mxf_import_ids i JOIN mxf_events e USING (event_id)"
-                 "  JOIN mxf_rooms r USING (room_nid)");
+                 "  JOIN mxf_rooms r USING (room_nid)"
+                 "  LEFT JOIN mxf_auth_chain_pos c ON c.event_nid = e.event_nid");
     if (!mxf_pg_ok(res, "looking up known events")) {
         return 0;
     }
@@ -910,6 +921,8 @@ static int load_known(importer_t *im)
         e->db_state_after = apr_atoi64(PQgetvalue(res, i, 3));
         e->depth = apr_atoi64(PQgetvalue(res, i, 4));
         e->rejected = PQgetvalue(res, i, 5)[0] == 't';
+        e->chain_id = apr_atoi64(PQgetvalue(res, i, 6));
+        e->chain_seq = atoi(PQgetvalue(res, i, 7));
         e->seq = e->nid;
     }
     PQclear(res);
@@ -1166,8 +1179,10 @@ static ev_t *ev_find(importer_t *im, const char *id)
     params[0] = id;
     res = mxf_pg_query(im->conn,
                        "SELECT e.event_nid, r.room_id, e.rejected_reason IS NOT NULL,"
-                       "       coalesce(e.state_after, 0), e.depth"
+                       "       coalesce(e.state_after, 0), e.depth, coalesce(c.chain_id, 0),"
+                       "       coalesce(c.seq, 0)"
                        "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
+                       "  LEFT JOIN mxf_auth_chain_pos c USING (event_nid)"
                        " WHERE e.event_id = $1", 1, params);
     if (!res) {
         im->db_failed = 1;
@@ -1187,6 +1202,8 @@ static ev_t *ev_find(importer_t *im, const char *id)
     e->rejected = PQgetvalue(res, 0, 2)[0] == 't';
     e->db_state_after = apr_atoi64(PQgetvalue(res, 0, 3));
     e->depth = apr_atoi64(PQgetvalue(res, 0, 4));
+    e->chain_id = apr_atoi64(PQgetvalue(res, 0, 5));
+    e->chain_seq = atoi(PQgetvalue(res, 0, 6));
     e->seq = e->nid;
     PQclear(res);
     apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
@@ -1704,7 +1721,7 @@ static const char *server_of(const char *id)
 
 struct batch {
     apr_pool_t *pool;                   /* its rows (cleared when it is reused) */
-    mxf_copy_t events, edges, auths, redactions, refills;
+    mxf_copy_t events, edges, auths, redactions, refills, chain_pos, chain_links;
     mxf_rs_rows_t rs;                   /* state groups and visibility rows numbered so far */
     int n;
 };
@@ -1718,6 +1735,8 @@ static void batch_reset(batch_t *b, apr_pool_t *p)
     mxf_copy_init(&b->auths, p, 1 << 16);
     mxf_copy_init(&b->redactions, p, 1 << 10);
     mxf_copy_init(&b->refills, p, 1 << 10);
+    mxf_copy_init(&b->chain_pos, p, 1 << 14);
+    mxf_copy_init(&b->chain_links, p, 1 << 14);
     b->n = 0;
 }
 
@@ -1732,6 +1751,83 @@ static apr_int64_t vis_after(importer_t *im, const ev_t *e)
     }
     va = mxf_rs_vis_id(im->rs, e->after);
     return va == mxf_rs_vis_id(im->rs, e->before) ? 0 : va;
+}
+
+/* Appends a link row unless an earlier link from the same chain reaches as far. */
+static void add_chain_link(importer_t *im, batch_t *b, const ev_t *e, const ev_t *a)
+{
+    apr_int64_t key[2];
+    int *top;
+
+    key[0] = e->chain_id;
+    key[1] = a->chain_id;
+    top = apr_hash_get(im->chain_links, key, sizeof(key));
+    if (top && *top >= a->chain_seq) {
+        return;
+    }
+    if (!top) {
+        top = apr_palloc(im->p, sizeof(*top));
+        apr_hash_set(im->chain_links, apr_pmemdup(im->p, key, sizeof(key)), sizeof(key), top);
+    }
+    *top = a->chain_seq;
+    mxf_copy_int(&b->chain_links, e->chain_id);
+    mxf_copy_int(&b->chain_links, e->chain_seq);
+    mxf_copy_int(&b->chain_links, a->chain_id);
+    mxf_copy_int(&b->chain_links, a->chain_seq);
+    mxf_copy_end(&b->chain_links);
+    im->n_chain_links++;
+}
+
+/*
+ * The auth chain index position of state event @a e (its auth events are
+ * placed already: topological order), and its links (see sql/006). It
+ * continues the chain of an auth event at the top of a chain this import
+ * started, preferring the event it replaces (same type and state_key),
+ * else starts a chain.
+ */
+static void add_chain_rows(importer_t *im, batch_t *b, ev_t *e)
+{
+    ev_t *pred = NULL;
+    int k;
+
+    for (k = 0; k < e->n_auths; k++) {
+        ev_t *a = ev_get(im, e->auths[k]);
+        int same;
+        if (!a || a->room != e->room || !a->chain_id || a->chain_id < im->first_chain
+            || APR_ARRAY_IDX(im->chain_len, a->chain_id - im->first_chain, int) != a->chain_seq) {
+            continue;
+        }
+        same = a->type && a->state_key && !strcmp(a->type, e->type)
+               && !strcmp(a->state_key, e->state_key);
+        if (!pred || same) {
+            pred = a;
+            if (same) {
+                break;
+            }
+        }
+    }
+    if (pred) {
+        e->chain_id = pred->chain_id;
+        e->chain_seq = pred->chain_seq + 1;
+    }
+    else {
+        e->chain_id = im->first_chain + im->chain_len->nelts;
+        e->chain_seq = 1;
+        APR_ARRAY_PUSH(im->chain_len, int) = 0;
+        im->n_chains++;
+    }
+    APR_ARRAY_IDX(im->chain_len, e->chain_id - im->first_chain, int) = e->chain_seq;
+    mxf_copy_int(&b->chain_pos, e->nid);
+    mxf_copy_int(&b->chain_pos, e->chain_id);
+    mxf_copy_int(&b->chain_pos, e->chain_seq);
+    mxf_copy_end(&b->chain_pos);
+    for (k = 0; k < e->n_auths; k++) {
+        ev_t *a = ev_get(im, e->auths[k]);
+        if (a && a->room == e->room && a->chain_id && a->chain_id != e->chain_id
+            && !ref_seen_before(e->auths, k)) {
+            add_chain_link(im, b, e, a);
+        }
+    }
 }
 
 static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
@@ -1777,6 +1873,9 @@ static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
         mxf_copy_str(&b->auths, e->auths[k]);
         mxf_copy_nullable_int(&b->auths, a && a->room == e->room ? a->nid : 0);
         mxf_copy_end(&b->auths);
+    }
+    if (e->state_key) {
+        add_chain_rows(im, b, e);
     }
     if (e->redacts && !e->rejected) {
         mxf_copy_int(&b->redactions, e->nid);
@@ -1825,7 +1924,12 @@ static int write_batch(PGconn *conn, const batch_t *b)
         && mxf_pg_copy(conn,
                        "COPY mxf_redactions (event_nid, room_nid, redacts, allowed_by_power)"
                        " FROM STDIN", &b->redactions)
-        && mxf_pg_copy(conn, "COPY mxf_import_refill FROM STDIN", &b->refills);
+        && mxf_pg_copy(conn, "COPY mxf_import_refill FROM STDIN", &b->refills)
+        && mxf_pg_copy(conn, "COPY mxf_auth_chain_pos (event_nid, chain_id, seq) FROM STDIN",
+                       &b->chain_pos)
+        && mxf_pg_copy(conn,
+                       "COPY mxf_auth_chain_links (origin_chain, origin_seq, target_chain,"
+                       " target_seq) FROM STDIN", &b->chain_links);
 }
 
 static void *writer_main(void *data)
@@ -1979,8 +2083,9 @@ static int write_rooms(importer_t *im)
         params[1] = r->room_id;
         params[2] = r->rv->id;
         if (!mxf_pg_params(im->conn,
-                           "INSERT INTO mxf_rooms (room_nid, room_id, room_version)"
-                           " VALUES ($1::bigint, $2, $3)", 3, params)) {
+                           "INSERT INTO mxf_rooms (room_nid, room_id, room_version,"
+                           "                       auth_chains_indexed)"
+                           " VALUES ($1::bigint, $2, $3, true)", 3, params)) {
             return 0;
         }
     }
@@ -2083,10 +2188,18 @@ static int link_edges(importer_t *im)
                        " WHERE x.prev_nid IS NULL AND p.event_id = x.prev_id"
                        "   AND c.event_nid = x.event_nid AND c.room_nid = p.room_nid")
         && mxf_pg_exec(im->conn,
-                       "UPDATE mxf_auth_edges x SET auth_nid = p.event_nid"
-                       "  FROM mxf_events p, mxf_events c"
-                       " WHERE x.auth_nid IS NULL AND p.event_id = x.auth_id"
-                       "   AND c.event_nid = x.event_nid AND c.room_nid = p.room_nid");
+                       /* and, in the auth chain index, the links they make */
+                       "WITH linked AS ("
+                       "  UPDATE mxf_auth_edges x SET auth_nid = p.event_nid"
+                       "    FROM mxf_events p, mxf_events c"
+                       "   WHERE x.auth_nid IS NULL AND p.event_id = x.auth_id"
+                       "     AND c.event_nid = x.event_nid AND c.room_nid = p.room_nid"
+                       "  RETURNING x.event_nid, x.auth_nid)"
+                       "INSERT INTO mxf_auth_chain_links"
+                       "  SELECT o.chain_id, o.seq, t.chain_id, t.seq FROM linked l"
+                       "    JOIN mxf_auth_chain_pos o ON o.event_nid = l.event_nid"
+                       "    JOIN mxf_auth_chain_pos t ON t.event_nid = l.auth_nid"
+                       "   WHERE o.chain_id <> t.chain_id");
 }
 
 /*
@@ -2376,6 +2489,14 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     }
     im->next_room_nid = apr_atoi64(PQgetvalue(res, 0, 0));
     PQclear(res);
+    res = PQexec(im->conn, "SELECT coalesce(max(chain_id), 0) + 1 FROM mxf_auth_chain_pos");
+    if (!mxf_pg_ok(res, "reading auth chain numbers")) {
+        return 0;
+    }
+    im->first_chain = apr_atoi64(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    im->chain_len = apr_array_make(im->p, 1024, sizeof(int));
+    im->chain_links = apr_hash_make(im->p);
     if (!(im->rs = mxf_rs_create(im->p, im->conn))) {
         return 0;
     }
@@ -2545,7 +2666,8 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
         if (ok && im.n_new > 0
             && !mxf_pg_exec(im.conn, "ANALYZE mxf_events, mxf_event_edges, mxf_auth_edges,"
                                      " mxf_state_groups, mxf_state_entries, mxf_visibility,"
-                                     " mxf_redactions, mxf_rooms, mxf_room_servers")) {
+                                     " mxf_redactions, mxf_rooms, mxf_room_servers,"
+                                     " mxf_auth_chain_pos, mxf_auth_chain_links")) {
             mxf_cmd_error("the import is complete, but ANALYZE failed; run it by hand");
         }
     }
@@ -2575,6 +2697,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
                " %ld events in full conflicted sets, %ld events read)\n",
                im.n_rejected, im.n_rejected_unknown_auth, resolved, differing,
                im.n_sr_full_conflicted, im.n_sr_fetched);
+    }
+    if (im.n_chains || im.n_chain_links) {
+        printf("  auth chain index: %ld new chains, %ld links\n", im.n_chains,
+               im.n_chain_links);
     }
     if (im.n_refilled) {
         printf("  state now known for %ld stored events that were missing prev_events\n",

@@ -28,7 +28,8 @@ BIG_EVENTS = 12000
 
 TABLES = ["mxf_rooms", "mxf_room_servers", "mxf_visibility", "mxf_events",
           "mxf_event_edges", "mxf_auth_edges", "mxf_redactions", "mxf_state_groups",
-          "mxf_state_entries", "mxf_server_keys"]
+          "mxf_state_entries", "mxf_server_keys", "mxf_auth_chain_pos",
+          "mxf_auth_chain_links"]
 
 _dbs = itertools.count()
 
