@@ -225,15 +225,17 @@ def schema_files():
 
 def ensure_db(pg, cli, label, rdir, reimport=False):
     """The room's own database, with the schema and the room imported once;
-    rebuilt when a migration that was applied to it has changed since, or
-    when asked (after changes to the importer)."""
+    rebuilt when a migration that was applied to it has changed since or a
+    new one has come, or when asked (after changes to the importer)."""
     db = f"mxf_bench_{label}"
     state = pg.load_state()
     rooms = state.setdefault("rooms", {})
     have = rooms.get(label)
     files = schema_files()
     key = os.path.basename(rdir)
+    # a changed migration, or a new one (the importer may fill what it adds)
     stale = (reimport or have is None or have.get("room") != key
+             or set(files) != set(have.get("schema", {}))
              or any(files.get(f) != h for f, h in have.get("schema", {}).items()))
     exists = pg.psql("postgres", f"SELECT count(*) FROM pg_database WHERE datname = '{db}'") == "1"
     if not stale and exists:

@@ -31,28 +31,34 @@ static const struct {
     /* args: origin, room nid, earliest (JSON array), latest (JSON array), limit, min_depth */
     [MXF_STMT_MISSING_EVENTS] = {
         "mxf_missing_events",
-        "SELECT mxf_served_pdu(e, %s)"
+        "SELECT mxf_pdu_for(e, vb, va, %s)"
         "  FROM mxf_missing_events(%s::bigint,"
         "         ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
         "         ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
         "         %s::int, %s::bigint) m"
         "  JOIN mxf_events e ON e.event_nid = m"
+        "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id"
+        "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
         " ORDER BY e.depth, e.event_nid"
     },
     /* args: origin, room nid, v (JSON array), limit */
     [MXF_STMT_BACKFILL] = {
         "mxf_backfill",
-        "SELECT mxf_served_pdu(e, %s)"
+        "SELECT mxf_pdu_for(e, vb, va, %s)"
         "  FROM mxf_backfill(%s::bigint, ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
         "                    %s::int) b (nid)"
         "  JOIN mxf_events e ON e.event_nid = b.nid"
+        "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id"
+        "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
         " ORDER BY e.depth DESC, e.event_nid DESC"
     },
     /* args: origin, event ID */
     [MXF_STMT_EVENT] = {
         "mxf_event",
-        "SELECT r.room_id, mxf_served_pdu(e, %s), e.rejected_reason IS NOT NULL"
+        "SELECT r.room_id, mxf_pdu_for(e, vb, va, %s), e.rejected_reason IS NOT NULL"
         "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
+        "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id"
+        "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
         " WHERE e.event_id = %s"
     },
     /* args: room nid, event ID */

@@ -97,6 +97,7 @@ typedef struct room {
     const mxf_roomver_t *rv;
     int is_new;
     int touched;
+    int depth_broken;                   /* an event of this import is not deeper than a prev */
     mxf_rs_room_t *rs;
 } room_t;
 
@@ -1859,6 +1860,9 @@ static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
         if (ref_seen_before(e->prevs, k)) {
             continue;
         }
+        if (parent && parent->room == e->room && parent->depth >= e->depth) {
+            e->room->depth_broken = 1;
+        }
         mxf_copy_int(&b->edges, e->nid);
         mxf_copy_str(&b->edges, e->prevs[k]);
         mxf_copy_nullable_int(&b->edges, parent && parent->room == e->room ? parent->nid : 0);
@@ -2084,8 +2088,8 @@ static int write_rooms(importer_t *im)
         params[2] = r->rv->id;
         if (!mxf_pg_params(im->conn,
                            "INSERT INTO mxf_rooms (room_nid, room_id, room_version,"
-                           "                       auth_chains_indexed)"
-                           " VALUES ($1::bigint, $2, $3, true)", 3, params)) {
+                           "                       auth_chains_indexed, depth_monotone)"
+                           " VALUES ($1::bigint, $2, $3, true, true)", 3, params)) {
             return 0;
         }
     }
@@ -2179,14 +2183,40 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
                        "  FROM mxf_import_redact x WHERE e.event_id = x.event_id");
 }
 
-/* Links edges to events that arrived in this import. */
+/*
+ * Links edges to events that arrived in this import (and records in
+ * mxf_rooms.depth_monotone a prev_event that is not shallower than its
+ * event, here or among this import's own edges).
+ */
 static int link_edges(importer_t *im)
 {
+    apr_hash_index_t *hi;
+
+    for (hi = apr_hash_first(im->scratch, im->rooms); hi; hi = apr_hash_next(hi)) {
+        room_t *r = apr_hash_this_val(hi);
+        char nid[32];
+        const char *params[1];
+        if (!r->depth_broken || !r->nid) {
+            continue;
+        }
+        apr_snprintf(nid, sizeof(nid), "%" APR_INT64_T_FMT, r->nid);
+        params[0] = nid;
+        if (!mxf_pg_params(im->conn, "UPDATE mxf_rooms SET depth_monotone = false"
+                                     " WHERE room_nid = $1::bigint", 1, params)) {
+            return 0;
+        }
+    }
     return mxf_pg_exec(im->conn,
-                       "UPDATE mxf_event_edges x SET prev_nid = p.event_nid"
-                       "  FROM mxf_events p, mxf_events c"
-                       " WHERE x.prev_nid IS NULL AND p.event_id = x.prev_id"
-                       "   AND c.event_nid = x.event_nid AND c.room_nid = p.room_nid")
+                       "WITH linked AS ("
+                       "  UPDATE mxf_event_edges x SET prev_nid = p.event_nid"
+                       "    FROM mxf_events p, mxf_events c"
+                       "   WHERE x.prev_nid IS NULL AND p.event_id = x.prev_id"
+                       "     AND c.event_nid = x.event_nid AND c.room_nid = p.room_nid"
+                       "  RETURNING c.room_nid, c.depth AS depth, p.depth AS prev_depth)"
+                       "UPDATE mxf_rooms r SET depth_monotone = false"
+                       "  FROM linked l"
+                       " WHERE r.room_nid = l.room_nid AND l.prev_depth >= l.depth"
+                       "   AND r.depth_monotone")
         && mxf_pg_exec(im->conn,
                        /* and, in the auth chain index, the links they make */
                        "WITH linked AS ("

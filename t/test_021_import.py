@@ -664,8 +664,10 @@ def test_021_030_killed_import_leaves_consistent_db(big_room, build_env, postgre
     room = os.path.join(big_room, "room.jsonl")
     keys = os.path.join(big_room, "keys", "all.json")
     db = new_db(postgres, build_env)
+    # small batches: many COPY rounds to be caught in, however fast the build
     p = subprocess.Popen([build_env.cli, "import", "--db", postgres.conninfo(db), "--quiet",
-                          "--keys", keys, room], stdout=subprocess.DEVNULL,
+                          "--batch-events", "200", "--keys", keys, room],
+                         stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=build_env.sanitizer_env("/tmp"))
     try:
         deadline = time.time() + 60

@@ -1,0 +1,116 @@
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""The read path's SQL functions against their reference walks (sql/007):
+backfill over a depth window (mxf_backfill) gives exactly what the walk
+(mxf_backfill_walk) gives, from many starting sets and limits, in rooms
+whose depths are monotone; the importer marks a room whose depths are not
+(an event no deeper than a prev event, in one import or across two), and
+such a room is answered by the walk. get_missing_events and the state of a
+group are checked by the history tests (test_040) through the module."""
+import json
+import os
+import random
+
+import pytest
+
+from test_020_genroom import event_id, gen
+from test_021_import import import_ok, new_db, query_json, read_lines, resign, server_keys, \
+    write_lines
+from test_022_stateres_import import gen_conflicts
+
+VERSIONS = ["1", "10", "12"]
+
+
+def backfills(postgres, db, room_nid, cases):
+    """For each (starting event IDs, limit) of @cases: (window answer, walk
+    answer) as lists of event IDs, deepest first; one statement for all."""
+    rows = ",".join(f"({k}, ARRAY[" + ",".join("'" + x + "'" for x in starts)
+                    + f"]::text[], {limit})" for k, (starts, limit) in enumerate(cases))
+    out = query_json(postgres, db,
+                     f"SELECT c.k,"
+                     f"       array(SELECT e.event_id FROM mxf_backfill({room_nid}, c.v, c.n) b"
+                     f"               JOIN mxf_events e ON e.event_nid = b"
+                     f"              ORDER BY e.depth DESC, e.event_nid DESC) AS w,"
+                     f"       array(SELECT e.event_id FROM mxf_backfill_walk({room_nid}, c.v,"
+                     f"                  c.n) b JOIN mxf_events e ON e.event_nid = b"
+                     f"              ORDER BY e.depth DESC, e.event_nid DESC) AS l"
+                     f"  FROM (VALUES {rows}) c (k, v, n) ORDER BY c.k")
+    return [(r["w"], r["l"]) for r in out]
+
+
+@pytest.fixture(scope="module", params=VERSIONS)
+def room(request, build_env, postgres, tmp_path_factory):
+    version = request.param
+    out = tmp_path_factory.mktemp(f"rp-v{version}") / "room"
+    # branchy rooms: with conflicting branches where the version has state resolution v2
+    d = gen(build_env, out, version, seed=25, events=500, branchiness=0.35) if version == "1" \
+        else gen_conflicts(build_env, out, version, seed=25, events=500)
+    path = os.path.join(d, "room.jsonl")
+    db = new_db(postgres, build_env)
+    import_ok(build_env, postgres, db, path, os.path.join(d, "keys", "all.json"))
+    lines = read_lines(path)
+    events = [json.loads(x) for x in lines]
+    return {"version": version, "dir": str(d), "db": db, "lines": lines, "events": events,
+            "ids": [event_id(e, version) for e in events]}
+
+
+def test_025_001_backfill_window_equals_walk(room, postgres):
+    """200 random starting sets (1 to 3 events) and limits (1 to 150): the
+    same events in the same order; the windows are exercised (the room is
+    marked monotone and many answers are full)."""
+    db = room["db"]
+    [r] = query_json(postgres, db, "SELECT room_nid, depth_monotone FROM mxf_rooms")
+    assert r["depth_monotone"] is True
+    rng = random.Random(25)
+    cases = [(rng.sample(room["ids"], rng.randint(1, 3)),
+              rng.choice([1, 2, 5, 10, 20, 50, 100, 150])) for _ in range(200)]
+    full = 0
+    for (starts, limit), (w, l) in zip(cases, backfills(postgres, db, r["room_nid"], cases)):
+        assert w == l, (starts, limit)
+        assert len(w) <= limit
+        full += len(w) == limit
+    assert full > 100
+
+
+def test_025_002_unknown_and_empty_starts(room, postgres):
+    db = room["db"]
+    [r] = query_json(postgres, db, "SELECT room_nid FROM mxf_rooms")
+    assert backfills(postgres, db, r["room_nid"], [(["$unknown"], 10), ([room["ids"][-1]], 0)]) \
+        == [([], []), ([], [])]
+
+
+def test_025_003_non_monotone_depth_is_walked(room, build_env, postgres, tmp_path):
+    """An event whose depth is not above its prev event's, imported with the
+    room or in a later import (also when its prev event arrives after it):
+    the room is marked, and backfill still answers as the walk."""
+    version, events, ids = room["version"], room["events"], room["ids"]
+    keys = server_keys(room["dir"])
+    tip = max(events, key=lambda e: (e["depth"], e["origin_server_ts"]))
+    tip_id = ids[events.index(tip)]
+    ev = {k: v for k, v in tip.items() if k not in ("hashes", "signatures", "unsigned",
+                                                      "event_id")}
+    ev["type"] = "m.room.message"
+    ev.pop("state_key", None)
+    ev["content"] = {"body": "shallow", "msgtype": "m.text"}
+    ev["prev_events"] = [[tip_id, {}]] if int(version) <= 2 else [tip_id]
+    ev["depth"] = tip["depth"] - 3
+    ev["origin_server_ts"] = tip["origin_server_ts"] + 1
+    if int(version) <= 2:
+        ev["event_id"] = "$shallow:" + tip["sender"].split(":")[1]
+    ev = resign(ev, version, keys)
+    shallow = json.dumps(ev, separators=(",", ":"), sort_keys=True).encode()
+    sid = event_id(ev, version)
+    keyfile = os.path.join(room["dir"], "keys", "all.json")
+    layouts = {"one import": [room["lines"] + [shallow]],
+               "later import": [room["lines"], [shallow]],
+               "prev arrives later": [[x for x, i in zip(room["lines"], ids) if i != tip_id]
+                                      + [shallow],
+                                      [room["lines"][ids.index(tip_id)]]]}
+    for name, parts in layouts.items():
+        db = new_db(postgres, build_env)
+        for k, part in enumerate(parts):
+            import_ok(build_env, postgres, db, write_lines(tmp_path / f"{name}-{k}.jsonl", part),
+                      keyfile)
+        [r] = query_json(postgres, db, "SELECT room_nid, depth_monotone FROM mxf_rooms")
+        assert r["depth_monotone"] is False, name
+        [(w, l)] = backfills(postgres, db, r["room_nid"], [([sid], 30)])
+        assert w == l and len(w) == 30, name
