@@ -54,7 +54,8 @@ ALTER FUNCTION mxf_backfill(bigint, text[], int) RENAME TO mxf_backfill_walk;
 -- as deep as some depth d is reachable through events at least as deep as
 -- d. So one recursive query over the window [top - w, top] gives the
 -- answer once it finds p_limit events; the window grows (x4) until it
--- does or covers the room.
+-- does or covers the room. (OFFSET 0: edges by index, step by step, not a
+-- hash join over the whole edge table at every step.)
 CREATE FUNCTION mxf_backfill(p_room bigint, p_v text[], p_limit int)
 RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 100
 SET plan_cache_mode = force_generic_plan AS $$
@@ -87,7 +88,8 @@ BEGIN
             UNION
             SELECT p.event_nid, p.depth
               FROM walk
-              JOIN mxf_event_edges x ON x.event_nid = walk.nid
+              CROSS JOIN LATERAL (SELECT x.prev_nid FROM mxf_event_edges x
+                                   WHERE x.event_nid = walk.nid OFFSET 0) x
               JOIN mxf_events p ON p.event_nid = x.prev_nid
              WHERE p.room_nid = p_room AND p.rejected_reason IS NULL AND NOT p.outlier
                AND p.depth >= top - w
