@@ -388,7 +388,7 @@ static void put_ids(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows,
             continue;
         }
         if (n++) {
-            APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_immortal_create(",", 1, bb->bucket_alloc));
+            apr_brigade_putc(bb, NULL, NULL, ',');
         }
         mxf_http_put_json_string(req->r, bb, mxf_db_get(rows, i, 1));
     }

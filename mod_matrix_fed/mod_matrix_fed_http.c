@@ -51,9 +51,22 @@ int mxf_http_send_brigade(request_rec *r, int status, apr_bucket_brigade *bb)
 
 void mxf_http_put_json_string(request_rec *r, apr_bucket_brigade *bb, const char *s)
 {
-    json_t *str = json_string(s);
+    json_t *str;
     apr_size_t len = 0;
-    const char *text = str ? mxf_json_dump(r->pool, str, &len) : NULL;
+    const char *text, *c;
+
+    /* Printable ASCII without quote or backslash (event IDs, nearly always)
+     * needs no escaping: written as it is, into the brigade's last buffer. */
+    for (c = s; *c >= 0x20 && *c < 0x7f && *c != '"' && *c != '\\'; c++) {
+    }
+    if (*c == '\0') {
+        apr_brigade_putc(bb, NULL, NULL, '"');
+        apr_brigade_write(bb, NULL, NULL, s, (apr_size_t)(c - s));
+        apr_brigade_putc(bb, NULL, NULL, '"');
+        return;
+    }
+    str = json_string(s);
+    text = str ? mxf_json_dump(r->pool, str, &len) : NULL;
 
     json_decref(str);
     if (!text) {
