@@ -422,9 +422,10 @@ static int in_unconflicted(sr_t *s, apr_hash_t *u, node_t *n)
 /*
  * Whether @a x is in the auth chain of U (itself in U included): some
  * event citing it, directly or not, is in U. Searches upwards through the
- * children the provider lists, depth first, oldest child first (the event
- * that replaced x usually comes first). -1 if the provider cannot list some
- * children or the search passes RU_SEARCH_MAX events.
+ * children the provider lists, depth first, newest child first (towards
+ * the present, where the events of U are). What it learns is kept for the
+ * rest of the resolution. -1 if the provider cannot list some children or
+ * the search passes RU_SEARCH_MAX events.
  */
 static int in_unconflicted_chain(sr_t *s, apr_hash_t *u, node_t *x)
 {
