@@ -328,6 +328,40 @@ static void number_ancestry(sr_t *s, apr_array_header_t *seeds)
     }
 }
 
+/*
+ * Pushes the mask of @a x (just taken from @a h) down to its auth events,
+ * queueing those not queued yet (and recording them in @a touched, if
+ * given); *partial counts the queued events whose mask is not @a full.
+ */
+static void mask_down(sr_t *s, heap_t *h, node_t *x, apr_uint64_t full, long *partial,
+                      apr_array_header_t *touched)
+{
+    int i;
+
+    if (!node_load(s, x)) {
+        return;
+    }
+    for (i = 0; i < x->auth->nelts; i++) {
+        node_t *a = node_get(s, APR_ARRAY_IDX(x->auth, i, const char *));
+        apr_uint64_t old = a->mask;
+        if (a->missing || a->done) {
+            continue;   /* unknown, or a sequence number out of order */
+        }
+        a->mask |= x->mask;
+        if (!a->in_heap) {
+            a->in_heap = 1;
+            heap_push(h, a);
+            if (touched) {
+                APR_ARRAY_PUSH(touched, node_t *) = a;
+            }
+            *partial += a->mask != full;
+        }
+        else if (old != full && a->mask == full) {
+            (*partial)--;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------
  * Auth difference: every event in the auth chain (the state events
  * themselves included) of some state but not of all. mask(x) = the states
@@ -343,7 +377,6 @@ static void auth_difference(sr_t *s, apr_hash_t *seedmask, int nstates,
     apr_hash_index_t *hi;
     heap_t h;
     long partial = 0;
-    int i;
 
     heap_init(&h, s->p, cmp_seq_desc);
     for (hi = apr_hash_first(s->p, seedmask); hi; hi = apr_hash_next(hi)) {
@@ -372,27 +405,7 @@ static void auth_difference(sr_t *s, apr_hash_t *seedmask, int nstates,
             partial--;
             APR_ARRAY_PUSH(diff, node_t *) = x;
         }
-        if (!node_load(s, x)) {
-            continue;
-        }
-        for (i = 0; i < x->auth->nelts; i++) {
-            node_t *a = node_get(s, APR_ARRAY_IDX(x->auth, i, const char *));
-            apr_uint64_t old = a->mask;
-            if (a->missing || a->done) {
-                continue;   /* unknown, or a sequence number out of order */
-            }
-            a->mask |= x->mask;
-            if (!a->in_heap) {
-                a->in_heap = 1;
-                heap_push(&h, a);
-                if (a->mask != full) {
-                    partial++;
-                }
-            }
-            else if (old != full && a->mask == full) {
-                partial--;
-            }
-        }
+        mask_down(s, &h, x, full, &partial, NULL);
     }
 }
 
@@ -541,26 +554,7 @@ static int auth_difference_from_conflict(sr_t *s, apr_hash_t *u, apr_hash_t *cma
                 APR_ARRAY_PUSH(out, node_t *) = x;
             }
         }
-        if (!node_load(s, x)) {
-            continue;
-        }
-        for (i = 0; i < x->auth->nelts; i++) {
-            node_t *a = node_get(s, APR_ARRAY_IDX(x->auth, i, const char *));
-            apr_uint64_t old = a->mask;
-            if (a->missing || a->done) {
-                continue;
-            }
-            a->mask |= x->mask;
-            if (!a->in_heap) {
-                a->in_heap = 1;
-                heap_push(&h, a);
-                APR_ARRAY_PUSH(touched, node_t *) = a;
-                partial += a->mask != full;
-            }
-            else if (old != full && a->mask == full) {
-                partial--;
-            }
-        }
+        mask_down(s, &h, x, full, &partial, touched);
     }
     if (!ok) {
         for (i = 0; i < touched->nelts; i++) {

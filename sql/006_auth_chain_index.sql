@@ -44,8 +44,10 @@ CREATE INDEX mxf_auth_chain_links_origin
 ALTER FUNCTION mxf_auth_chain(bigint, bigint[]) RENAME TO mxf_auth_chain_walk;
 
 -- The auth chain of the events p_nids of room p_room (the events themselves
--- only where one reaches another), from the index. In v12 rooms the create
--- event, which no event cites, is added as in the walk.
+-- only where one reaches another), from the index: one statement per link
+-- hop, then one index range per chain reached (OFFSET 0 keeps the planner
+-- from hash-joining whole tables instead). In v12 rooms the create event,
+-- which no event cites, is added as in the walk.
 CREATE FUNCTION mxf_auth_chain(p_room bigint, p_nids bigint[])
 RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 1000 AS $$
 DECLARE
@@ -59,8 +61,6 @@ DECLARE
     f_chain bigint[];
     f_lo    int[];
     f_hi    int[];
-    n_chain bigint[];
-    n_top   int[];
 BEGIN
     IF NOT coalesce((SELECT r.auth_chains_indexed FROM mxf_rooms r WHERE r.room_nid = p_room),
                     false) THEN
@@ -69,7 +69,8 @@ BEGIN
     END IF;
     -- Start: a given event with a position, strictly below it; one without
     -- (not a state event), its auth events.
-    SELECT array_agg(s.chain_id), array_agg(s.rtop), array_agg(s.ltop)
+    SELECT coalesce(array_agg(s.chain_id), '{}'), coalesce(array_agg(s.rtop), '{}'),
+           coalesce(array_agg(s.ltop), '{}')
       INTO chains, rtops, ltops
       FROM (SELECT x.chain_id, max(x.rtop) AS rtop, max(x.ltop) AS ltop
               FROM (SELECT p.chain_id, p.seq - 1 AS rtop, p.seq AS ltop
@@ -85,33 +86,38 @@ BEGIN
                                         WHERE q.event_nid = a.event_nid)) x
              GROUP BY x.chain_id) s;
     f_chain := chains;
-    f_lo := array_fill(0, ARRAY[coalesce(cardinality(chains), 0)]);
+    f_lo := array_fill(0, ARRAY[cardinality(chains)]);
     f_hi := ltops;
     WHILE cardinality(f_chain) > 0 LOOP
-        -- the links not followed yet, the highest target per chain
-        SELECT array_agg(t.target_chain), array_agg(t.top) INTO n_chain, n_top
-          FROM (SELECT l.target_chain, max(l.target_seq) AS top
-                  FROM unnest(f_chain, f_lo, f_hi) f(c, lo, hi)
-                  JOIN mxf_auth_chain_links l
-                    ON l.origin_chain = f.c AND l.origin_seq > f.lo AND l.origin_seq <= f.hi
-                 GROUP BY l.target_chain) t;
-        EXIT WHEN n_chain IS NULL;
-        -- next: the chains whose links reach higher now
-        SELECT array_agg(n.c), array_agg(coalesce(r.lt, 0)), array_agg(n.top)
-          INTO f_chain, f_lo, f_hi
-          FROM unnest(n_chain, n_top) n(c, top)
-          LEFT JOIN unnest(chains, ltops) r(c, lt) ON r.c = n.c
-         WHERE n.top > coalesce(r.lt, 0);
-        SELECT array_agg(m.c), array_agg(m.rt), array_agg(m.lt) INTO chains, rtops, ltops
-          FROM (SELECT coalesce(r.c, n.c) AS c, greatest(r.rt, n.top) AS rt,
-                       greatest(r.lt, n.top) AS lt
-                  FROM unnest(chains, rtops, ltops) r(c, rt, lt)
-                  FULL JOIN unnest(n_chain, n_top) n(c, top) ON n.c = r.c) m;
+        -- the links not followed yet (highest target per chain), merged into
+        -- the reached chains; those whose links now reach higher come next
+        WITH n AS (
+            SELECT l.target_chain AS c, max(l.target_seq) AS top
+              FROM unnest(f_chain, f_lo, f_hi) f(c, lo, hi)
+              CROSS JOIN LATERAL (SELECT x.target_chain, x.target_seq
+                                    FROM mxf_auth_chain_links x
+                                   WHERE x.origin_chain = f.c AND x.origin_seq > f.lo
+                                     AND x.origin_seq <= f.hi OFFSET 0) l
+             GROUP BY l.target_chain
+        ), m AS (
+            SELECT coalesce(r.c, n.c) AS c, greatest(r.rt, n.top) AS rt,
+                   greatest(r.lt, n.top) AS lt, coalesce(r.lt, 0) AS was,
+                   n.top > coalesce(r.lt, 0) AS grows
+              FROM unnest(chains, rtops, ltops) r(c, rt, lt)
+              FULL JOIN n ON n.c = r.c
+        )
+        SELECT array_agg(m.c), array_agg(m.rt), array_agg(m.lt),
+               coalesce(array_agg(m.c) FILTER (WHERE m.grows), '{}'),
+               coalesce(array_agg(m.was) FILTER (WHERE m.grows), '{}'),
+               coalesce(array_agg(m.lt) FILTER (WHERE m.grows), '{}')
+          INTO chains, rtops, ltops, f_chain, f_lo, f_hi
+          FROM m;
     END LOOP;
     RETURN QUERY
         SELECT p.event_nid
           FROM unnest(chains, rtops) r(c, top)
-          JOIN mxf_auth_chain_pos p ON p.chain_id = r.c AND p.seq <= r.top
+          CROSS JOIN LATERAL (SELECT x.event_nid FROM mxf_auth_chain_pos x
+                               WHERE x.chain_id = r.c AND x.seq <= r.top OFFSET 0) p
         UNION
         SELECT r.create_event_nid FROM mxf_rooms r
          WHERE r.room_nid = p_room AND r.room_version = '12' AND r.create_event_nid IS NOT NULL

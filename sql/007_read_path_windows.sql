@@ -7,11 +7,10 @@
 --    of two statements per returned event, in rooms whose depths are
 --    monotone (see below); other rooms keep the loop (mxf_backfill_walk);
 --  * get_missing_events reads whether events are accepted with each layer;
---  * mxf_state_of and mxf_auth_chain look groups, entries and chain ranges
---    up by index one by one (the planner chose hash joins over whole
---    tables inside the recursion: 19 ms instead of 0.5 ms for one state of
---    a 10,000-event room, growing with the room), and mxf_auth_chain takes
---    one statement per link hop instead of three.
+--  * mxf_state_of looks groups and entries up by index one by one (the
+--    planner chose hash joins over whole tables inside the recursion: 19 ms
+--    instead of 0.5 ms for one state of a 10,000-event room, growing with
+--    the room).
 
 -- Which copy of event e server p_server is served (as mxf_served_pdu):
 -- v_before and v_after are e's mxf_visibility rows (vis_id, vis_after_id),
@@ -173,83 +172,4 @@ LANGUAGE sql STABLE ROWS 200 AS $$
       CROSS JOIN LATERAL (SELECT x.type, x.state_key, x.event_nid FROM mxf_state_entries x
                            WHERE x.group_id = c.group_id OFFSET 0) e
      ORDER BY e.type, e.state_key, c.lvl
-$$;
-
--- mxf_auth_chain of 006 with one statement per link hop, and the chain
--- ranges read by index per chain.
-CREATE OR REPLACE FUNCTION mxf_auth_chain(p_room bigint, p_nids bigint[])
-RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 1000 AS $$
-DECLARE
-    -- reached chains: the highest seq reached (rtop) and the highest seq
-    -- whose links were followed (ltop); they differ only for a given event,
-    -- which is below itself for its links but not for its own position
-    chains  bigint[];
-    rtops   int[];
-    ltops   int[];
-    -- links to follow next: origin seq in (lo, hi] of chain f_chain
-    f_chain bigint[];
-    f_lo    int[];
-    f_hi    int[];
-BEGIN
-    IF NOT coalesce((SELECT r.auth_chains_indexed FROM mxf_rooms r WHERE r.room_nid = p_room),
-                    false) THEN
-        RETURN QUERY SELECT w.w FROM mxf_auth_chain_walk(p_room, p_nids) w(w);
-        RETURN;
-    END IF;
-    -- Start: a given event with a position, strictly below it; one without
-    -- (not a state event), its auth events.
-    SELECT coalesce(array_agg(s.chain_id), '{}'), coalesce(array_agg(s.rtop), '{}'),
-           coalesce(array_agg(s.ltop), '{}')
-      INTO chains, rtops, ltops
-      FROM (SELECT x.chain_id, max(x.rtop) AS rtop, max(x.ltop) AS ltop
-              FROM (SELECT p.chain_id, p.seq - 1 AS rtop, p.seq AS ltop
-                      FROM mxf_auth_chain_pos p JOIN mxf_events e USING (event_nid)
-                     WHERE p.event_nid = ANY (p_nids) AND e.room_nid = p_room
-                    UNION ALL
-                    SELECT p.chain_id, p.seq, p.seq
-                      FROM mxf_auth_edges a
-                      JOIN mxf_events e ON e.event_nid = a.event_nid
-                      JOIN mxf_auth_chain_pos p ON p.event_nid = a.auth_nid
-                     WHERE a.event_nid = ANY (p_nids) AND e.room_nid = p_room
-                       AND NOT EXISTS (SELECT 1 FROM mxf_auth_chain_pos q
-                                        WHERE q.event_nid = a.event_nid)) x
-             GROUP BY x.chain_id) s;
-    f_chain := chains;
-    f_lo := array_fill(0, ARRAY[cardinality(chains)]);
-    f_hi := ltops;
-    WHILE cardinality(f_chain) > 0 LOOP
-        -- the links not followed yet (highest target per chain), merged into
-        -- the reached chains; those whose links now reach higher come next
-        WITH n AS (
-            SELECT l.target_chain AS c, max(l.target_seq) AS top
-              FROM unnest(f_chain, f_lo, f_hi) f(c, lo, hi)
-              CROSS JOIN LATERAL (SELECT x.target_chain, x.target_seq
-                                    FROM mxf_auth_chain_links x
-                                   WHERE x.origin_chain = f.c AND x.origin_seq > f.lo
-                                     AND x.origin_seq <= f.hi OFFSET 0) l
-             GROUP BY l.target_chain
-        ), m AS (
-            SELECT coalesce(r.c, n.c) AS c, greatest(r.rt, n.top) AS rt,
-                   greatest(r.lt, n.top) AS lt, coalesce(r.lt, 0) AS was,
-                   n.top > coalesce(r.lt, 0) AS grows
-              FROM unnest(chains, rtops, ltops) r(c, rt, lt)
-              FULL JOIN n ON n.c = r.c
-        )
-        SELECT array_agg(m.c), array_agg(m.rt), array_agg(m.lt),
-               coalesce(array_agg(m.c) FILTER (WHERE m.grows), '{}'),
-               coalesce(array_agg(m.was) FILTER (WHERE m.grows), '{}'),
-               coalesce(array_agg(m.lt) FILTER (WHERE m.grows), '{}')
-          INTO chains, rtops, ltops, f_chain, f_lo, f_hi
-          FROM m;
-    END LOOP;
-    RETURN QUERY
-        SELECT p.event_nid
-          FROM unnest(chains, rtops) r(c, top)
-          CROSS JOIN LATERAL (SELECT x.event_nid FROM mxf_auth_chain_pos x
-                               WHERE x.chain_id = r.c AND x.seq <= r.top OFFSET 0) p
-        UNION
-        SELECT r.create_event_nid FROM mxf_rooms r
-         WHERE r.room_nid = p_room AND r.room_version = '12' AND r.create_event_nid IS NOT NULL
-           AND EXISTS (SELECT 1 FROM unnest(p_nids) n WHERE n <> r.create_event_nid);
-END
 $$;
