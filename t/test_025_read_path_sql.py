@@ -4,8 +4,11 @@ backfill over a depth window (mxf_backfill) gives exactly what the walk
 (mxf_backfill_walk) gives, from many starting sets and limits, in rooms
 whose depths are monotone; the importer marks a room whose depths are not
 (an event no deeper than a prev event, in one import or across two), and
-such a room is answered by the walk. get_missing_events and the state of a
-group are checked by the history tests (test_040) through the module."""
+such a room is answered by the walk. get_missing_events as one query over
+a window of distances (mxf_missing_events) gives exactly what the
+breadth-first walk (mxf_missing_events_walk) gives, for random latest and
+earliest sets, limits and minimum depths. The module's answers are checked
+by the history tests (test_040)."""
 import json
 import os
 import random
@@ -35,6 +38,25 @@ def backfills(postgres, db, room_nid, cases):
                      f"              ORDER BY e.depth DESC, e.event_nid DESC) AS l"
                      f"  FROM (VALUES {rows}) c (k, v, n) ORDER BY c.k")
     return [(r["w"], r["l"]) for r in out]
+
+
+def missing(postgres, db, room_nid, cases):
+    """For each (earliest IDs, latest IDs, limit, min_depth) of @cases: (query
+    answer, walk answer) as lists of event IDs in serving order."""
+    def arr(ids):
+        return "ARRAY[" + ",".join("'" + x + "'" for x in ids) + "]::text[]"
+    rows = ",".join(f"({k}, {arr(e)}, {arr(l)}, {n}, {d})"
+                    for k, (e, l, n, d) in enumerate(cases))
+    out = query_json(postgres, db,
+                     f"SELECT c.k,"
+                     f"  array(SELECT e.event_id FROM mxf_missing_events({room_nid}, c.e, c.l,"
+                     f"          c.n, c.d) m JOIN mxf_events e ON e.event_nid = m"
+                     f"         ORDER BY e.depth, e.event_nid) AS q,"
+                     f"  array(SELECT e.event_id FROM mxf_missing_events_walk({room_nid}, c.e,"
+                     f"          c.l, c.n, c.d) m JOIN mxf_events e ON e.event_nid = m"
+                     f"         ORDER BY e.depth, e.event_nid) AS w"
+                     f"  FROM (VALUES {rows}) c (k, e, l, n, d) ORDER BY c.k")
+    return [(r["q"], r["w"]) for r in out]
 
 
 @pytest.fixture(scope="module", params=VERSIONS)
@@ -114,3 +136,23 @@ def test_025_003_non_monotone_depth_is_walked(room, build_env, postgres, tmp_pat
         assert r["depth_monotone"] is False, name
         [(w, l)] = backfills(postgres, db, r["room_nid"], [([sid], 30)])
         assert w == l and len(w) == 30, name
+
+
+def test_025_004_missing_events_query_equals_walk(room, postgres):
+    """300 random requests: the same events; many answers full, some cut by
+    earliest_events or min_depth."""
+    db, ids, events = room["db"], room["ids"], room["events"]
+    [r] = query_json(postgres, db, "SELECT room_nid FROM mxf_rooms")
+    depths = sorted(e["depth"] for e in events)
+    rng = random.Random(250)
+    cases = []
+    for _ in range(300):
+        latest = rng.sample(ids, rng.randint(1, 3))
+        earliest = rng.sample(ids, rng.choice([0, 0, 1, 2, 5]))
+        min_depth = rng.choice([0, 0, 0, depths[len(depths) // 2], depths[-1] - 15])
+        cases.append((earliest, latest, rng.choice([1, 3, 10, 20, 50]), min_depth))
+    full = 0
+    for case, (q, w) in zip(cases, missing(postgres, db, r["room_nid"], cases)):
+        assert q == w, case
+        full += len(q) == case[2]
+    assert full > 100
