@@ -467,9 +467,6 @@ static int in_unconflicted_chain(sr_t *s, apr_hash_t *u, node_t *x)
             break;
         }
         APR_ARRAY_PUSH(seen, node_t *) = z;
-        if (s->st) {
-            s->st->searched++;
-        }
         if (seen->nelts > RU_SEARCH_MAX
             || (kids = s->prov->children(s->prov->baton, z->id, &nk)) == NULL) {
             apr_pool_clear(s->scratch);

@@ -132,7 +132,6 @@ typedef struct mxf_sr_stats {
     apr_size_t full_conflicted;     /* the full conflicted set */
     apr_size_t power_events;        /* sorted by the reverse topological power ordering */
     apr_size_t fetched;             /* events fetched from the provider */
-    apr_size_t searched;            /* events visited looking upwards for the unconflicted state */
     int walked_all;                 /* the auth difference walked from every state event */
 } mxf_sr_stats_t;
 

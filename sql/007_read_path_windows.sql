@@ -7,14 +7,14 @@
 --    of two statements per returned event, in rooms whose depths are
 --    monotone (see below); other rooms keep the loop (mxf_backfill_walk);
 --  * get_missing_events is one recursive query over a window of distances
---    (the layer loop, reading whether events are accepted with each layer,
---    stays as the reference, mxf_missing_events_walk);
+--    (the layer loop of 003 stays as the reference, mxf_missing_events_walk);
 --  * mxf_state_of looks groups and entries up by index one by one (the
 --    planner chose hash joins over whole tables inside the recursion: 19 ms
 --    instead of 0.5 ms for one state of a 10,000-event room, growing with
 --    the room).
 
--- Which copy of event e server p_server is served (as mxf_served_pdu):
+-- Which copy of event e server p_server is served (the rule of 003's
+-- mxf_served_pdu and mxf_may_see, which it replaces):
 -- v_before and v_after are e's mxf_visibility rows (vis_id, vis_after_id),
 -- NULL where e has none. A plain SQL expression, so it is inlined.
 CREATE FUNCTION mxf_pdu_for(e mxf_events, v_before mxf_visibility, v_after mxf_visibility,
@@ -37,6 +37,8 @@ RETURNS text LANGUAGE sql STABLE AS $$
         ELSE e.redacted_pdu
     END
 $$;
+DROP FUNCTION mxf_served_pdu(mxf_events, text);
+DROP FUNCTION mxf_may_see(bigint, text);
 
 -- Whether depth decreases along every prev_events edge of the room (an
 -- event deeper than all its prev_events, as the spec asks of senders). The
@@ -109,54 +111,10 @@ BEGIN
 END
 $$;
 
--- get_missing_events as in 003, with whether each event of a layer is
--- accepted read with the layer (one statement per layer, none per event);
--- kept as the reference for the query below, and used by nothing else.
+-- The breadth-first walk of 003, kept as the reference for the query below
+-- (the tests compare them), and used by nothing else.
 ALTER FUNCTION mxf_missing_events(bigint, text[], text[], int, bigint)
     RENAME TO mxf_missing_events_walk;
-CREATE OR REPLACE FUNCTION mxf_missing_events_walk(p_room bigint, p_earliest text[],
-                                                   p_latest text[], p_limit int,
-                                                   p_min_depth bigint)
-RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 20
-SET plan_cache_mode = force_generic_plan AS $$
-DECLARE
-    seen   bigint[];
-    front  bigint[];
-    layer  bigint[];
-    ok     boolean[];
-    picked bigint[] := '{}';
-BEGIN
-    SELECT coalesce(array_agg(e.event_nid), '{}') INTO seen
-      FROM mxf_events e WHERE e.event_id = ANY (p_earliest) AND e.room_nid = p_room;
-    SELECT coalesce(array_agg(e.event_nid), '{}') INTO front
-      FROM mxf_events e
-     WHERE e.event_id = ANY (p_latest) AND e.room_nid = p_room
-       AND NOT (e.event_nid = ANY (seen));
-    seen := seen || front;
-    WHILE cardinality(front) > 0 AND cardinality(picked) < p_limit LOOP
-        -- The next layer: unseen prev events in this room at or above min_depth,
-        -- nearest first; accepted ones count against the limit.
-        SELECT coalesce(array_agg(l.n ORDER BY l.d DESC, l.n DESC), '{}'),
-               coalesce(array_agg(l.a ORDER BY l.d DESC, l.n DESC), '{}')
-          INTO layer, ok FROM (
-            SELECT DISTINCT p.event_nid AS n, p.depth AS d, p.rejected_reason IS NULL AS a
-              FROM mxf_event_edges x JOIN mxf_events p ON p.event_nid = x.prev_nid
-             WHERE x.event_nid = ANY (front) AND p.room_nid = p_room
-               AND p.depth >= p_min_depth AND NOT (p.event_nid = ANY (seen))
-        ) l;
-        front := '{}';
-        FOR i IN 1 .. cardinality(layer) LOOP
-            EXIT WHEN cardinality(picked) >= p_limit;
-            front := front || layer[i];
-            IF ok[i] THEN
-                picked := picked || layer[i];
-            END IF;
-        END LOOP;
-        seen := seen || front;
-    END LOOP;
-    RETURN QUERY SELECT unnest(picked);
-END
-$$;
 
 -- get_missing_events (the breadth-first walk of mxf_missing_events_walk)
 -- as one recursive query: every event at most w steps from p_latest
