@@ -98,6 +98,7 @@ typedef struct room {
     int is_new;
     int touched;
     int depth_broken;                   /* an event of this import is not deeper than a prev */
+    int may_restrict;                   /* history visibility "invited" or "joined" occurs */
     mxf_rs_room_t *rs;
 } room_t;
 
@@ -110,6 +111,7 @@ typedef struct ev {
     json_t *content;                    /* state events the state engine reads; else NULL */
     mxf_rs_state_t *before, *after;     /* NULL: state unknown */
     const char *redacted_pdu;           /* while its batch is being written */
+    const char *redacted_pre;           /* its redaction, encoded by its checker (see check_line) */
     const char *redacted_because;
     apr_int64_t nid, depth, ts;
     apr_int64_t db_state_after;         /* known events: their state group (0: none) */
@@ -393,6 +395,19 @@ static int load_rooms(importer_t *im)
         apr_hash_set(im->rooms, r->room_id, APR_HASH_KEY_STRING, r);
     }
     PQclear(res);
+    res = PQexec(im->conn,
+                 "SELECT r.room_id FROM mxf_rooms r WHERE EXISTS (SELECT 1 FROM mxf_visibility v"
+                 " WHERE v.room_nid = r.room_nid AND v.history_visibility IN ('invited', 'joined'))");
+    if (!mxf_pg_ok(res, "reading rooms")) {
+        return 0;
+    }
+    for (i = 0; i < PQntuples(res); i++) {
+        room_t *r = room_get(im, PQgetvalue(res, i, 0));
+        if (r) {
+            r->may_restrict = 1;
+        }
+    }
+    PQclear(res);
     return 1;
 }
 
@@ -456,6 +471,36 @@ static void scan_creates(importer_t *im)
             apr_hash_set(im->rooms, r->room_id, APR_HASH_KEY_STRING, r);
         }
         apr_pool_clear(tmp);
+    }
+}
+
+/*
+ * Marks the rooms of the input that may have a restricted history
+ * visibility ("invited" or "joined"): their events may have to be served
+ * redacted, so their checkers encode the redacted form while the PDU is
+ * parsed (compute_events() falls back to encoding it there). Only the few
+ * lines that look like such an event are parsed.
+ */
+static void scan_visibility(importer_t *im)
+{
+    int i;
+
+    for (i = 0; i < im->lines->nelts; i++) {
+        const line_t *l = &APR_ARRAY_IDX(im->lines, i, line_t);
+        const char *why;
+        json_t *j;
+        room_t *r;
+
+        if (!mxf_memmem(l->text, l->len, "\"m.room.history_visibility\"")
+            || !(mxf_memmem(l->text, l->len, "\"invited\"")
+                 || mxf_memmem(l->text, l->len, "\"joined\""))) {
+            continue;
+        }
+        if (mxf_json_parse(im->scratch, l->text, l->len, 0, &j, &why) == APR_SUCCESS
+            && (r = room_get(im, jstr(j, "room_id") ? jstr(j, "room_id") : "")) != NULL) {
+            r->may_restrict = 1;
+        }
+        apr_pool_clear(im->scratch);
     }
 }
 
@@ -761,6 +806,19 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
         return NULL;
     }
     e->sigs_verified = verified != 0;
+    if (r->may_restrict || e->hash_mismatch) {
+        /* The redacted form is the reference input with the signatures. */
+        json_t *sigs = json_object_get(j, "signatures");
+        if (sigs) {
+            json_object_set(ref, "signatures", sigs);
+        }
+        /* Encoded in scratch space, kept at its size: there are many. */
+        if (!(s = mxf_canonical_encode_ex(tmp, ref, canon_flags(r->rv), &len, why))) {
+            *why = apr_pstrcat(tmp, "cannot encode the redacted event: ", *why, NULL);
+            return NULL;
+        }
+        e->redacted_pre = apr_pstrmemdup(p, s, len);
+    }
     return e;
 }
 
@@ -2151,8 +2209,9 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
         if (t && t->redacted_now) {
             continue;                   /* an earlier redaction applied */
         }
-        text = rv ? redacted_text(im, im->p, target_id, PQgetvalue(res, i, 6),
-                                  (apr_size_t)PQgetlength(res, i, 6), rv) : NULL;
+        text = t && t->redacted_pre ? t->redacted_pre
+               : rv ? redacted_text(im, im->p, target_id, PQgetvalue(res, i, 6),
+                                    (apr_size_t)PQgetlength(res, i, 6), rv) : NULL;
         if (!text) {
             PQclear(res);
             return 0;
@@ -2419,8 +2478,12 @@ static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *bat
             im->n_sig_unverifiable += !e->sigs_verified;
         }
         e->redacted_pdu = NULL;
-        if (need_text && !(e->redacted_pdu = redacted_text(im, cur->pool, e->event_id, e->pdu,
-                                                           e->pdu_len, e->room->rv))) {
+        if (need_text && e->redacted_pre) {
+            e->redacted_pdu = e->redacted_pre;
+        }
+        else if (need_text
+                 && !(e->redacted_pdu = redacted_text(im, cur->pool, e->event_id, e->pdu,
+                                                      e->pdu_len, e->room->rv))) {
             return 0;
         }
         if (e->refill) {
@@ -2493,6 +2556,7 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
         return 0;
     }
     scan_creates(im);
+    scan_visibility(im);
     if (!check_all(im)) {
         return 0;
     }

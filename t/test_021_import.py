@@ -325,6 +325,37 @@ class TestImportGenerated:
             assert by_id[target]["type"] == "m.room.message"
             assert by_id[target]["content"]
 
+    def test_021_012_references(self, imported, postgres):
+        """The references the schema leaves to the importer (sql/004, sql/008):
+        every one points at a row that exists."""
+        dangling = postgres.psql(imported["db"], """
+SELECT json_build_object(
+  'edges', (SELECT count(*) FROM mxf_event_edges x
+             WHERE NOT EXISTS (SELECT 1 FROM mxf_events e WHERE e.event_nid = x.event_nid)),
+  'auth_edges', (SELECT count(*) FROM mxf_auth_edges x
+             WHERE NOT EXISTS (SELECT 1 FROM mxf_events e WHERE e.event_nid = x.event_nid)),
+  'event_rooms', (SELECT count(*) FROM mxf_events e
+             WHERE NOT EXISTS (SELECT 1 FROM mxf_rooms r WHERE r.room_nid = e.room_nid)),
+  'entries', (SELECT count(*) FROM mxf_state_entries x
+             WHERE NOT EXISTS (SELECT 1 FROM mxf_state_groups g WHERE g.group_id = x.group_id)),
+  'group_prev', (SELECT count(*) FROM mxf_state_groups x WHERE x.prev_group IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM mxf_state_groups g WHERE g.group_id = x.prev_group)),
+  'group_rooms', (SELECT count(*) FROM mxf_state_groups x
+             WHERE NOT EXISTS (SELECT 1 FROM mxf_rooms r WHERE r.room_nid = x.room_nid)),
+  'vis_rooms', (SELECT count(*) FROM mxf_visibility x
+             WHERE NOT EXISTS (SELECT 1 FROM mxf_rooms r WHERE r.room_nid = x.room_nid)),
+  'event_groups', (SELECT count(*) FROM mxf_events e, unnest(ARRAY[e.state_before,
+             e.state_after]) g WHERE g IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM mxf_state_groups s WHERE s.group_id = g)),
+  'event_vis', (SELECT count(*) FROM mxf_events e, unnest(ARRAY[e.vis_id, e.vis_after_id]) v
+             WHERE v IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM mxf_visibility x WHERE x.vis_id = v)))""")
+        counts_ = json.loads(dangling)
+        assert counts_ == {k: 0 for k in counts_}
+        # And the groups chain back to a group without a predecessor.
+        assert postgres.psql(imported["db"], "SELECT count(*) FROM mxf_state_groups"
+                                             " WHERE prev_group >= group_id") == "0"
+
     def test_021_006_current_state(self, imported):
         dbd, summary, by_id = imported["dbd"], imported["summary"], imported["by_id"]
         [room] = dbd["rooms"]
