@@ -65,6 +65,7 @@
 #include <apr_strings.h>
 #include <apr_tables.h>
 #include <libpq-fe.h>
+#include <sodium.h>
 
 #include "mxf_authrules.h"
 #include "mxf_base64.h"
@@ -112,6 +113,11 @@ typedef struct ev {
     mxf_rs_state_t *before, *after;     /* NULL: state unknown */
     const char *redacted_pdu;           /* while its batch is being written */
     const char *redacted_pre;           /* its redaction, encoded by its checker (see check_line) */
+    const char *signed_bytes;           /* what its signatures cover (see verify_event()) */
+    apr_size_t signed_len;
+    struct sig_check *sigs;             /* the signatures to verify */
+    int n_sigs;
+    const char *sig_error;              /* why a signature does not verify, or NULL */
     const char *redacted_because;
     apr_int64_t nid, depth, ts;
     apr_int64_t db_state_after;         /* known events: their state group (0: none) */
@@ -136,6 +142,13 @@ typedef struct ev {
     apr_int64_t chain_id;               /* auth chain index position (0: none) */
     int chain_seq;
 } ev_t;
+
+/* A signature of a required server by a known key, verified after checking. */
+typedef struct sig_check {
+    const char *server, *key_id;
+    unsigned char pk[MXF_ED25519_PK_BYTES];
+    unsigned char sig[crypto_sign_BYTES];
+} sig_check_t;
 
 typedef struct line {
     const char *text;
@@ -165,6 +178,7 @@ typedef struct writer {
 } writer_t;
 
 static int writer_idle(importer_t *im);
+static double thread_cpu_now(void);
 
 /* A checker thread's memory: results in pool, per-line scratch. */
 typedef struct checker {
@@ -173,6 +187,7 @@ typedef struct checker {
     apr_pool_t *scratch;
     pthread_t tid;
     int started;
+    double cpu;                         /* verifiers: thread CPU seconds */
 } checker_t;
 
 struct importer {
@@ -194,6 +209,14 @@ struct importer {
     const char **line_errors;           /* per line: why it is bad, or NULL */
     atomic_long next_line;
     atomic_long lines_done;
+    /* signature verification (see verify_start()) */
+    ev_t **verify_list;
+    long n_verify;
+    atomic_long next_verify;
+    atomic_int sig_failed;
+    struct checker *verifiers;
+    int n_verifiers;
+    double c_verify;                    /* CPU seconds of the verifying threads */
     ev_t **children;
     const char **auth_kids;             /* see ev_t.akid0 */
     apr_int64_t sr_seq_limit;           /* the seq of the event whose state is resolved */
@@ -620,11 +643,11 @@ static int extract_fields(apr_pool_t *p, apr_pool_t *tmp, json_t *j, ev_t *e,
  * *verified is 0 when some server signed only with keys we do not know.
  * 0 with *why on a bad or missing signature.
  */
-static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv,
-                            const char *bytes, apr_size_t len, apr_int64_t ts,
-                            int *verified, const char **why)
+static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv, ev_t *e,
+                            const char *bytes, apr_size_t len, int *verified, const char **why)
 {
     apr_array_header_t *servers;
+    apr_array_header_t *checks = NULL;
     const json_t *sigs = json_object_get(j, "signatures");
     int i;
 
@@ -648,7 +671,7 @@ static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv,
         }
         json_object_foreach((json_t *)mine, key_id, sig) {
             unsigned char pk[MXF_ED25519_PK_BYTES];
-            const char *vwhy = NULL;
+            sig_check_t *sc;
             apr_status_t st;
 
             if (strncmp(key_id, "ed25519:", 8) != 0) {
@@ -660,18 +683,26 @@ static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv,
                                     key_id, server);
                 return 0;
             }
-            st = mxf_keystore_lookup(c->im->keys, server, key_id, ts,
+            st = mxf_keystore_lookup(c->im->keys, server, key_id, e->ts,
                                      rv->enforce_key_validity, pk);
             if (st != APR_SUCCESS) {
                 continue;               /* unknown or expired key */
             }
             known++;
-            if (mxf_verify_bytes(bytes, len, json_string_value(sig), pk, &vwhy)
+            if (!checks) {
+                checks = apr_array_make(c->scratch, 2, sizeof(sig_check_t));
+            }
+            sc = apr_array_push(checks);
+            if (mxf_b64_decode_exact(json_string_value(sig), json_string_length(sig),
+                                     MXF_B64_STANDARD, sc->sig, sizeof(sc->sig))
                 != APR_SUCCESS) {
-                *why = apr_psprintf(c->scratch, "signature %s of %s does not verify: %s",
-                                    key_id, server, vwhy);
+                *why = apr_psprintf(c->scratch, "signature %s of %s does not verify: "
+                                    "signature is not base64 of 64 bytes", key_id, server);
                 return 0;
             }
+            memcpy(sc->pk, pk, sizeof(pk));
+            sc->server = server;
+            sc->key_id = key_id;
         }
         if (ed25519 == 0) {
             *why = apr_psprintf(c->scratch, "no ed25519 signature of %s, which must sign it",
@@ -686,6 +717,17 @@ static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv,
                 return 0;
             }
         }
+    }
+    if (checks) {
+        /* Verified later, alongside the writing (verify_event()). */
+        e->n_sigs = checks->nelts;
+        e->sigs = apr_pmemdup(c->pool, checks->elts, sizeof(sig_check_t) * (apr_size_t)e->n_sigs);
+        for (i = 0; i < e->n_sigs; i++) {
+            e->sigs[i].server = apr_pstrdup(c->pool, e->sigs[i].server);
+            e->sigs[i].key_id = apr_pstrdup(c->pool, e->sigs[i].key_id);
+        }
+        e->signed_bytes = apr_pmemdup(c->pool, bytes, len);
+        e->signed_len = len;
     }
     return 1;
 }
@@ -743,7 +785,14 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
         *why = apr_psprintf(tmp, "not canonical JSON for room version %s: %s", r->rv->id, *why);
         return NULL;
     }
-    if (mxf_event_check_limits(tmp, j, r->rv, MXF_EVENT_LIMITS_NO_EDGE_COUNTS, why)
+    /*
+     * Canonical JSON is never longer than the JSON text it was parsed from
+     * when that has no floats (strict versions have none: checked above):
+     * a line within the size limit needs no encoding to show it.
+     */
+    if (mxf_event_check_limits(tmp, j, r->rv, MXF_EVENT_LIMITS_NO_EDGE_COUNTS
+                               | (r->rv->strict_canonical_json && l->len <= MXF_EVENT_MAX_BYTES
+                                  ? MXF_EVENT_LIMITS_SIZE_KNOWN : 0u), why)
         != APR_SUCCESS) {
         return NULL;
     }
@@ -801,7 +850,7 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     else if (rv != APR_SUCCESS) {
         return NULL;
     }
-    if (!check_signatures(c, j, r->rv, bytes, len, e->ts, &verified, why)) {
+    if (!check_signatures(c, j, r->rv, e, bytes, len, &verified, why)) {
         *why = apr_psprintf(tmp, "signature check failed for %s: %s", e->event_id, *why);
         return NULL;
     }
@@ -855,6 +904,118 @@ static void *checker_main(void *data)
     return NULL;
 }
 
+/* ------------------------------------------------------------------ signatures */
+
+/*
+ * The Ed25519 verifications, most of the checking's time, run after the
+ * lines are checked: alongside ordering and writing, which do not depend
+ * on their outcome (which keys are known, and so signatures_verified, is
+ * decided while checking). A signature that does not verify fails the
+ * import before it commits, naming the line.
+ */
+static void verify_event(checker_t *c, ev_t *e)
+{
+    int k;
+
+    for (k = 0; k < e->n_sigs; k++) {
+        const sig_check_t *sc = &e->sigs[k];
+        if (crypto_sign_verify_detached(sc->sig, (const unsigned char *)e->signed_bytes,
+                                        e->signed_len, sc->pk) != 0) {
+            e->sig_error = apr_psprintf(c->pool, "signature %s of %s does not verify: "
+                                        "signature does not verify", sc->key_id, sc->server);
+            atomic_store(&c->im->sig_failed, 1);
+            return;
+        }
+    }
+}
+
+static void verifier_run(checker_t *c)
+{
+    importer_t *im = c->im;
+    double c0 = thread_cpu_now();
+
+    for (;;) {
+        long start = atomic_fetch_add(&im->next_verify, CHECK_CHUNK), i;
+        if (start >= im->n_verify) {
+            break;
+        }
+        for (i = start; i < start + CHECK_CHUNK && i < im->n_verify; i++) {
+            if (im->verify_list[i]) {
+                verify_event(c, im->verify_list[i]);
+            }
+        }
+    }
+    c->cpu += thread_cpu_now() - c0;
+}
+
+static void *verifier_main(void *data)
+{
+    verifier_run(data);
+    return NULL;
+}
+
+/* Starts verifying the signatures of @a n events (NULL entries skipped). */
+static int verify_start(importer_t *im, ev_t **list, long n)
+{
+    int t;
+
+    im->verify_list = list;
+    im->n_verify = n;
+    atomic_store(&im->next_verify, 0);
+    im->n_verifiers = im->threads;
+    im->verifiers = apr_pcalloc(im->p, sizeof(checker_t) * (apr_size_t)im->n_verifiers);
+    for (t = 0; t < im->n_verifiers; t++) {
+        checker_t *c = &im->verifiers[t];
+        apr_allocator_t *alloc;
+        c->im = im;
+        if (apr_allocator_create(&alloc) != APR_SUCCESS
+            || apr_pool_create_ex(&c->pool, im->p, NULL, alloc) != APR_SUCCESS) {
+            mxf_cmd_error("out of memory");
+            return 0;
+        }
+        apr_allocator_owner_set(alloc, c->pool);
+        c->started = pthread_create(&c->tid, NULL, verifier_main, c) == 0;
+    }
+    return 1;
+}
+
+/*
+ * Waits for the verifications (doing what is left in this thread) and
+ * reports (if @a report) the lines whose signatures do not verify. 0 if
+ * there are any.
+ */
+static int verify_finish(importer_t *im, int report)
+{
+    long i;
+    int t;
+
+    if (!im->verifiers) {
+        return 1;
+    }
+    for (t = 0; t < im->n_verifiers; t++) {
+        if (im->verifiers[t].started) {
+            pthread_join(im->verifiers[t].tid, NULL);
+            im->verifiers[t].started = 0;
+        }
+    }
+    verifier_run(&im->verifiers[0]);    /* none left, unless a thread did not start */
+    for (t = 0; t < im->n_verifiers; t++) {
+        im->c_verify += im->verifiers[t].cpu;
+    }
+    im->verifiers = NULL;
+    if (!atomic_load(&im->sig_failed)) {
+        return 1;
+    }
+    for (i = 0; report && i < im->n_verify; i++) {
+        ev_t *e = im->verify_list[i];
+        if (e && e->sig_error) {
+            bad_line(im, e->line, "signature check failed for %s: %s", e->event_id,
+                     e->sig_error);
+        }
+    }
+    return 0;
+}
+
 /*
  * Checks every line in im->threads threads (the calling thread is one),
  * then reports bad lines in input order and collects the events.
@@ -897,6 +1058,23 @@ static int check_all(importer_t *im)
     }
     for (t = 0; t < nthreads; t++) {
         apr_pool_destroy(cs[t].scratch);
+    }
+    for (i = 0; i < n && !im->line_errors[i]; i++) {
+    }
+    if (i < n) {
+        /* The import fails: its signatures are verified now, so that every bad line is named. */
+        if (!verify_start(im, im->checked, n)) {
+            return 0;
+        }
+        verify_finish(im, 0);           /* reported below, with the other lines */
+        for (i = 0; i < n; i++) {
+            if (im->checked[i] && im->checked[i]->sig_error) {
+                im->line_errors[i] = apr_psprintf(im->p, "signature check failed for %s: %s",
+                                                  im->checked[i]->event_id,
+                                                  im->checked[i]->sig_error);
+                im->checked[i] = NULL;
+            }
+        }
     }
 
     for (i = 0; i < n; i++) {
@@ -2450,6 +2628,9 @@ static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *bat
         ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
         int restricted, need_text, k;
 
+        if (atomic_load(&im->sig_failed)) {
+            return 0;                   /* reported by verify_finish() */
+        }
         cache_trim(im);
         if (!compute_state(im, e, parents)) {
             return 0;
@@ -2628,6 +2809,9 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     }
     im->t_ordered = apr_time_now();
     im->c_ordered = cpu_now();
+    if (!verify_start(im, (ev_t **)im->order->elts, im->order->nelts)) {
+        return 0;
+    }
     if (!write_rooms(im) || !write_events(im, topo)) {
         return 0;
     }
@@ -2750,6 +2934,7 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
         ok = mxf_keystore_add_file(im.keys, APR_ARRAY_IDX(keyfiles, i, const char *));
     }
     ok = ok && run_import(&im, buf, len);
+    ok = verify_finish(&im, 1) && ok;
     if (ok) {
         ok = mxf_pg_exec(im.conn, "COMMIT");
         /*
@@ -2807,9 +2992,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
            (double)(im.t_written - im.t_ordered) / APR_USEC_PER_SEC,
            secs_since(im.t_written), total > 0 ? im.n_new / total : 0.0);
     printf("  cpu: %.2f s of the importer (checked %.2f s, ordered %.2f s, written %.2f s"
-           " of which state resolution %.2f s, finished %.2f s; PostgreSQL's not included)\n",
+           " of which state resolution %.2f s, finished %.2f s; signatures verified alongside"
+           " ordering and writing: %.2f s; PostgreSQL's not included)\n",
            cpu_now() - im.c_start, im.c_checked - im.c_start, im.c_ordered - im.c_checked,
-           im.c_written - im.c_ordered, im.c_resolving, cpu_now() - im.c_written);
+           im.c_written - im.c_ordered, im.c_resolving, cpu_now() - im.c_written, im.c_verify);
     if (im.n_batches) {
         printf("  writing: %ld rounds of up to %d events, each while the next was computed;"
                " waited %.2f s for them\n", im.n_batches, im.batch_events,

@@ -183,12 +183,12 @@ static const char *const *content_keys(const char *type, apr_size_t typelen,
     return NULL;
 }
 
-/* Deep-copies the members @a keys of @a from into @a to. */
-static int copy_keys(json_t *to, const json_t *from, const char *const *keys)
+/* Copies (@a deep) or shares the members @a keys of @a from into @a to. */
+static int copy_keys(json_t *to, const json_t *from, const char *const *keys, int deep)
 {
     for (; keys && *keys; keys++) {
         json_t *v = json_object_get(from, *keys);
-        if (v && json_object_set_new(to, *keys, json_deep_copy(v)) != 0) {
+        if (v && json_object_set_new(to, *keys, deep ? json_deep_copy(v) : json_incref(v)) != 0) {
             return -1;
         }
     }
@@ -196,7 +196,7 @@ static int copy_keys(json_t *to, const json_t *from, const char *const *keys)
 }
 
 static json_t *redact_content(const json_t *pdu, const json_t *content,
-                              const mxf_roomver_t *rv)
+                              const mxf_roomver_t *rv, int deep)
 {
     apr_size_t typelen = 0;
     const char *type = str_member(pdu, "type", &typelen);
@@ -206,9 +206,9 @@ static json_t *redact_content(const json_t *pdu, const json_t *content,
 
     keys = content_keys(type, typelen, rv->redaction, &all);
     if (all) {
-        return json_deep_copy(content);
+        return deep ? json_deep_copy(content) : json_incref((json_t *)content);
     }
-    if ((out = json_object()) == NULL || copy_keys(out, content, keys) != 0) {
+    if ((out = json_object()) == NULL || copy_keys(out, content, keys, deep) != 0) {
         json_decref(out);
         return NULL;
     }
@@ -219,7 +219,8 @@ static json_t *redact_content(const json_t *pdu, const json_t *content,
         if (signed_) {
             json_t *tpi = json_object();
             if (tpi == NULL
-                || json_object_set_new(tpi, "signed", json_deep_copy(signed_)) != 0
+                || json_object_set_new(tpi, "signed",
+                                       deep ? json_deep_copy(signed_) : json_incref(signed_)) != 0
                 || json_object_set_new(out, "third_party_invite", tpi) != 0) {
                 json_decref(out);
                 return NULL;
@@ -229,21 +230,23 @@ static json_t *redact_content(const json_t *pdu, const json_t *content,
     return out;
 }
 
-json_t *mxf_event_redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv)
+/* The redaction of @a pdu: a copy (@a deep), or new objects sharing @a pdu's values. */
+static json_t *redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv, int deep)
 {
     json_t *out, *content;
 
     if (!json_is_object(pdu) || rv == NULL || (out = json_object()) == NULL) {
         return NULL;
     }
-    if (copy_keys(out, pdu, top_keys) != 0
-        || (rv->redaction < MXF_REDACT_V11 && copy_keys(out, pdu, top_keys_pre_v11) != 0)) {
+    if (copy_keys(out, pdu, top_keys, deep) != 0
+        || (rv->redaction < MXF_REDACT_V11
+            && copy_keys(out, pdu, top_keys_pre_v11, deep) != 0)) {
         json_decref(out);
         return NULL;
     }
     content = json_object_get(pdu, "content");
     if (json_is_object(content)) {
-        json_t *rc = redact_content(pdu, content, rv);
+        json_t *rc = redact_content(pdu, content, rv, deep);
         if (rc == NULL || json_object_set_new(out, "content", rc) != 0) {
             json_decref(out);
             return NULL;
@@ -252,12 +255,18 @@ json_t *mxf_event_redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *
     return mxf_json_own(p, out);
 }
 
+json_t *mxf_event_redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv)
+{
+    return redact(p, pdu, rv, 1);
+}
+
 /* ------------------------------------------------------------------------
  * Reference hash, event IDs, room IDs */
 
 json_t *mxf_event_reference_input(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv)
 {
-    json_t *r = mxf_event_redact(p, pdu, rv);
+    /* Read only, and most events are hashed once: values are shared, not copied. */
+    json_t *r = redact(p, pdu, rv, 0);
 
     if (r) {
         json_object_del(r, "signatures");
@@ -612,6 +621,9 @@ apr_status_t mxf_event_check_limits(apr_pool_t *p, const json_t *pdu,
             || check_count(p, pdu, "auth_events", MXF_EVENT_MAX_AUTH_EVENTS, why)
                != APR_SUCCESS)) {
         return APR_EINVAL;
+    }
+    if (flags & MXF_EVENT_LIMITS_SIZE_KNOWN) {
+        return APR_SUCCESS;
     }
     if (mxf_canonical_encode_ex(p, pdu, canon_flags(rv), &len, why) == NULL) {
         return APR_EINVAL;

@@ -87,7 +87,9 @@ json_t *mxf_event_redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *
 /*
  * The redacted event without "signatures" (and without "unsigned" and
  * "age_ts", which redaction already drops): the object whose canonical JSON
- * is the reference hash input. Owned by @a p.
+ * is the reference hash input. Owned by @a p. Its members and the members
+ * of its "content" are @a pdu's own values (shared, not copied): add or
+ * remove members of the object and of its "content", change nothing below.
  */
 json_t *mxf_event_reference_input(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv);
 
@@ -194,6 +196,12 @@ apr_status_t mxf_event_sign(apr_pool_t *p, json_t *pdu, const mxf_roomver_t *rv,
 
 /* Backfill responses are exempt from the prev_events/auth_events counts. */
 #define MXF_EVENT_LIMITS_NO_EDGE_COUNTS 0x01u
+/*
+ * The caller knows the canonical JSON is within MXF_EVENT_MAX_BYTES (the
+ * event was parsed from at most that many bytes of JSON without floats:
+ * canonical JSON is never longer than such text), so it is not encoded.
+ */
+#define MXF_EVENT_LIMITS_SIZE_KNOWN 0x02u
 
 /*
  * Checks @a pdu against the size limits: canonical JSON of the whole
