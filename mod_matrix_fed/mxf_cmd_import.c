@@ -2743,6 +2743,10 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     }
     im->t_checked = apr_time_now();
     im->c_checked = cpu_now();
+    /* im->order only grows from here on (refills, which have nothing to verify). */
+    if (!verify_start(im, (ev_t **)im->order->elts, im->order->nelts)) {
+        return 0;
+    }
     if (!load_known(im) || !load_refills(im)) {
         return 0;
     }
@@ -2809,9 +2813,6 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     }
     im->t_ordered = apr_time_now();
     im->c_ordered = cpu_now();
-    if (!verify_start(im, (ev_t **)im->order->elts, im->order->nelts)) {
-        return 0;
-    }
     if (!write_rooms(im) || !write_events(im, topo)) {
         return 0;
     }
@@ -2993,7 +2994,7 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
            secs_since(im.t_written), total > 0 ? im.n_new / total : 0.0);
     printf("  cpu: %.2f s of the importer (checked %.2f s, ordered %.2f s, written %.2f s"
            " of which state resolution %.2f s, finished %.2f s; signatures verified alongside"
-           " ordering and writing: %.2f s; PostgreSQL's not included)\n",
+           " the ordering and writing: %.2f s; PostgreSQL's not included)\n",
            cpu_now() - im.c_start, im.c_checked - im.c_start, im.c_ordered - im.c_checked,
            im.c_written - im.c_ordered, im.c_resolving, cpu_now() - im.c_written, im.c_verify);
     if (im.n_batches) {
