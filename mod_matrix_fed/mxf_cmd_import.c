@@ -1967,9 +1967,10 @@ static void batch_reset(batch_t *b, apr_pool_t *p)
 {
     b->pool = p;
     memset(&b->rs, 0, sizeof(b->rs));
-    mxf_copy_init(&b->events, p, 1 << 20);
-    mxf_copy_init(&b->edges, p, 1 << 16);
-    mxf_copy_init(&b->auths, p, 1 << 16);
+    /* The three big ones in binary format (see add_event_row() for the types). */
+    mxf_copy_init_binary(&b->events, p, 1 << 20);
+    mxf_copy_init_binary(&b->edges, p, 1 << 16);
+    mxf_copy_init_binary(&b->auths, p, 1 << 16);
     mxf_copy_init(&b->redactions, p, 1 << 10);
     mxf_copy_init(&b->refills, p, 1 << 10);
     mxf_copy_init(&b->chain_pos, p, 1 << 14);
@@ -2067,6 +2068,11 @@ static void add_chain_rows(importer_t *im, batch_t *b, ev_t *e)
     }
 }
 
+/*
+ * The rows of a new event. Binary COPY: bigint columns take mxf_copy_int()
+ * (or _nullable_int()), text columns the string calls, boolean ones
+ * mxf_copy_bool().
+ */
 static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
 {
     int k;
@@ -2083,7 +2089,7 @@ static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
     mxf_copy_strn(&b->events, e->pdu, e->pdu_len);
     mxf_copy_str(&b->events, e->redacted_pdu);
     mxf_copy_str(&b->events, e->redacted_because);
-    mxf_copy_str(&b->events, e->sigs_verified ? "t" : "f");
+    mxf_copy_bool(&b->events, e->sigs_verified);
     mxf_copy_str(&b->events, e->rejected_reason);
     mxf_copy_nullable_int(&b->events, e->before ? mxf_rs_state_id(im->rs, e->before) : 0);
     mxf_copy_nullable_int(&b->events, e->after ? mxf_rs_state_id(im->rs, e->after) : 0);
@@ -2156,11 +2162,11 @@ static int write_batch(PGconn *conn, const batch_t *b)
                        " membership, depth, origin_server_ts, pdu, redacted_pdu, redacted_because,"
                        " signatures_verified, rejected_reason, state_before, state_after, vis_id,"
                        " vis_after_id)"
-                       " FROM STDIN", &b->events)
-        && mxf_pg_copy(conn, "COPY mxf_event_edges (event_nid, prev_id, prev_nid) FROM STDIN",
-                       &b->edges)
-        && mxf_pg_copy(conn, "COPY mxf_auth_edges (event_nid, auth_id, auth_nid) FROM STDIN",
-                       &b->auths)
+                       " FROM STDIN WITH (FORMAT binary)", &b->events)
+        && mxf_pg_copy(conn, "COPY mxf_event_edges (event_nid, prev_id, prev_nid) FROM STDIN"
+                       " WITH (FORMAT binary)", &b->edges)
+        && mxf_pg_copy(conn, "COPY mxf_auth_edges (event_nid, auth_id, auth_nid) FROM STDIN"
+                       " WITH (FORMAT binary)", &b->auths)
         && mxf_pg_copy(conn,
                        "COPY mxf_redactions (event_nid, room_nid, redacts, allowed_by_power)"
                        " FROM STDIN", &b->redactions)

@@ -79,6 +79,30 @@ void mxf_copy_init(mxf_copy_t *c, apr_pool_t *p, apr_size_t initial)
     mxf_buf_init(&c->buf, p, initial);
     c->fields = 0;
     c->rows = 0;
+    c->binary = 0;
+    c->row_start = 0;
+}
+
+/* The binary format's signature, flags (none) and header extension length (0). */
+static const char copy_binary_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+
+void mxf_copy_init_binary(mxf_copy_t *c, apr_pool_t *p, apr_size_t initial)
+{
+    mxf_copy_init(c, p, initial);
+    c->binary = 1;
+}
+
+static void put_be16(mxf_copy_t *b, apr_uint16_t v)
+{
+    unsigned char x[2] = { (unsigned char)(v >> 8), (unsigned char)v };
+    mxf_buf_append(&b->buf, x, 2);
+}
+
+static void put_be32(mxf_copy_t *b, apr_uint32_t v)
+{
+    unsigned char x[4] = { (unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 8), (unsigned char)v };
+    mxf_buf_append(&b->buf, x, 4);
 }
 
 int mxf_pg_copy(PGconn *conn, const char *sql, const mxf_copy_t *copy)
@@ -95,7 +119,10 @@ int mxf_pg_copy(PGconn *conn, const char *sql, const mxf_copy_t *copy)
         return 0;
     }
     PQclear(res);
-    if (PQputCopyData(conn, data->data, (int)data->len) != 1
+    if ((copy->binary && PQputCopyData(conn, copy_binary_header,
+                                       (int)sizeof(copy_binary_header)) != 1)
+        || PQputCopyData(conn, data->data, (int)data->len) != 1
+        || (copy->binary && PQputCopyData(conn, "\377\377", 2) != 1)   /* trailer: -1 */
         || PQputCopyEnd(conn, NULL) != 1) {
         mxf_cmd_error("%s failed: %s", sql, PQerrorMessage(conn));
         return 0;
@@ -127,9 +154,20 @@ int mxf_pg_copy_strings(PGconn *conn, const char *sql, const apr_array_header_t 
     return mxf_pg_copy(conn, sql, &b);
 }
 
-/* COPY text format: fields separated by tabs; backslash escapes. */
+/*
+ * COPY text format: fields separated by tabs; backslash escapes. Binary
+ * format: each row a 16-bit field count (filled in by mxf_copy_end()),
+ * each field a 32-bit length (-1: NULL) and its bytes, big-endian.
+ */
 static void field_sep(mxf_copy_t *b)
 {
+    if (b->binary) {
+        if (b->fields++ == 0) {
+            b->row_start = b->buf.len;
+            put_be16(b, 0);
+        }
+        return;
+    }
     if (b->fields++ > 0) {
         mxf_buf_append(&b->buf, "\t", 1);
     }
@@ -140,6 +178,11 @@ void mxf_copy_strn(mxf_copy_t *b, const char *s, apr_size_t n)
     apr_size_t i, start = 0;
 
     field_sep(b);
+    if (b->binary) {
+        put_be32(b, (apr_uint32_t)n);
+        mxf_buf_append(&b->buf, s, n);
+        return;
+    }
     for (i = 0; i < n; i++) {
         const char *esc = NULL;
         switch (s[i]) {
@@ -162,7 +205,12 @@ void mxf_copy_str(mxf_copy_t *b, const char *s)
 {
     if (!s) {
         field_sep(b);
-        mxf_buf_append(&b->buf, "\\N", 2);
+        if (b->binary) {
+            put_be32(b, 0xffffffffu);
+        }
+        else {
+            mxf_buf_append(&b->buf, "\\N", 2);
+        }
         return;
     }
     mxf_copy_strn(b, s, strlen(s));
@@ -171,10 +219,29 @@ void mxf_copy_str(mxf_copy_t *b, const char *s)
 void mxf_copy_int(mxf_copy_t *b, apr_int64_t v)
 {
     char num[32];
-    int n = apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT, v);
+    int n;
 
     field_sep(b);
+    if (b->binary) {
+        apr_uint64_t u = (apr_uint64_t)v;
+        put_be32(b, 8);
+        put_be32(b, (apr_uint32_t)(u >> 32));
+        put_be32(b, (apr_uint32_t)u);
+        return;
+    }
+    n = apr_snprintf(num, sizeof(num), "%" APR_INT64_T_FMT, v);
     mxf_buf_append(&b->buf, num, (apr_size_t)n);
+}
+
+void mxf_copy_bool(mxf_copy_t *b, int v)
+{
+    if (b->binary) {
+        field_sep(b);
+        put_be32(b, 1);
+        mxf_buf_append(&b->buf, v ? "\1" : "\0", 1);
+        return;
+    }
+    mxf_copy_str(b, v ? "t" : "f");
 }
 
 void mxf_copy_nullable_int(mxf_copy_t *b, apr_int64_t v)
@@ -189,6 +256,13 @@ void mxf_copy_nullable_int(mxf_copy_t *b, apr_int64_t v)
 
 void mxf_copy_end(mxf_copy_t *b)
 {
+    if (b->binary) {
+        b->buf.data[b->row_start] = (char)(b->fields >> 8);
+        b->buf.data[b->row_start + 1] = (char)b->fields;
+        b->fields = 0;
+        b->rows++;
+        return;
+    }
     mxf_buf_append(&b->buf, "\n", 1);
     b->fields = 0;
     b->rows++;
