@@ -8,10 +8,15 @@
  *   1. read the input (mapped, not copied); find the rooms' m.room.create
  *      events (room versions);
  *   2. parse and check every line in worker threads (strict JSON for the
- *      room version, size limits, event ID, content hash, signatures of the
- *      required servers), keeping only the fields the later steps need;
- *      every bad line is reported with its number before anything is
- *      written;
+ *      room version, size limits, event ID, content hash, which signatures
+ *      of the required servers can be checked), keeping only the fields
+ *      the later steps need, and the redacted form of events in rooms
+ *      whose history visibility can be restricted; every bad line is
+ *      reported with its number before anything is written. The Ed25519
+ *      verifications, most of the checking's CPU, then run in worker
+ *      threads alongside steps 3 to 5, whose output does not depend on
+ *      them: a signature that does not verify fails the import before it
+ *      commits (its line reported);
  *   3. look up the events the database already has, and the events whose
  *      state was unknown (missing prev_events) that this import can now
  *      complete; order everything topologically (ties: input order);
@@ -20,10 +25,11 @@
  *      where they differ), check the event against the authorization rules
  *      (its auth events, then the state before it), and the state after it
  *      and the visibility stretch it belongs to (mxf_roomstate), writing
- *      rows in batches: a writer thread sends one batch (COPY) while the
- *      main thread computes the next, so that PostgreSQL's work overlaps
- *      the importer's; the main thread waits for it before any other use
- *      of the connection (one transaction, one connection);
+ *      rows in batches: a writer thread sends one batch (COPY; binary
+ *      format for the events and edges) while the main thread computes the
+ *      next, so that PostgreSQL's work overlaps the importer's; the main
+ *      thread waits for it before any other use of the connection (one
+ *      transaction, one connection);
  *   5. apply redactions, link edges to events that arrived late, and set
  *      each room's current state, ACL and joined servers.
  *
