@@ -5,6 +5,7 @@
 #include <apr_optional.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
+#include <libpq-fe.h>
 
 #include "mxf_error.h"
 #include "mod_matrix_fed_db.h"
@@ -61,15 +62,15 @@ static const struct {
         "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
         " WHERE e.event_id = %s"
     },
-    /* args: room nid, event ID */
+    /* args: room nid, event ID. Streamed: the auth chain ('a'), then the state ('p'). */
     [MXF_STMT_STATE_AT] = {
         "mxf_state_at",
-        "SELECT kind, event_id, pdu FROM mxf_state_at(%s::bigint, %s, true)"
+        "SELECT kind, event_id, pdu FROM mxf_state_at(%s::bigint, %s, true) ORDER BY kind"
     },
-    /* args: room nid, event ID */
+    /* args: room nid, event ID. Streamed, in the same order. */
     [MXF_STMT_STATE_IDS_AT] = {
         "mxf_state_ids_at",
-        "SELECT kind, event_id FROM mxf_state_at(%s::bigint, %s, false)"
+        "SELECT kind, event_id FROM mxf_state_at(%s::bigint, %s, false) ORDER BY kind"
     },
     /* args: room nid, event ID */
     [MXF_STMT_EVENT_AUTH] = {
@@ -255,4 +256,179 @@ const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col)
         return NULL;
     }
     return v;
+}
+
+/* ------------------------------------------------------------------ streams */
+
+struct mxf_db_stream {
+    request_rec *r;
+    PGconn *conn;
+    PGresult *row;                      /* the current row */
+    PGresult *first;                    /* the first row, until mxf_db_stream_next() */
+    int done;                           /* every result read: the connection is idle */
+};
+
+/* Reads what is left of the query's results, so the connection is idle. */
+static void stream_drain(mxf_db_stream_t *s)
+{
+    PGresult *res;
+
+    while ((res = PQgetResult(s->conn)) != NULL) {
+        PQclear(res);
+    }
+    s->done = 1;
+}
+
+static apr_status_t stream_cleanup(void *data)
+{
+    mxf_db_stream_t *s = data;
+
+    PQclear(s->row);
+    PQclear(s->first);
+    s->row = s->first = NULL;
+    if (!s->done) {
+        /* Left before the end (client gone, error): stop the query, then drain. */
+        PGcancel *cancel = PQgetCancel(s->conn);
+        char err[256];
+        if (cancel) {
+            PQcancel(cancel, err, (int)sizeof(err));
+            PQfreeCancel(cancel);
+        }
+        stream_drain(s);
+    }
+    return APR_SUCCESS;
+}
+
+/* Sends statement @a id; its first result, or NULL (logged) if it failed. */
+static PGresult *stream_start(request_rec *r, PGconn *conn, mxf_stmt_t id, int nargs,
+                              const char **args, int attempt)
+{
+    PGresult *res;
+
+    if (!PQsendQueryPrepared(conn, statements[id].label, nargs, args, NULL, NULL, 0)) {
+        ap_log_rerror(APLOG_MARK, attempt ? APLOG_ERR : APLOG_WARNING, 0, r, MXFLOGNO(25052)
+                      "statement %s could not be sent: %s", statements[id].label,
+                      PQerrorMessage(conn));
+        return NULL;
+    }
+    if (!PQsetSingleRowMode(conn)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25053)
+                      "statement %s: single-row mode refused; rows come all at once",
+                      statements[id].label);
+    }
+    res = PQgetResult(conn);
+    switch (PQresultStatus(res)) {
+    case PGRES_SINGLE_TUPLE:
+    case PGRES_TUPLES_OK:
+        return res;
+    default:
+        ap_log_rerror(APLOG_MARK, attempt ? APLOG_ERR : APLOG_WARNING, 0, r, MXFLOGNO(25054)
+                      "statement %s failed: %s", statements[id].label,
+                      res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+        PQclear(res);
+        while ((res = PQgetResult(conn)) != NULL) {
+            PQclear(res);
+        }
+        return NULL;
+    }
+}
+
+int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
+                       mxf_db_stream_t **out)
+{
+    request_rec *r = req->r;
+    ap_dbd_t *dbd = mxf_db_acquire(r);
+    mxf_db_stream_t *s;
+    PGresult *first = NULL;
+    int attempt;
+
+    if (dbd && strcmp(apr_dbd_name(dbd->driver), "pgsql") != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25055)
+                      "the DBD driver is %s; the module needs pgsql", apr_dbd_name(dbd->driver));
+        dbd = NULL;
+    }
+    if (!dbd) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                                   "The database is not available; try again later"),
+               HTTP_SERVICE_UNAVAILABLE;
+    }
+    s = apr_pcalloc(r->pool, sizeof(*s));
+    s->r = r;
+    s->conn = apr_dbd_native_handle(dbd->driver, dbd->handle);
+    s->done = 1;
+    for (attempt = 0; attempt < 2; attempt++) {
+        if ((first = stream_start(r, s->conn, id, nargs, args, attempt)) != NULL) {
+            break;
+        }
+        if (attempt == 0 && !recover(r, dbd)) {
+            break;
+        }
+    }
+    if (!first) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                                   "The database could not answer; try again later"),
+               HTTP_SERVICE_UNAVAILABLE;
+    }
+    s->done = 0;
+    apr_pool_cleanup_register(r->pool, s, stream_cleanup, apr_pool_cleanup_null);
+    if (PQresultStatus(first) == PGRES_TUPLES_OK) {
+        PQclear(first);                 /* no rows */
+        stream_drain(s);
+    }
+    else {
+        s->first = first;
+    }
+    *out = s;
+    return OK;
+}
+
+int mxf_db_stream_next(mxf_db_stream_t *s)
+{
+    PGresult *res;
+
+    PQclear(s->row);
+    s->row = NULL;
+    if (s->first) {
+        s->row = s->first;
+        s->first = NULL;
+        return 1;
+    }
+    if (s->done) {
+        return 0;
+    }
+    res = PQgetResult(s->conn);
+    switch (PQresultStatus(res)) {
+    case PGRES_SINGLE_TUPLE:
+        s->row = res;
+        return 1;
+    case PGRES_TUPLES_OK:
+        PQclear(res);
+        stream_drain(s);
+        return 0;
+    default:
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, s->r, MXFLOGNO(25056)
+                      "reading rows failed: %s",
+                      res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn));
+        PQclear(res);
+        stream_drain(s);
+        return -1;
+    }
+}
+
+const char *mxf_db_stream_get(const mxf_db_stream_t *s, int col)
+{
+    if (!s->row || col < 0 || col >= PQnfields(s->row) || PQgetisnull(s->row, 0, col)) {
+        return NULL;
+    }
+    return PQgetvalue(s->row, 0, col);
+}
+
+apr_size_t mxf_db_stream_len(const mxf_db_stream_t *s, int col)
+{
+    if (!s->row || col < 0 || col >= PQnfields(s->row)) {
+        return 0;
+    }
+    return (apr_size_t)PQgetlength(s->row, 0, col);
 }

@@ -54,6 +54,29 @@ int mxf_db_select(struct mxf_req *req, mxf_stmt_t id, int nargs, const char **ar
 const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col);
 
 /*
+ * Rows one at a time, for answers too large to hold (the state of a big
+ * room): the statement runs on the request's pooled connection in libpq's
+ * single-row mode (through the pgsql driver's native handle), so neither
+ * libpq nor the module holds more than the current row. Opening fails like
+ * mxf_db_select() (error answer sent, its status returned). A stream left
+ * before its end is cancelled and drained when the request ends, so the
+ * connection goes back to mod_dbd idle.
+ */
+typedef struct mxf_db_stream mxf_db_stream_t;
+
+int mxf_db_stream_open(struct mxf_req *req, mxf_stmt_t id, int nargs, const char **args,
+                       mxf_db_stream_t **out);
+
+/* The next row: 1 (see mxf_db_stream_get()), 0 after the last, -1 on failure (logged). */
+int mxf_db_stream_next(mxf_db_stream_t *s);
+
+/* Column @a col of the current row, valid until the next call; NULL for SQL NULL. */
+const char *mxf_db_stream_get(const mxf_db_stream_t *s, int col);
+
+/* Its length in bytes. */
+apr_size_t mxf_db_stream_len(const mxf_db_stream_t *s, int col);
+
+/*
  * Registers all statements with mod_dbd for cmd->server. Returns an error
  * message when mod_dbd is not loaded.
  */

@@ -377,32 +377,104 @@ int mxf_handle_event(mxf_req_t *req)
 
 /* ------------------------------------------------------------------ state, state_ids */
 
-/* Event IDs of the rows of kind @a kind as JSON array members. */
-static void put_ids(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows,
-                    const char *kind)
-{
-    int i, n = 0;
+/* Bytes of a streamed answer collected before they are passed on. */
+#define STREAM_CHUNK (64 * 1024)
 
-    for (i = 0; i < rows->nrows; i++) {
-        if (strcmp(mxf_db_get(rows, i, 0), kind) != 0) {
-            continue;
-        }
-        if (n++) {
-            apr_brigade_putc(bb, NULL, NULL, ',');
-        }
-        mxf_http_put_json_string(req->r, bb, mxf_db_get(rows, i, 1));
+/*
+ * The answer of /state and /state_ids, streamed as the rows come: at a
+ * million events the state and its auth chain are about a hundred thousand
+ * events, far too much to hold per request. The rows come ordered by kind:
+ * the auth chain ('a'), then the state ('p').
+ */
+static int state_stream(mxf_req_t *req, mxf_db_stream_t *st, int ids_only, int rc)
+{
+    request_rec *r = req->r;
+    apr_bucket_brigade *bb = new_bb(r);
+    apr_size_t pending = 0;
+    char section = 'a';
+    long n = 0;
+
+    r->status = HTTP_OK;
+    ap_set_content_type(r, "application/json");
+    if (r->header_only) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
+        ap_pass_brigade(r->output_filters, bb);
+        return OK;
     }
+    apr_brigade_puts(bb, NULL, NULL, ids_only ? "{\"auth_chain_ids\":[" : "{\"auth_chain\":[");
+    for (; rc == 1; rc = mxf_db_stream_next(st)) {
+        const char *kind = mxf_db_stream_get(st, 0), *v;
+        apr_size_t len;
+
+        if (!kind || (kind[0] != section && !(section == 'a' && kind[0] == 'p'))) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25057)
+                          "state rows out of order (kind %s after %c)", kind ? kind : "NULL",
+                          section);
+            rc = -1;
+            break;
+        }
+        if (kind[0] != section) {
+            apr_brigade_puts(bb, NULL, NULL, ids_only ? "],\"pdu_ids\":[" : "],\"pdus\":[");
+            section = 'p';
+            n = 0;
+        }
+        if (ids_only) {
+            if (n++) {
+                apr_brigade_putc(bb, NULL, NULL, ',');
+            }
+            mxf_http_put_json_string(r, bb, mxf_db_stream_get(st, 1));
+            pending += mxf_db_stream_len(st, 1) + 3;
+        }
+        else if ((v = mxf_db_stream_get(st, 2)) != NULL) {
+            if (n++) {
+                apr_brigade_putc(bb, NULL, NULL, ',');
+            }
+            len = mxf_db_stream_len(st, 2);
+            apr_brigade_write(bb, NULL, NULL, v, len);
+            pending += len + 1;
+        }
+        else {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25058)
+                          "an event to serve has no stored redacted copy; left out "
+                          "(re-import the room)");
+        }
+        if (pending >= STREAM_CHUNK) {
+            if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || r->connection->aborted) {
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(25059)
+                              "client gone while the state was sent");
+                return OK;              /* the query is cancelled with the request */
+            }
+            apr_brigade_cleanup(bb);
+            pending = 0;
+        }
+    }
+    if (rc < 0) {
+        /* Too late for an error answer: end without the last chunk, as a broken proxy would. */
+        APR_BRIGADE_INSERT_TAIL(bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool,
+                                                           bb->bucket_alloc));
+    }
+    else {
+        if (section == 'a') {
+            apr_brigade_puts(bb, NULL, NULL, ids_only ? "],\"pdu_ids\":[" : "],\"pdus\":[");
+        }
+        apr_brigade_puts(bb, NULL, NULL, "]}");
+    }
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
+    if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(25060)
+                      "could not send the end of the state");
+    }
+    return OK;
 }
 
 static int state_common(mxf_req_t *req, int ids_only)
 {
     request_rec *r = req->r;
-    const char *room_id = req->params[0], *event_id;
+    const char *room_id = req->params[0], *event_id, *kind;
     const char *args[2];
-    mxf_db_rows_t *rows;
+    mxf_db_stream_t *st;
     room_ctx_t room;
-    apr_bucket_brigade *bb;
-    int dup;
+    int dup, rc;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
@@ -421,29 +493,22 @@ static int state_common(mxf_req_t *req, int ids_only)
     }
     args[0] = room.nid;
     args[1] = event_id;
-    if (mxf_db_select(req, ids_only ? MXF_STMT_STATE_IDS_AT : MXF_STMT_STATE_AT, 2, args,
-                      &rows) != OK) {
+    if (mxf_db_stream_open(req, ids_only ? MXF_STMT_STATE_IDS_AT : MXF_STMT_STATE_AT, 2, args,
+                           &st) != OK) {
         return OK;
     }
-    if (rows->nrows == 1 && !strcmp(mxf_db_get(rows, 0, 0), "!")) {
+    /* Before anything is sent: an unknown event ('!' row) or a failure still gets its error. */
+    rc = mxf_db_stream_next(st);
+    if (rc < 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                                   "The database could not answer; try again later");
+    }
+    if (rc == 1 && (kind = mxf_db_stream_get(st, 0)) != NULL && !strcmp(kind, "!")) {
         return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
                                    "Could not find the state at event %s", event_id);
     }
-    bb = new_bb(r);
-    if (ids_only) {
-        apr_brigade_puts(bb, NULL, NULL, "{\"auth_chain_ids\":[");
-        put_ids(req, bb, rows, "a");
-        apr_brigade_puts(bb, NULL, NULL, "],\"pdu_ids\":[");
-        put_ids(req, bb, rows, "p");
-    }
-    else {
-        apr_brigade_puts(bb, NULL, NULL, "{\"auth_chain\":[");
-        put_pdus(req, bb, rows, 2, "a", 0);
-        apr_brigade_puts(bb, NULL, NULL, "],\"pdus\":[");
-        put_pdus(req, bb, rows, 2, "p", 0);
-    }
-    apr_brigade_puts(bb, NULL, NULL, "]}");
-    return mxf_http_send_brigade(r, HTTP_OK, bb);
+    return state_stream(req, st, ids_only, rc);
 }
 
 /* GET /_matrix/federation/v1/state/{roomId}?event_id= */

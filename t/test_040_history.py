@@ -7,7 +7,9 @@ originals, and redacted copies are checked with python3-signedjson (the
 signatures cover exactly the redacted form)."""
 import json
 import os
+import socket
 import subprocess
+import time
 
 import pytest
 import signedjson.key
@@ -15,6 +17,7 @@ import signedjson.sign
 
 from conftest import SERVER_NAME
 from mxftest.matrix import gen_room, import_room, load_key, q, server_of, xmatrix
+from test_020_genroom import event_id
 
 FED = "/_matrix/federation/v1"
 
@@ -335,6 +338,105 @@ class TestState:
         assert_error(client.get(f"{FED}/event_auth/{q(room.room_id)}/{q(other.order[-1])}"),
                      404, "M_NOT_FOUND")
         assert_error(client.get(f"{FED}/state/{q(room.room_id)}"), 400, "M_MISSING_PARAM")
+
+
+# ------------------------------------------------------------------ a state streamed
+
+@pytest.fixture(scope="module")
+def big_state_room(build_env, postgres, workdir):
+    """A room whose state and auth chain answer is several times the
+    module's streaming chunk (64 KiB)."""
+    r = gen_room(build_env.cli, os.path.join(workdir, "room-big-state"), room_version=10,
+                 events=6000, servers=6, users_per_server=120, seed=21)
+    import_room(build_env.cli, postgres.conninfo(), r)
+    return r
+
+
+def full_auth_chain(room, eids):
+    """The auth chain of @eids over every event of the room's file (the
+    room's expectations list only a sample of a room this big)."""
+    auths = {}
+    for raw in room.lines:
+        ev = json.loads(raw)
+        auths[event_id(ev, room.version)] = [a[0] if isinstance(a, list) else a
+                                             for a in ev["auth_events"]]
+    seen, stack = set(), [a for e in eids for a in auths[e]]
+    while stack:
+        a = stack.pop()
+        if a not in seen:
+            seen.add(a)
+            stack.extend(auths[a])
+    return seen
+
+
+class TestStateStreamed:
+    """/state and /state_ids are streamed as PostgreSQL hands over the rows:
+    chunked, complete, and a client that goes away mid-answer leaves every
+    pooled connection usable."""
+
+    # A fixed, small socket send buffer: the kernel cannot take a whole answer
+    # at once, so a client that leaves is noticed while the answer is made.
+    SITE_EXTRA = "SendBufferSize 16384"
+
+    def client(self, httpd, room):
+        server = sorted(room.summary["joined_servers"])[0]
+        return Client(httpd, server, load_key(room.key_path(server)))
+
+    def test_040_045_large_state_chunked_and_complete(self, httpd, big_state_room):
+        room = big_state_room
+        c = self.client(httpd, room)
+        eid = room.order[-1]
+        exp_state = set(room.events[eid]["exp"]["state_before"].values())
+        r = c.get(f"{FED}/state_ids/{q(room.room_id)}?event_id={q(eid)}")
+        assert r.status == 200, r
+        assert len(r.body) > 64 * 1024, (len(r.body), r.headers)
+        assert r.header("Transfer-Encoding") == "chunked"
+        assert r.header("Content-Length") is None
+        assert sorted(r.json) == ["auth_chain_ids", "pdu_ids"]
+        assert set(r.json["pdu_ids"]) == exp_state
+        assert len(r.json["pdu_ids"]) == len(exp_state)
+        chain = full_auth_chain(room, exp_state)
+        assert set(r.json["auth_chain_ids"]) == chain
+        assert len(r.json["auth_chain_ids"]) == len(chain)
+        r = c.get(f"{FED}/state/{q(room.room_id)}?event_id={q(eid)}")
+        assert r.status == 200, r
+        assert len(r.body) > 8 * 64 * 1024, len(r.body)
+        assert r.header("Transfer-Encoding") == "chunked"
+        assert {event_id(p, room.version) for p in r.json["pdus"]} == exp_state
+        assert {event_id(p, room.version) for p in r.json["auth_chain"]} == chain
+        # State events are served as received (the generator redacts only messages).
+        raw = {event_id(json.loads(line), room.version): line.decode() for line in room.lines}
+        for pdu in r.json["pdus"] + r.json["auth_chain"]:
+            assert raw[event_id(pdu, room.version)] in r.body
+
+    def test_040_046_client_gone_mid_answer(self, httpd, big_state_room):
+        room = big_state_room
+        c = self.client(httpd, room)
+        eid = room.order[-1]
+        path = f"{FED}/state/{q(room.room_id)}?event_id={q(eid)}"
+        auth = xmatrix(c.origin, c.key, SERVER_NAME, "GET", path)
+        gone_before = sum("MXF25059" in line for line in httpd.new_log_lines())
+        # More abandoned answers than any process has pooled connections (DBDMax 8).
+        for _ in range(24):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # the server blocks soon
+                s.settimeout(10)
+                s.connect(("127.0.0.1", httpd.port))
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: {SERVER_NAME}\r\n"
+                          f"Authorization: {auth}\r\n\r\n".encode())
+                assert s.recv(4096).startswith(b"HTTP/1.1 200")
+                time.sleep(0.05)
+        # The module noticed (debug log) that clients left mid-answer.
+        deadline = time.time() + 10
+        while sum("MXF25059" in line for line in httpd.new_log_lines()) == gone_before:
+            assert time.time() < deadline, "no answer was cut short"
+            time.sleep(0.1)
+        # Every connection went back to the pool idle: whole answers again.
+        exp_state = set(room.events[eid]["exp"]["state_before"].values())
+        for _ in range(24):
+            r = c.get(f"{FED}/state_ids/{q(room.room_id)}?event_id={q(eid)}")
+            assert r.status == 200, r
+            assert set(r.json["pdu_ids"]) == exp_state
 
 
 # ------------------------------------------------------------------ timestamp_to_event
