@@ -119,8 +119,9 @@ typedef struct ev {
     mxf_rs_state_t *before, *after;     /* NULL: state unknown */
     const char *redacted_pdu;           /* while its batch is being written */
     const char *redacted_pre;           /* its redaction, encoded by its checker (see check_line) */
-    const char *signed_bytes;           /* what its signatures cover (see verify_event()) */
-    apr_size_t signed_len;
+    const char *signed_bytes;           /* what its signatures cover (see verify_event()), */
+    apr_size_t signed_len;              /* or NULL: redacted_pre less [sig_cut, + sig_cut_len) */
+    apr_size_t sig_cut, sig_cut_len;
     struct sig_check *sigs;             /* the signatures to verify */
     int n_sigs;
     const char *sig_error;              /* why a signature does not verify, or NULL */
@@ -194,6 +195,8 @@ typedef struct checker {
     pthread_t tid;
     int started;
     double cpu;                         /* verifiers: thread CPU seconds */
+    unsigned char *buf;                 /* verifiers: signed bytes put back together */
+    apr_size_t buf_cap;
 } checker_t;
 
 struct importer {
@@ -732,10 +735,35 @@ static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv, ev
             e->sigs[i].server = apr_pstrdup(c->pool, e->sigs[i].server);
             e->sigs[i].key_id = apr_pstrdup(c->pool, e->sigs[i].key_id);
         }
-        e->signed_bytes = apr_pmemdup(c->pool, bytes, len);
+        e->signed_bytes = bytes;        /* check_line() keeps them */
         e->signed_len = len;
     }
     return 1;
+}
+
+/*
+ * Keeps what @a e's signatures cover. The redacted form is those bytes
+ * with the signatures added: where there is one, the signed bytes are
+ * kept as the part of it to leave out (checked here to give exactly the
+ * signed bytes back), not a second copy of the event.
+ */
+static void keep_signed_bytes(ev_t *e, apr_pool_t *p)
+{
+    const char *red = e->redacted_pre, *sb = e->signed_bytes;
+    apr_size_t n = e->signed_len, red_len = red ? strlen(red) : 0, pre = 0;
+
+    if (red && red_len > n) {
+        while (pre < n && red[pre] == sb[pre]) {
+            pre++;
+        }
+        if (memcmp(red + pre + (red_len - n), sb + pre, n - pre) == 0) {
+            e->sig_cut = pre;
+            e->sig_cut_len = red_len - n;
+            e->signed_bytes = NULL;
+            return;
+        }
+    }
+    e->signed_bytes = apr_pmemdup(p, sb, n);
 }
 
 /*
@@ -874,6 +902,9 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
         }
         e->redacted_pre = apr_pstrmemdup(p, s, len);
     }
+    if (e->n_sigs) {
+        keep_signed_bytes(e, p);
+    }
     return e;
 }
 
@@ -921,12 +952,23 @@ static void *checker_main(void *data)
  */
 static void verify_event(checker_t *c, ev_t *e)
 {
+    const unsigned char *bytes = (const unsigned char *)e->signed_bytes;
     int k;
 
+    if (!bytes) {
+        /* Cut out of the redacted form (keep_signed_bytes()). */
+        if (c->buf_cap < e->signed_len) {
+            c->buf_cap = e->signed_len * 2;
+            c->buf = apr_palloc(c->pool, c->buf_cap);
+        }
+        memcpy(c->buf, e->redacted_pre, e->sig_cut);
+        memcpy(c->buf + e->sig_cut, e->redacted_pre + e->sig_cut + e->sig_cut_len,
+               e->signed_len - e->sig_cut);
+        bytes = c->buf;
+    }
     for (k = 0; k < e->n_sigs; k++) {
         const sig_check_t *sc = &e->sigs[k];
-        if (crypto_sign_verify_detached(sc->sig, (const unsigned char *)e->signed_bytes,
-                                        e->signed_len, sc->pk) != 0) {
+        if (crypto_sign_verify_detached(sc->sig, bytes, e->signed_len, sc->pk) != 0) {
             e->sig_error = apr_psprintf(c->pool, "signature %s of %s does not verify: "
                                         "signature does not verify", sc->key_id, sc->server);
             atomic_store(&c->im->sig_failed, 1);
