@@ -2989,6 +2989,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
         ok = mxf_keystore_add_file(im.keys, APR_ARRAY_IDX(keyfiles, i, const char *));
     }
     ok = ok && run_import(&im, buf, len);
+    if (!ok && !atomic_load(&im.sig_failed)) {
+        /* Failed for another reason: the verifications left are of no use. */
+        atomic_store(&im.next_verify, im.n_verify);
+    }
     ok = verify_finish(&im, 1) && ok;
     if (ok) {
         ok = mxf_pg_exec(im.conn, "COMMIT");

@@ -646,6 +646,34 @@ class TestBadLines:
             assert f"{path}:{k + 1}: " in err
         assert "3 bad lines" in err
 
+    @pytest.mark.parametrize("with_broken_json", [False, True], ids=["signatures", "mixed"])
+    def test_021_025_bad_signatures_all_reported(self, bad_base, build_env, postgres, tmp_path,
+                                                 with_broken_json):
+        """Signatures are verified alongside the writing: every line whose
+        signature does not verify is still named (with the other bad lines,
+        in input order), and nothing is committed."""
+        room = bad_base["10"]
+        second = list(room["lines"][150:])
+        bad = [10, 90]
+        for k in bad:
+            second[k] = _bad_signature(json.loads(second[k]), second[k], room)
+        if with_broken_json:
+            second[40] = _broken_json(None, second[40], room)
+            bad = [10, 40, 90]
+        path = write_lines(tmp_path / "bad.jsonl", second)
+        before = snapshot(postgres, room["db"])
+        r = import_file(build_env, postgres, room["db"], path)
+        err = r.stderr.decode()
+        assert r.returncode == 1, err
+        named = [int(x.split(f"{path}:", 1)[1].split(":", 1)[0]) - 1
+                 for x in err.splitlines() if f"{path}:" in x]
+        assert named == bad, err
+        for k in (10, 90):
+            line = [x for x in err.splitlines() if f"{path}:{k + 1}: " in x][0]
+            assert "signature" in line and "does not verify" in line, line
+        assert f"{len(bad)} bad lines" in err
+        assert snapshot(postgres, room["db"]) == before
+
     def test_021_023_content_hash_mismatch_is_stored_redacted(self, bad_base, build_env,
                                                               postgres, tmp_path):
         room = bad_base["10"]
