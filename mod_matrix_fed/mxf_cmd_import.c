@@ -1016,12 +1016,18 @@ static int verify_start(importer_t *im, ev_t **list, long n)
         checker_t *c = &im->verifiers[t];
         apr_allocator_t *alloc;
         c->im = im;
+        /* Each thread's pool has an allocator of its own. */
         if (apr_allocator_create(&alloc) != APR_SUCCESS
             || apr_pool_create_ex(&c->pool, im->p, NULL, alloc) != APR_SUCCESS) {
             mxf_cmd_error("out of memory");
+            im->verifiers = NULL;       /* no thread started yet */
             return 0;
         }
         apr_allocator_owner_set(alloc, c->pool);
+    }
+    for (t = 0; t < im->n_verifiers; t++) {
+        checker_t *c = &im->verifiers[t];
+        /* One that does not start leaves its share to verify_finish(). */
         c->started = pthread_create(&c->tid, NULL, verifier_main, c) == 0;
     }
     return 1;
