@@ -124,16 +124,12 @@ static const char *query_one(request_rec *r, const char *name, int *dup)
  * members (comma-separated). A missing text (an event whose redacted copy
  * is absent) is left out and logged.
  */
-static void put_pdus(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows, int col,
-                     const char *kind_filter, int kind_col)
+static void put_pdus(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows, int col)
 {
     int i, n = 0;
 
     for (i = 0; i < rows->nrows; i++) {
         const char *pdu;
-        if (kind_filter && strcmp(mxf_db_get(rows, i, kind_col), kind_filter) != 0) {
-            continue;
-        }
         if ((pdu = mxf_db_get(rows, i, col)) == NULL) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, req->r, MXFLOGNO(20011)
                           "an event to serve has no stored redacted copy; left out "
@@ -274,7 +270,7 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
     }
     bb = new_bb(r);
     apr_brigade_puts(bb, NULL, NULL, "{\"events\":[");
-    put_pdus(req, bb, rows, 0, NULL, 0);
+    put_pdus(req, bb, rows, 0);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
@@ -335,7 +331,7 @@ int mxf_handle_backfill(mxf_req_t *req)
     }
     bb = new_bb(r);
     transaction_head(req, bb);
-    put_pdus(req, bb, rows, 0, NULL, 0);
+    put_pdus(req, bb, rows, 0);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
@@ -370,7 +366,7 @@ int mxf_handle_event(mxf_req_t *req)
     }
     bb = new_bb(r);
     transaction_head(req, bb);
-    put_pdus(req, bb, rows, 1, NULL, 0);
+    put_pdus(req, bb, rows, 1);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
@@ -381,12 +377,14 @@ int mxf_handle_event(mxf_req_t *req)
 #define STREAM_CHUNK (64 * 1024)
 
 /*
- * The answer of /state and /state_ids, streamed as the rows come: at a
- * million events the state and its auth chain are about a hundred thousand
- * events, far too much to hold per request. The rows come ordered by kind:
- * the auth chain ('a'), then the state ('p').
+ * The answer of /state, /state_ids and /event_auth, streamed as the rows
+ * come: at a million events the state and its auth chain are about a
+ * hundred thousand events, far too much to hold per request. The rows come
+ * ordered by kind: the auth chain ('a') under @a head_a, then (if @a
+ * head_p) the state ('p') under @a head_p; event IDs only, or PDUs.
  */
-static int state_stream(mxf_req_t *req, mxf_db_stream_t *st, int ids_only, int rc)
+static int stream_answer(mxf_req_t *req, mxf_db_stream_t *st, const char *head_a,
+                         const char *head_p, int ids_only, int rc)
 {
     request_rec *r = req->r;
     apr_bucket_brigade *bb = new_bb(r);
@@ -401,12 +399,12 @@ static int state_stream(mxf_req_t *req, mxf_db_stream_t *st, int ids_only, int r
         ap_pass_brigade(r->output_filters, bb);
         return OK;
     }
-    apr_brigade_puts(bb, NULL, NULL, ids_only ? "{\"auth_chain_ids\":[" : "{\"auth_chain\":[");
+    apr_brigade_puts(bb, NULL, NULL, head_a);
     for (; rc == 1; rc = mxf_db_stream_next(st)) {
         const char *kind = mxf_db_stream_get(st, 0), *v;
         apr_size_t len;
 
-        if (!kind || (kind[0] != section && !(section == 'a' && kind[0] == 'p'))) {
+        if (!kind || (kind[0] != section && !(section == 'a' && kind[0] == 'p' && head_p))) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25057)
                           "state rows out of order (kind %s after %c)", kind ? kind : "NULL",
                           section);
@@ -414,7 +412,7 @@ static int state_stream(mxf_req_t *req, mxf_db_stream_t *st, int ids_only, int r
             break;
         }
         if (kind[0] != section) {
-            apr_brigade_puts(bb, NULL, NULL, ids_only ? "],\"pdu_ids\":[" : "],\"pdus\":[");
+            apr_brigade_puts(bb, NULL, NULL, head_p);
             section = 'p';
             n = 0;
         }
@@ -441,7 +439,7 @@ static int state_stream(mxf_req_t *req, mxf_db_stream_t *st, int ids_only, int r
         if (pending >= STREAM_CHUNK) {
             if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS || r->connection->aborted) {
                 ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(25059)
-                              "client gone while the state was sent");
+                              "client gone while the answer was sent");
                 return OK;              /* the query is cancelled with the request */
             }
             apr_brigade_cleanup(bb);
@@ -454,15 +452,15 @@ static int state_stream(mxf_req_t *req, mxf_db_stream_t *st, int ids_only, int r
                                                            bb->bucket_alloc));
     }
     else {
-        if (section == 'a') {
-            apr_brigade_puts(bb, NULL, NULL, ids_only ? "],\"pdu_ids\":[" : "],\"pdus\":[");
+        if (section == 'a' && head_p) {
+            apr_brigade_puts(bb, NULL, NULL, head_p);
         }
         apr_brigade_puts(bb, NULL, NULL, "]}");
     }
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(bb->bucket_alloc));
     if (ap_pass_brigade(r->output_filters, bb) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(25060)
-                      "could not send the end of the state");
+                      "could not send the end of the answer");
     }
     return OK;
 }
@@ -508,7 +506,8 @@ static int state_common(mxf_req_t *req, int ids_only)
         return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
                                    "Could not find the state at event %s", event_id);
     }
-    return state_stream(req, st, ids_only, rc);
+    return ids_only ? stream_answer(req, st, "{\"auth_chain_ids\":[", "],\"pdu_ids\":[", 1, rc)
+                    : stream_answer(req, st, "{\"auth_chain\":[", "],\"pdus\":[", 0, rc);
 }
 
 /* GET /_matrix/federation/v1/state/{roomId}?event_id= */
@@ -530,10 +529,10 @@ int mxf_handle_event_auth(mxf_req_t *req)
 {
     request_rec *r = req->r;
     const char *room_id = req->params[0], *event_id = req->params[1];
-    const char *args[2];
-    mxf_db_rows_t *rows;
+    const char *args[2], *kind;
+    mxf_db_stream_t *st;
     room_ctx_t room;
-    apr_bucket_brigade *bb;
+    int rc;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
@@ -547,18 +546,21 @@ int mxf_handle_event_auth(mxf_req_t *req)
     }
     args[0] = room.nid;
     args[1] = event_id;
-    if (mxf_db_select(req, MXF_STMT_EVENT_AUTH, 2, args, &rows) != OK) {
+    /* Streamed: an event's auth chain grows with the room's history of power and membership. */
+    if (mxf_db_stream_open(req, MXF_STMT_EVENT_AUTH, 2, args, &st) != OK) {
         return OK;
     }
-    if (rows->nrows == 1 && !strcmp(mxf_db_get(rows, 0, 0), "!")) {
+    rc = mxf_db_stream_next(st);
+    if (rc < 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                                   "The database could not answer; try again later");
+    }
+    if (rc == 1 && (kind = mxf_db_stream_get(st, 0)) != NULL && !strcmp(kind, "!")) {
         return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
                                    "Could not find event %s", event_id);
     }
-    bb = new_bb(r);
-    apr_brigade_puts(bb, NULL, NULL, "{\"auth_chain\":[");
-    put_pdus(req, bb, rows, 2, "a", 0);
-    apr_brigade_puts(bb, NULL, NULL, "]}");
-    return mxf_http_send_brigade(r, HTTP_OK, bb);
+    return stream_answer(req, st, "{\"auth_chain\":[", NULL, 0, rc);
 }
 
 /* ------------------------------------------------------------------ timestamp_to_event */

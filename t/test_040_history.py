@@ -370,7 +370,7 @@ def full_auth_chain(room, eids):
 
 
 class TestStateStreamed:
-    """/state and /state_ids are streamed as PostgreSQL hands over the rows:
+    """/state, /state_ids and /event_auth are streamed as PostgreSQL hands over the rows:
     chunked, complete, and a client that goes away mid-answer leaves every
     pooled connection usable."""
 
@@ -404,6 +404,11 @@ class TestStateStreamed:
         assert r.header("Transfer-Encoding") == "chunked"
         assert {event_id(p, room.version) for p in r.json["pdus"]} == exp_state
         assert {event_id(p, room.version) for p in r.json["auth_chain"]} == chain
+        r2 = c.get(f"{FED}/event_auth/{q(room.room_id)}/{q(eid)}")
+        assert r2.status == 200, r2
+        assert r2.header("Transfer-Encoding") == "chunked"
+        got = [event_id(p, room.version) for p in r2.json["auth_chain"]]
+        assert set(got) == full_auth_chain(room, [eid]) and len(got) == len(set(got))
         # State events are served as received (the generator redacts only messages).
         raw = {event_id(json.loads(line), room.version): line.decode() for line in room.lines}
         for pdu in r.json["pdus"] + r.json["auth_chain"]:
