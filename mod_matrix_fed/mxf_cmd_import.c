@@ -742,6 +742,125 @@ static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv, ev
 }
 
 /*
+ * End of the JSON value at @a i of canonical JSON @a t (our encoder's: no
+ * white space), or 0 if it runs past @a n.
+ */
+static apr_size_t skip_value(const char *t, apr_size_t i, apr_size_t n)
+{
+    int depth = 0;
+
+    while (i < n) {
+        switch (t[i++]) {
+        case '"':
+            while (i < n && t[i] != '"') {
+                i += t[i] == '\\' ? 2 : 1;
+            }
+            if (i >= n) {
+                return 0;
+            }
+            i++;                        /* past the closing quote */
+            break;
+        case '{':
+        case '[':
+            depth++;
+            continue;
+        case '}':
+        case ']':
+            depth--;
+            break;
+        case ':':
+        case ',':
+            continue;                   /* between members or elements */
+        default:
+            while (i < n && t[i] != ',' && t[i] != '}' && t[i] != ']') {
+                i++;                    /* the rest of a number or literal */
+            }
+            break;
+        }
+        if (depth <= 0) {
+            return depth == 0 ? i : 0;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The redacted form from the signed bytes @a sb (the canonical JSON of the
+ * redacted event less its signatures) and the canonical JSON @a sigs of its
+ * signatures: the member "signatures" goes in where canonical JSON's key
+ * order puts it. Sets e->redacted_pre and the cut that gives @a sb back;
+ * 0 if @a sb is not as expected (the caller encodes the whole form).
+ */
+static int splice_signatures(apr_pool_t *p, ev_t *e, const char *sb, apr_size_t n,
+                             const char *sigs, apr_size_t sigs_len)
+{
+    static const char key[] = "\"signatures\":";
+    apr_size_t i = 1, at, klen = sizeof(key) - 1;
+    char *out;
+    int before;
+
+    if (n < 2 || sb[0] != '{' || sb[n - 1] != '}') {
+        return 0;
+    }
+    for (;;) {
+        apr_size_t k;
+        if (i == n - 1) {               /* the end: after the last member */
+            at = i;
+            before = 0;
+            break;
+        }
+        if (sb[i] != '"') {
+            return 0;
+        }
+        for (k = i + 1; k < n && sb[k] != '"' && sb[k] != '\\'; k++) {
+        }
+        if (k >= n || sb[k] != '"' || k + 1 >= n || sb[k + 1] != ':') {
+            return 0;                   /* escapes in a key: not ours to judge */
+        }
+        {
+            apr_size_t kl = k - (i + 1);
+            int c = memcmp(sb + i + 1, "signatures", kl < 10 ? kl : 10);
+            if (c > 0 || (c == 0 && kl > 10)) {
+                at = i;                 /* before the first key after "signatures" */
+                before = 1;
+                break;
+            }
+            if (c == 0 && kl == 10) {
+                return 0;               /* already there */
+            }
+        }
+        if ((i = skip_value(sb, k + 2, n - 1)) == 0) {
+            return 0;
+        }
+        if (sb[i] == ',') {
+            i++;
+        }
+        else if (i != n - 1) {
+            return 0;
+        }
+    }
+    /* Inserted: ["," when after a member] "signatures":S ["," when before one]. */
+    e->sig_cut_len = klen + sigs_len + (at > 1 && !before) + before;
+    out = apr_palloc(p, n + e->sig_cut_len + 1);
+    memcpy(out, sb, at);
+    i = at;
+    if (at > 1 && !before) {
+        out[i++] = ',';
+    }
+    memcpy(out + i, key, klen);
+    memcpy(out + i + klen, sigs, sigs_len);
+    i += klen + sigs_len;
+    if (before) {
+        out[i++] = ',';
+    }
+    memcpy(out + i, sb + at, n - at);
+    out[n + e->sig_cut_len] = '\0';
+    e->redacted_pre = out;
+    e->sig_cut = at;
+    return 1;
+}
+
+/*
  * Keeps what @a e's signatures cover. The redacted form is those bytes
  * with the signatures added: where there is one, the signed bytes are
  * kept as the part of it to leave out (checked here to give exactly the
@@ -890,12 +1009,21 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     }
     e->sigs_verified = verified != 0;
     if (r->may_restrict || e->hash_mismatch) {
-        /* The redacted form is the reference input with the signatures. */
+        /*
+         * The redacted form is the reference input with the signatures: the
+         * signed bytes with the signatures' canonical JSON put in, or else
+         * encoded whole (in scratch space, kept at its size: there are many).
+         */
         json_t *sigs = json_object_get(j, "signatures");
-        if (sigs) {
-            json_object_set(ref, "signatures", sigs);
+        apr_size_t slen;
+        const char *stext = mxf_canonical_encode_ex(tmp, sigs, canon_flags(r->rv), &slen, why);
+        if (stext && splice_signatures(p, e, bytes, len, stext, slen)) {
+            if (e->n_sigs) {
+                e->signed_bytes = NULL;     /* the cut gives them back */
+            }
+            return e;
         }
-        /* Encoded in scratch space, kept at its size: there are many. */
+        json_object_set(ref, "signatures", sigs);
         if (!(s = mxf_canonical_encode_ex(tmp, ref, canon_flags(r->rv), &len, why))) {
             *why = apr_pstrcat(tmp, "cannot encode the redacted event: ", *why, NULL);
             return NULL;
