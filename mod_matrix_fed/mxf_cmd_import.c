@@ -1301,8 +1301,21 @@ static int load_known(importer_t *im)
     apr_hash_t *missing = apr_hash_make(im->p);
     apr_array_header_t *ids = apr_array_make(im->p, im->order->nelts + 16, sizeof(const char *));
     PGresult *res;
-    int i, k;
+    int i, k, empty;
 
+    if (!mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_ids (event_id text) ON COMMIT DROP")) {
+        return 0;
+    }
+    /* An empty database knows none of them (this import holds the import lock). */
+    res = PQexec(im->conn, "SELECT NOT EXISTS (SELECT 1 FROM mxf_events)");
+    if (!mxf_pg_ok(res, "looking up known events")) {
+        return 0;
+    }
+    empty = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (empty) {
+        return 1;
+    }
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *);
         APR_ARRAY_PUSH(ids, const char *) = e->event_id;
@@ -1314,8 +1327,7 @@ static int load_known(importer_t *im)
             }
         }
     }
-    if (!mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_ids (event_id text) ON COMMIT DROP")
-        || !mxf_pg_copy_strings(im->conn, "COPY mxf_import_ids FROM STDIN", ids)
+    if (!mxf_pg_copy_strings(im->conn, "COPY mxf_import_ids FROM STDIN", ids)
         || !mxf_pg_exec(im->conn, "ANALYZE mxf_import_ids")) {
         return 0;
     }
