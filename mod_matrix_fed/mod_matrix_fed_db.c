@@ -263,8 +263,10 @@ const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col)
 struct mxf_db_stream {
     request_rec *r;
     PGconn *conn;
-    PGresult *row;                      /* the current row */
-    PGresult *first;                    /* the first row, until mxf_db_stream_next() */
+    PGresult *row;                      /* the current row's result */
+    int idx;                            /* the current row in it */
+    int last;                           /* it is the final result (all rows at once) */
+    PGresult *first;                    /* the first result, until mxf_db_stream_next() */
     int done;                           /* every result read: the connection is idle */
 };
 
@@ -372,14 +374,8 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
                HTTP_SERVICE_UNAVAILABLE;
     }
     s->done = 0;
+    s->first = first;
     apr_pool_cleanup_register(r->pool, s, stream_cleanup, apr_pool_cleanup_null);
-    if (PQresultStatus(first) == PGRES_TUPLES_OK) {
-        PQclear(first);                 /* no rows */
-        stream_drain(s);
-    }
-    else {
-        s->first = first;
-    }
     *out = s;
     return OK;
 }
@@ -388,22 +384,40 @@ int mxf_db_stream_next(mxf_db_stream_t *s)
 {
     PGresult *res;
 
-    PQclear(s->row);
-    s->row = NULL;
-    if (s->first) {
-        s->row = s->first;
-        s->first = NULL;
-        return 1;
+    if (s->row) {
+        if (++s->idx < PQntuples(s->row)) {
+            return 1;
+        }
+        PQclear(s->row);
+        s->row = NULL;
+        if (s->last) {
+            stream_drain(s);
+            return 0;
+        }
     }
-    if (s->done) {
+    if (s->first) {
+        res = s->first;
+        s->first = NULL;
+    }
+    else if (s->done) {
         return 0;
     }
-    res = PQgetResult(s->conn);
+    else {
+        res = PQgetResult(s->conn);
+    }
     switch (PQresultStatus(res)) {
     case PGRES_SINGLE_TUPLE:
         s->row = res;
+        s->idx = 0;
         return 1;
     case PGRES_TUPLES_OK:
+        /* The end: no rows, or all of them (had single-row mode been refused). */
+        if (PQntuples(res) > 0) {
+            s->row = res;
+            s->idx = 0;
+            s->last = 1;
+            return 1;
+        }
         PQclear(res);
         stream_drain(s);
         return 0;
@@ -419,10 +433,10 @@ int mxf_db_stream_next(mxf_db_stream_t *s)
 
 const char *mxf_db_stream_get(const mxf_db_stream_t *s, int col)
 {
-    if (!s->row || col < 0 || col >= PQnfields(s->row) || PQgetisnull(s->row, 0, col)) {
+    if (!s->row || col < 0 || col >= PQnfields(s->row) || PQgetisnull(s->row, s->idx, col)) {
         return NULL;
     }
-    return PQgetvalue(s->row, 0, col);
+    return PQgetvalue(s->row, s->idx, col);
 }
 
 apr_size_t mxf_db_stream_len(const mxf_db_stream_t *s, int col)
@@ -430,5 +444,5 @@ apr_size_t mxf_db_stream_len(const mxf_db_stream_t *s, int col)
     if (!s->row || col < 0 || col >= PQnfields(s->row)) {
         return 0;
     }
-    return (apr_size_t)PQgetlength(s->row, 0, col);
+    return (apr_size_t)PQgetlength(s->row, s->idx, col);
 }
