@@ -371,7 +371,7 @@ int mxf_handle_event(mxf_req_t *req)
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
 
-/* ------------------------------------------------------------------ state, state_ids */
+/* ------------------------------------------------------------------ state, state_ids, streamed answers */
 
 /* Bytes of a streamed answer collected before they are passed on. */
 #define STREAM_CHUNK (64 * 1024)
@@ -406,7 +406,7 @@ static int stream_answer(mxf_req_t *req, mxf_db_stream_t *st, const char *head_a
 
         if (!kind || (kind[0] != section && !(section == 'a' && kind[0] == 'p' && head_p))) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25057)
-                          "state rows out of order (kind %s after %c)", kind ? kind : "NULL",
+                          "answer rows out of order (kind %s after %c)", kind ? kind : "NULL",
                           section);
             rc = -1;
             break;
