@@ -465,10 +465,40 @@ static int stream_answer(mxf_req_t *req, mxf_db_stream_t *st, const char *head_a
     return OK;
 }
 
+/*
+ * Opens the stream of statement @a id (args: room nid, event ID) and reads
+ * its first row before anything is sent, so that a failure (503) or an
+ * unknown event (a '!' row: 404, "@a not_found <event ID>") still gets its
+ * error answer. OK with *st and *rc (mxf_db_stream_next()'s) set;
+ * otherwise the answer is sent.
+ */
+static int stream_first(mxf_req_t *req, mxf_stmt_t id, const char **args,
+                        const char *not_found, mxf_db_stream_t **st, int *rc)
+{
+    request_rec *r = req->r;
+    const char *kind;
+
+    if (mxf_db_stream_open(req, id, 2, args, st) != OK) {
+        return DONE;
+    }
+    *rc = mxf_db_stream_next(*st);
+    if (*rc < 0) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                            "The database could not answer; try again later");
+        return DONE;
+    }
+    if (*rc == 1 && (kind = mxf_db_stream_get(*st, 0)) != NULL && !strcmp(kind, "!")) {
+        mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND, "%s %s", not_found, args[1]);
+        return DONE;
+    }
+    return OK;
+}
+
 static int state_common(mxf_req_t *req, int ids_only)
 {
     request_rec *r = req->r;
-    const char *room_id = req->params[0], *event_id, *kind;
+    const char *room_id = req->params[0], *event_id;
     const char *args[2];
     mxf_db_stream_t *st;
     room_ctx_t room;
@@ -491,20 +521,9 @@ static int state_common(mxf_req_t *req, int ids_only)
     }
     args[0] = room.nid;
     args[1] = event_id;
-    if (mxf_db_stream_open(req, ids_only ? MXF_STMT_STATE_IDS_AT : MXF_STMT_STATE_AT, 2, args,
-                           &st) != OK) {
+    if (stream_first(req, ids_only ? MXF_STMT_STATE_IDS_AT : MXF_STMT_STATE_AT, args,
+                     "Could not find the state at event", &st, &rc) != OK) {
         return OK;
-    }
-    /* Before anything is sent: an unknown event ('!' row) or a failure still gets its error. */
-    rc = mxf_db_stream_next(st);
-    if (rc < 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
-                                   "The database could not answer; try again later");
-    }
-    if (rc == 1 && (kind = mxf_db_stream_get(st, 0)) != NULL && !strcmp(kind, "!")) {
-        return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
-                                   "Could not find the state at event %s", event_id);
     }
     return ids_only ? stream_answer(req, st, "{\"auth_chain_ids\":[", "],\"pdu_ids\":[", 1, rc)
                     : stream_answer(req, st, "{\"auth_chain\":[", "],\"pdus\":[", 0, rc);
@@ -529,7 +548,7 @@ int mxf_handle_event_auth(mxf_req_t *req)
 {
     request_rec *r = req->r;
     const char *room_id = req->params[0], *event_id = req->params[1];
-    const char *args[2], *kind;
+    const char *args[2];
     mxf_db_stream_t *st;
     room_ctx_t room;
     int rc;
@@ -547,18 +566,8 @@ int mxf_handle_event_auth(mxf_req_t *req)
     args[0] = room.nid;
     args[1] = event_id;
     /* Streamed: an event's auth chain grows with the room's history of power and membership. */
-    if (mxf_db_stream_open(req, MXF_STMT_EVENT_AUTH, 2, args, &st) != OK) {
+    if (stream_first(req, MXF_STMT_EVENT_AUTH, args, "Could not find event", &st, &rc) != OK) {
         return OK;
-    }
-    rc = mxf_db_stream_next(st);
-    if (rc < 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
-                                   "The database could not answer; try again later");
-    }
-    if (rc == 1 && (kind = mxf_db_stream_get(st, 0)) != NULL && !strcmp(kind, "!")) {
-        return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
-                                   "Could not find event %s", event_id);
     }
     return stream_answer(req, st, "{\"auth_chain\":[", NULL, 0, rc);
 }
