@@ -151,6 +151,15 @@ ap_dbd_t *mxf_db_acquire(request_rec *r)
     return dbd;
 }
 
+int mxf_db_unavailable(request_rec *r, int answered)
+{
+    apr_table_setn(r->err_headers_out, "Retry-After", "5");
+    mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                        answered ? "The database could not answer; try again later"
+                                 : "The database is not available; try again later");
+    return HTTP_SERVICE_UNAVAILABLE;
+}
+
 apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
 {
     apr_dbd_prepared_t *stmt = apr_hash_get(dbd->prepared, statements[id].label,
@@ -197,10 +206,7 @@ int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
     int rv = -1, attempt, i;
 
     if (!dbd) {
-        apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
-                                   "The database is not available; try again later"),
-               HTTP_SERVICE_UNAVAILABLE;
+        return mxf_db_unavailable(r, 0);
     }
     for (attempt = 0; attempt < 2; attempt++) {
         stmt = apr_hash_get(dbd->prepared, statements[id].label, APR_HASH_KEY_STRING);
@@ -225,10 +231,7 @@ int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
         }
     }
     if (rv != 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
-                                   "The database could not answer; try again later"),
-               HTTP_SERVICE_UNAVAILABLE;
+        return mxf_db_unavailable(r, 1);
     }
     rows = apr_pcalloc(r->pool, sizeof(*rows));
     rows->driver = dbd->driver;
@@ -350,10 +353,7 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
         dbd = NULL;
     }
     if (!dbd) {
-        apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
-                                   "The database is not available; try again later"),
-               HTTP_SERVICE_UNAVAILABLE;
+        return mxf_db_unavailable(r, 0);
     }
     s = apr_pcalloc(r->pool, sizeof(*s));
     s->r = r;
@@ -368,10 +368,7 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
         }
     }
     if (!first) {
-        apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        return mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
-                                   "The database could not answer; try again later"),
-               HTTP_SERVICE_UNAVAILABLE;
+        return mxf_db_unavailable(r, 1);
     }
     s->done = 0;
     s->first = first;

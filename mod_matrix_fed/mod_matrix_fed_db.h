@@ -25,6 +25,12 @@ typedef enum {
     MXF_STMT__COUNT
 } mxf_stmt_t;
 
+/*
+ * Sends 503 M_UNKNOWN with Retry-After: the database could not be had, or
+ * (@a answered) failed to answer. Returns HTTP_SERVICE_UNAVAILABLE.
+ */
+int mxf_db_unavailable(request_rec *r, int answered);
+
 /* The prepared statement @a id on @a dbd, or NULL (logged). */
 apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id);
 

@@ -483,9 +483,7 @@ static int stream_first(mxf_req_t *req, mxf_stmt_t id, const char **args,
     }
     *rc = mxf_db_stream_next(*st);
     if (*rc < 0) {
-        apr_table_setn(r->err_headers_out, "Retry-After", "5");
-        mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
-                            "The database could not answer; try again later");
+        mxf_db_unavailable(r, 1);
         return DONE;
     }
     if (*rc == 1 && (kind = mxf_db_stream_get(*st, 0)) != NULL && !strcmp(kind, "!")) {
