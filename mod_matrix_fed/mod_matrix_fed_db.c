@@ -17,6 +17,27 @@
  * them unquoted) and carry the module's prefix (they share mod_dbd's
  * namespace with every other DBD user). Placeholders are APR DBD's.
  */
+/*
+ * The room access of an origin, as a derived table "a": the room's number,
+ * version and ACL text, whether the origin has a joined member in it
+ * ("member"), and whether the importer found the ACL to allow it ("go":
+ * member, and no ACL or acl_allowed; see sql/009). Args: origin, room ID.
+ * The statements that check access start their columns with room_nid,
+ * room_version, current_acl, member: the history handlers read them there.
+ */
+#define ROOM_ACCESS_FROM \
+    "(SELECT r.room_nid, r.room_version, r.current_acl," \
+    "        s.server_name IS NOT NULL AS member," \
+    "        s.server_name IS NOT NULL AND (r.current_acl IS NULL OR s.acl_allowed) AS go" \
+    "   FROM mxf_rooms r" \
+    "   LEFT JOIN mxf_room_servers s ON s.room_nid = r.room_nid AND s.server_name = %s" \
+    "  WHERE r.room_id = %s) a"
+
+/* The served copy of event e for the origin, with e's visibility rows. */
+#define PDU_FOR_JOINS \
+    "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id" \
+    "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
+
 static const struct {
     const char *label;
     const char *sql;
@@ -24,10 +45,7 @@ static const struct {
     /* args: origin, room ID */
     [MXF_STMT_ROOM_ACCESS] = {
         "mxf_room_access",
-        "SELECT r.room_nid, r.room_version, r.current_acl,"
-        "       EXISTS (SELECT 1 FROM mxf_room_servers s"
-        "                WHERE s.room_nid = r.room_nid AND s.server_name = %s)"
-        "  FROM mxf_rooms r WHERE r.room_id = %s"
+        "SELECT a.room_nid, a.room_version, a.current_acl, a.member FROM " ROOM_ACCESS_FROM
     },
     /* args: origin, room nid, earliest (JSON array), latest (JSON array), limit, min_depth */
     [MXF_STMT_MISSING_EVENTS] = {
@@ -38,9 +56,29 @@ static const struct {
         "         ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
         "         %s::int, %s::bigint) m"
         "  JOIN mxf_events e ON e.event_nid = m"
-        "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id"
-        "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
+        PDU_FOR_JOINS
         " ORDER BY e.depth, e.event_nid"
+    },
+    /*
+     * The access and the walk in one statement: the access columns, go, then the PDU and event number of each event (one row of NULLs
+     * when there are none). The walk runs (its limit is not 0) only when
+     * "go"; otherwise the module decides and walks with the statement above.
+     * args: origin, room ID, origin, earliest, latest, limit, min_depth
+     */
+    [MXF_STMT_MISSING_EVENTS_IN] = {
+        "mxf_missing_events_in",
+        "SELECT a.room_nid, a.room_version, a.current_acl, a.member, a.go, w.pdu, w.event_nid"
+        "  FROM " ROOM_ACCESS_FROM
+        "  LEFT JOIN LATERAL ("
+        "    SELECT mxf_pdu_for(e, vb, va, %s) AS pdu, e.depth, e.event_nid"
+        "      FROM mxf_missing_events(a.room_nid,"
+        "             ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
+        "             ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
+        "             CASE WHEN a.go THEN %s::int ELSE 0 END, %s::bigint) m"
+        "      JOIN mxf_events e ON e.event_nid = m"
+        PDU_FOR_JOINS
+        "  ) w ON true"
+        " ORDER BY w.depth, w.event_nid"
     },
     /* args: origin, room nid, v (JSON array), limit */
     [MXF_STMT_BACKFILL] = {
@@ -49,17 +87,34 @@ static const struct {
         "  FROM mxf_backfill(%s::bigint, ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
         "                    %s::int) b (nid)"
         "  JOIN mxf_events e ON e.event_nid = b.nid"
-        "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id"
-        "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
+        PDU_FOR_JOINS
         " ORDER BY e.depth DESC, e.event_nid DESC"
     },
-    /* args: origin, event ID */
+    /* The same for backfill. args: origin, room ID, origin, v, limit */
+    [MXF_STMT_BACKFILL_IN] = {
+        "mxf_backfill_in",
+        "SELECT a.room_nid, a.room_version, a.current_acl, a.member, a.go, w.pdu, w.event_nid"
+        "  FROM " ROOM_ACCESS_FROM
+        "  LEFT JOIN LATERAL ("
+        "    SELECT mxf_pdu_for(e, vb, va, %s) AS pdu, e.depth, e.event_nid"
+        "      FROM mxf_backfill(a.room_nid, ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
+        "                        CASE WHEN a.go THEN %s::int ELSE 0 END) b (nid)"
+        "      JOIN mxf_events e ON e.event_nid = b.nid"
+        PDU_FOR_JOINS
+        "  ) w ON true"
+        " ORDER BY w.depth DESC, w.event_nid DESC"
+    },
+    /*
+     * The event, then its room's access columns (from column 3).
+     * args: origin, origin, event ID
+     */
     [MXF_STMT_EVENT] = {
         "mxf_event",
-        "SELECT r.room_id, mxf_pdu_for(e, vb, va, %s), e.rejected_reason IS NOT NULL"
+        "SELECT r.room_id, mxf_pdu_for(e, vb, va, %s), e.rejected_reason IS NOT NULL,"
+        "       r.room_nid, r.room_version, r.current_acl, s.server_name IS NOT NULL"
         "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
-        "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id"
-        "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
+        "  LEFT JOIN mxf_room_servers s ON s.room_nid = r.room_nid AND s.server_name = %s"
+        PDU_FOR_JOINS
         " WHERE e.event_id = %s"
     },
     /* args: room nid, event ID. Streamed: the auth chain ('a'), then the state ('p'). */

@@ -10,6 +10,13 @@
  * returns the PDU texts to serve - as stored, or their stored redacted copy
  * where the origin may not see the event. The answer is put together from
  * those texts; event JSON is never parsed or serialised again here.
+ *
+ * /event, get_missing_events and backfill fetch the room's access columns
+ * in the same statement as their events, so that they take one round trip:
+ * /event always (finding the event costs no more than finding the room),
+ * the walks when the importer found the ACL to allow the origin (the walk
+ * is not run for anyone else; see access_and_walk()). The access decision
+ * itself is always made here, from the room's ACL as stored.
  */
 #include "mod_matrix_fed_private.h"
 
@@ -54,27 +61,24 @@ static int bad_room_id(mxf_req_t *req, const char *room_id, apr_size_t len)
 }
 
 /*
- * Grants or refuses access to @a room_id: the origin must have a joined
- * member in the room now (403), and with @a check_acl the room's server ACL
- * must allow it (403). Returns OK with @a ctx filled in, or the status of
- * the error already sent.
+ * Grants or refuses access to @a room_id from the access columns of a row
+ * (room_nid, room_version, current_acl, member from column @a col of row 0;
+ * no row: unknown room): the origin must have a joined member in the room
+ * now (403), and with @a check_acl the room's server ACL must allow it
+ * (403). Returns OK with @a ctx filled in, or the status of the error
+ * already sent.
  */
-static int room_access(mxf_req_t *req, const char *room_id, int check_acl, room_ctx_t *ctx)
+static int access_from_row(mxf_req_t *req, const char *room_id, mxf_db_rows_t *rows, int col,
+                           int check_acl, room_ctx_t *ctx)
 {
-    const char *args[2] = { origin_of(req), room_id };
-    mxf_db_rows_t *rows;
-    const char *acl_text;
-    int status;
+    const char *acl_text, *member = rows->nrows ? mxf_db_get(rows, 0, col + 3) : NULL;
 
-    if ((status = mxf_db_select(req, MXF_STMT_ROOM_ACCESS, 2, args, &rows)) != OK) {
-        return status;
-    }
-    if (rows->nrows == 0 || strcmp(mxf_db_get(rows, 0, 3), "t") != 0) {
+    if (!member || strcmp(member, "t") != 0) {
         return mxf_http_send_error(req->r, HTTP_FORBIDDEN, MXF_M_FORBIDDEN,
                                    "Server %s is not in room %s", origin_of(req), room_id),
                HTTP_FORBIDDEN;
     }
-    acl_text = mxf_db_get(rows, 0, 2);
+    acl_text = mxf_db_get(rows, 0, col + 2);
     if (check_acl && acl_text) {
         json_t *acl = mxf_json_own(req->r->pool, json_loads(acl_text, 0, NULL));
         if (!acl || !mxf_acl_allows(acl, origin_of(req))) {
@@ -84,9 +88,58 @@ static int room_access(mxf_req_t *req, const char *room_id, int check_acl, room_
         }
     }
     ctx->room_id = room_id;
-    ctx->nid = mxf_db_get(rows, 0, 0);
-    ctx->version = mxf_db_get(rows, 0, 1);
+    ctx->nid = mxf_db_get(rows, 0, col);
+    ctx->version = mxf_db_get(rows, 0, col + 1);
     return OK;
+}
+
+/* Looks the room's access up, then as access_from_row(). */
+static int room_access(mxf_req_t *req, const char *room_id, int check_acl, room_ctx_t *ctx)
+{
+    const char *args[2] = { origin_of(req), room_id };
+    mxf_db_rows_t *rows;
+    int status;
+
+    if ((status = mxf_db_select(req, MXF_STMT_ROOM_ACCESS, 2, args, &rows)) != OK) {
+        return status;
+    }
+    return access_from_row(req, room_id, rows, 0, check_acl, ctx);
+}
+
+/*
+ * get_missing_events and backfill: one statement checks the access and
+ * walks (columns: the access columns, go, PDU, event number), the walk
+ * running only where the importer found the room's ACL to allow the origin
+ * ("go", sql/009). The access is decided here all the same; where the
+ * statement did not walk but access is granted, the walk follows as a
+ * statement of its own (@a walk_id, args @a walk_args with the room number
+ * at index 1). Returns OK with the rows to serve in *rows and their PDU
+ * column in *col and the column that is NULL in a row standing for no
+ * events in *present (-1: none), or the status of the error already sent.
+ */
+static int access_and_walk(mxf_req_t *req, const char *room_id, mxf_stmt_t id, int nargs,
+                           const char **args, mxf_stmt_t walk_id, int walk_nargs,
+                           const char **walk_args, mxf_db_rows_t **rows, int *col,
+                           int *present)
+{
+    room_ctx_t room;
+    const char *go;
+    int status;
+
+    if ((status = mxf_db_select(req, id, nargs, args, rows)) != OK
+        || (status = access_from_row(req, room_id, *rows, 0, 1, &room)) != OK) {
+        return status;
+    }
+    go = mxf_db_get(*rows, 0, 4);
+    if (go && !strcmp(go, "t")) {
+        *col = 5;
+        *present = 6;
+        return OK;
+    }
+    walk_args[1] = room.nid;
+    *col = 0;
+    *present = -1;
+    return mxf_db_select(req, walk_id, walk_nargs, walk_args, rows);
 }
 
 /*
@@ -121,15 +174,21 @@ static const char *query_one(request_rec *r, const char *name, int *dup)
 
 /*
  * Appends the PDU texts of column @a col of @a rows as the JSON array
- * members (comma-separated). A missing text (an event whose redacted copy
- * is absent) is left out and logged.
+ * members (comma-separated). Rows whose column @a present is NULL stand
+ * for no event and are skipped (@a present -1: every row is an event). A
+ * missing text (an event whose redacted copy is absent) is left out and
+ * logged.
  */
-static void put_pdus(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows, int col)
+static void put_pdus(mxf_req_t *req, apr_bucket_brigade *bb, mxf_db_rows_t *rows, int col,
+                     int present)
 {
     int i, n = 0;
 
     for (i = 0; i < rows->nrows; i++) {
         const char *pdu;
+        if (present >= 0 && mxf_db_get(rows, i, present) == NULL) {
+            continue;
+        }
         if ((pdu = mxf_db_get(rows, i, col)) == NULL) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, req->r, MXFLOGNO(20011)
                           "an event to serve has no stored redacted copy; left out "
@@ -192,11 +251,10 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
     const json_t *body, *earliest, *latest, *limit, *min_depth;
     apr_int64_t lim = DEFAULT_GME_LIMIT, depth = 0;
     char lim_s[32], depth_s[32];
-    const char *args[6];
-    room_ctx_t room;
+    const char *args[7], *walk_args[6];
     mxf_db_rows_t *rows;
     apr_bucket_brigade *bb;
-    int status;
+    int status, col, present;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
@@ -254,23 +312,25 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
     if (lim > mxf_config_gme_limit(req->conf)) {
         lim = mxf_config_gme_limit(req->conf);
     }
-    if (room_access(req, room_id, 1, &room) != OK) {
-        return OK;
-    }
     apr_snprintf(lim_s, sizeof(lim_s), "%" APR_INT64_T_FMT, lim);
     apr_snprintf(depth_s, sizeof(depth_s), "%" APR_INT64_T_FMT, depth);
     args[0] = origin_of(req);
-    args[1] = room.nid;
-    args[2] = json_list(req, earliest);
-    args[3] = json_list(req, latest);
-    args[4] = lim_s;
-    args[5] = depth_s;
-    if (mxf_db_select(req, MXF_STMT_MISSING_EVENTS, 6, args, &rows) != OK) {
+    args[1] = room_id;
+    args[2] = origin_of(req);
+    args[3] = json_list(req, earliest);
+    args[4] = json_list(req, latest);
+    args[5] = lim_s;
+    args[6] = depth_s;
+    /* The walk on its own: origin, room number, earliest, latest, limit, min_depth. */
+    walk_args[0] = origin_of(req);
+    memcpy(walk_args + 2, args + 3, 4 * sizeof(*args));
+    if (access_and_walk(req, room_id, MXF_STMT_MISSING_EVENTS_IN, 7, args,
+                        MXF_STMT_MISSING_EVENTS, 6, walk_args, &rows, &col, &present) != OK) {
         return OK;
     }
     bb = new_bb(r);
     apr_brigade_puts(bb, NULL, NULL, "{\"events\":[");
-    put_pdus(req, bb, rows, 0);
+    put_pdus(req, bb, rows, col, present);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
@@ -285,12 +345,11 @@ int mxf_handle_backfill(mxf_req_t *req)
     apr_array_header_t *v = mxf_http_query_values(r, "v");
     apr_int64_t lim;
     char lim_buf[32];
-    const char *args[4];
+    const char *args[5], *walk_args[4];
     json_t *vlist;
-    room_ctx_t room;
     mxf_db_rows_t *rows;
     apr_bucket_brigade *bb;
-    int i, dup;
+    int i, dup, col, present;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
@@ -310,28 +369,31 @@ int mxf_handle_backfill(mxf_req_t *req)
     if (lim > mxf_config_backfill_limit(req->conf)) {
         lim = mxf_config_backfill_limit(req->conf);
     }
-    if (room_access(req, room_id, 1, &room) != OK) {
-        return OK;
-    }
     vlist = mxf_json_own(r->pool, json_array());
     for (i = 0; i < v->nelts; i++) {
         json_array_append_new(vlist, json_string(APR_ARRAY_IDX(v, i, const char *)));
     }
     apr_snprintf(lim_buf, sizeof(lim_buf), "%" APR_INT64_T_FMT, lim);
     args[0] = origin_of(req);
-    args[1] = room.nid;
-    args[2] = json_list(req, vlist);
-    args[3] = lim_buf;
-    if (!args[2]) {
+    args[1] = room_id;
+    args[2] = origin_of(req);
+    args[3] = json_list(req, vlist);
+    args[4] = lim_buf;
+    if (!args[3]) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "v must be event IDs");
     }
-    if (mxf_db_select(req, MXF_STMT_BACKFILL, 4, args, &rows) != OK) {
+    /* The walk on its own: origin, room number, v, limit. */
+    walk_args[0] = origin_of(req);
+    walk_args[2] = args[3];
+    walk_args[3] = args[4];
+    if (access_and_walk(req, room_id, MXF_STMT_BACKFILL_IN, 5, args,
+                        MXF_STMT_BACKFILL, 4, walk_args, &rows, &col, &present) != OK) {
         return OK;
     }
     bb = new_bb(r);
     transaction_head(req, bb);
-    put_pdus(req, bb, rows, 0);
+    put_pdus(req, bb, rows, col, present);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
@@ -343,7 +405,7 @@ int mxf_handle_event(mxf_req_t *req)
 {
     request_rec *r = req->r;
     const char *event_id = req->params[0];
-    const char *args[2];
+    const char *args[3];
     mxf_db_rows_t *rows;
     room_ctx_t room;
     apr_bucket_brigade *bb;
@@ -353,20 +415,21 @@ int mxf_handle_event(mxf_req_t *req)
                                    "Malformed event ID");
     }
     args[0] = origin_of(req);
-    args[1] = event_id;
-    if (mxf_db_select(req, MXF_STMT_EVENT, 2, args, &rows) != OK) {
+    args[1] = origin_of(req);
+    args[2] = event_id;
+    if (mxf_db_select(req, MXF_STMT_EVENT, 3, args, &rows) != OK) {
         return OK;
     }
     if (rows->nrows == 0 || strcmp(mxf_db_get(rows, 0, 2), "t") == 0) {
         return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
                                    "Could not find event %s", event_id);
     }
-    if (room_access(req, mxf_db_get(rows, 0, 0), 1, &room) != OK) {
+    if (access_from_row(req, mxf_db_get(rows, 0, 0), rows, 3, 1, &room) != OK) {
         return OK;
     }
     bb = new_bb(r);
     transaction_head(req, bb);
-    put_pdus(req, bb, rows, 1);
+    put_pdus(req, bb, rows, 1, -1);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }

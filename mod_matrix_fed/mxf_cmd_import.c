@@ -73,6 +73,7 @@
 #include <libpq-fe.h>
 #include <sodium.h>
 
+#include "mxf_acl.h"
 #include "mxf_authrules.h"
 #include "mxf_base64.h"
 #include "mxf_canonical.h"
@@ -2673,6 +2674,50 @@ static int link_edges(importer_t *im)
 }
 
 /*
+ * mxf_room_servers.acl_allowed of room @a nid (sql/009): the room's current
+ * server ACL decided for each server with joined members, as the module
+ * decides it (an ACL text that does not parse denies everyone). Nothing to
+ * do for a room without an ACL.
+ */
+static int write_acl_decisions(importer_t *im, const char *nid)
+{
+    const char *params[2] = { nid, NULL };
+    json_t *acl, *allowed;
+    PGresult *res;
+    int i, ok;
+
+    res = mxf_pg_query(im->conn,
+                       "SELECT r.current_acl, s.server_name FROM mxf_rooms r"
+                       "  JOIN mxf_room_servers s USING (room_nid)"
+                       " WHERE r.room_nid = $1::bigint AND r.current_acl IS NOT NULL", 1, params);
+    if (!res) {
+        return 0;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return 1;
+    }
+    acl = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    allowed = json_array();
+    for (i = 0; i < PQntuples(res); i++) {
+        if (acl && mxf_acl_allows(acl, PQgetvalue(res, i, 1))) {
+            json_array_append_new(allowed, json_string(PQgetvalue(res, i, 1)));
+        }
+    }
+    PQclear(res);
+    json_decref(acl);
+    params[1] = mxf_json_dump(im->p, allowed, NULL);
+    json_decref(allowed);
+    ok = params[1] != NULL
+         && mxf_pg_params(im->conn,
+                          "UPDATE mxf_room_servers"
+                          "   SET acl_allowed = server_name = ANY"
+                          "       (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))"
+                          " WHERE room_nid = $1::bigint", 2, params);
+    return ok;
+}
+
+/*
  * The current state of each room the import touched: the merge of the
  * states after its forward extremities (for a room new in this import,
  * its events without children; otherwise looked up).
@@ -2789,7 +2834,8 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
                               "   FROM mxf_state_of($2::bigint) s JOIN mxf_events e USING (event_nid)"
                               "  WHERE s.type = 'm.room.member' AND e.membership = 'join'"
                               "    AND strpos(s.state_key, ':') > 0"
-                              "  GROUP BY 2", 2, params)) {
+                              "  GROUP BY 2", 2, params)
+            || !write_acl_decisions(im, nid)) {
             return 0;
         }
     }

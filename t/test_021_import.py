@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -232,6 +233,29 @@ def big_room(build_env, tmp_path_factory):
     return str(d)
 
 
+def acl_allows(acl, server_name):
+    """The spec's server ACL matching (m.room.server_acl): the host without
+    its port, case-insensitive globs ("*" any run, "?" one character); IP
+    literals denied unless allow_ip_literals; deny before allow; no allow
+    match: denied."""
+    host = server_name
+    if host.startswith("["):
+        host = host[:host.index("]") + 1]
+    elif ":" in host:
+        host = host.rsplit(":", 1)[0]
+
+    def match(pattern):
+        rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+        return re.fullmatch(rx, host, re.IGNORECASE | re.DOTALL) is not None
+
+    ip_literal = host.startswith("[") or re.fullmatch(r"[0-9.]+", host) is not None
+    if acl.get("allow_ip_literals", True) is False and ip_literal:
+        return False
+    if any(isinstance(p, str) and match(p) for p in acl.get("deny", [])):
+        return False
+    return any(isinstance(p, str) and match(p) for p in acl.get("allow", []))
+
+
 # ---------------------------------------------------------------------------
 # Generated rooms of every version
 
@@ -373,6 +397,19 @@ SELECT json_build_object(
                 joined[server] = joined.get(server, 0) + 1
         assert dbd["servers"] == joined
         assert sorted(joined) == sorted(summary["joined_servers"])
+
+    def test_021_013_acl_decisions(self, imported, postgres):
+        """Each server with joined members carries the current server ACL's
+        decision (sql/009), as the spec's matching gives it."""
+        [room] = imported["dbd"]["rooms"]
+        acl = json.loads(room["current_acl"])
+        rows = query_json(postgres, imported["db"],
+                          "SELECT server_name, acl_allowed FROM mxf_room_servers")
+        assert rows and len(rows) == len(imported["dbd"]["servers"])
+        for r in rows:
+            assert r["acl_allowed"] is acl_allows(acl, r["server_name"]), r
+        # The generated ACL denies a server, so the decision is not constant.
+        assert not acl_allows(acl, imported["summary"]["denied_server"])
 
     def test_021_007_reimport_is_idempotent(self, imported, build_env, postgres):
         before = snapshot(postgres, imported["db"])

@@ -528,6 +528,60 @@ class TestAuthorization:
             postgres.psql(postgres.DBNAME,
                           f"UPDATE mxf_rooms SET current_acl = {value} WHERE room_id = '{rid}'")
 
+    def test_040_064_acl_decision_kept_by_the_importer(self, client, room, postgres):
+        """get_missing_events and backfill check access and walk in one
+        statement when the importer's ACL decision (mxf_room_servers.
+        acl_allowed) lets the origin in, and in two otherwise; the module's
+        own ACL check decides either way. Every combination of the kept
+        decision and the ACL in force gives the same answers."""
+        rid = room.room_id.replace("'", "''")
+        origin = client.origin.replace("'", "''")
+        where = (f"room_nid = (SELECT room_nid FROM mxf_rooms WHERE room_id = '{rid}')"
+                 f" AND server_name = '{origin}'")
+        saved_acl = postgres.psql(postgres.DBNAME,
+                                  f"SELECT current_acl FROM mxf_rooms WHERE room_id = '{rid}'")
+        saved = postgres.psql(postgres.DBNAME,
+                              f"SELECT coalesce(acl_allowed::text, 'NULL')"
+                              f" FROM mxf_room_servers WHERE {where}")
+        # The importer decided: the generated room's ACL allows every
+        # server with members but denied.example.
+        assert saved == "true"
+        tip = room.order[-1]
+        walks = [
+            ("POST", f"{FED}/get_missing_events/{q(room.room_id)}",
+             {"earliest_events": [], "latest_events": [tip], "limit": 7}),
+            ("GET", f"{FED}/backfill/{q(room.room_id)}?v={q(tip)}&limit=9", None),
+        ]
+
+        def answers():
+            out = []
+            for method, path, body in walks:
+                r = self.call(client, method, path, body)
+                out.append((r.status, r.json.get("events", r.json.get("pdus"))
+                            if r.status == 200 else r.json["errcode"]))
+            return out
+
+        expected = answers()
+        assert [len(a[1]) for a in expected] == [7, 9]
+        host = client.origin.split(":")[0]
+        deny_me = json.dumps({"allow": ["*"], "deny": [host]}).replace("'", "''")
+        try:
+            for kept in ("NULL", "false", "true"):
+                postgres.psql(postgres.DBNAME,
+                              f"UPDATE mxf_room_servers SET acl_allowed = {kept} WHERE {where}")
+                assert answers() == expected, kept
+            # A kept decision that no longer holds does not let a denied server in.
+            postgres.psql(postgres.DBNAME,
+                          f"UPDATE mxf_rooms SET current_acl = '{deny_me}' WHERE room_id = '{rid}'")
+            for method, path, body in walks:
+                assert_error(self.call(client, method, path, body), 403, "M_FORBIDDEN")
+        finally:
+            value = "NULL" if not saved_acl else "'" + saved_acl.replace("'", "''") + "'"
+            postgres.psql(postgres.DBNAME,
+                          f"UPDATE mxf_rooms SET current_acl = {value} WHERE room_id = '{rid}'")
+            postgres.psql(postgres.DBNAME,
+                          f"UPDATE mxf_room_servers SET acl_allowed = {saved} WHERE {where}")
+
     def test_040_063_unsigned_requests(self, httpd, room):
         for method, path, body in self.endpoints(room):
             r = httpd.request(method, path, body=json.dumps(body) if body else None)

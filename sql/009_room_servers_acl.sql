@@ -1,0 +1,15 @@
+-- The server ACL's decision for each server with joined members, kept
+-- beside the membership (mxf_room_servers.acl_allowed): true when the
+-- room's current m.room.server_acl allows the server, false when it denies
+-- it, NULL when not decided (no ACL, or a room stored before this column).
+-- The importer writes it whenever it writes mxf_room_servers, with the same
+-- ACL matching as the module (ACLs are globs over server names, decided in
+-- C, not in SQL).
+--
+-- What it is for: get_missing_events and backfill answer with one
+-- statement that checks the room access and walks the DAG, running the
+-- walk only for an origin that is a member and that the ACL is known to
+-- allow. The module still decides access from current_acl itself; where
+-- this column says nothing (NULL) or disagrees, it takes the two-statement
+-- path (access first, then the walk).
+ALTER TABLE mxf_room_servers ADD COLUMN acl_allowed boolean;
