@@ -38,6 +38,18 @@
     "  LEFT JOIN mxf_visibility vb ON vb.vis_id = e.vis_id" \
     "  LEFT JOIN mxf_visibility va ON va.vis_id = e.vis_after_id"
 
+/*
+ * The head of a statement that reads the access and walks (the walk's
+ * function call and the ordering follow): the access columns, go, then
+ * the served PDU and number of each event the walk returns. Args: origin,
+ * room ID, origin.
+ */
+#define ACCESS_AND_WALK_HEAD \
+    "SELECT a.room_nid, a.room_version, a.current_acl, a.member, a.go, w.pdu, w.event_nid" \
+    "  FROM " ROOM_ACCESS_FROM \
+    "  LEFT JOIN LATERAL (" \
+    "    SELECT mxf_pdu_for(e, vb, va, %s) AS pdu, e.depth, e.event_nid"
+
 static const struct {
     const char *label;
     const char *sql;
@@ -60,17 +72,15 @@ static const struct {
         " ORDER BY e.depth, e.event_nid"
     },
     /*
-     * The access and the walk in one statement: the access columns, go, then the PDU and event number of each event (one row of NULLs
-     * when there are none). The walk runs (its limit is not 0) only when
-     * "go"; otherwise the module decides and walks with the statement above.
+     * The access and the walk in one statement (one row of NULLs after the
+     * access columns when there are no events). The walk runs (its limit
+     * is not 0) only when "go"; otherwise the module decides and walks with
+     * the statement above.
      * args: origin, room ID, origin, earliest, latest, limit, min_depth
      */
     [MXF_STMT_MISSING_EVENTS_IN] = {
         "mxf_missing_events_in",
-        "SELECT a.room_nid, a.room_version, a.current_acl, a.member, a.go, w.pdu, w.event_nid"
-        "  FROM " ROOM_ACCESS_FROM
-        "  LEFT JOIN LATERAL ("
-        "    SELECT mxf_pdu_for(e, vb, va, %s) AS pdu, e.depth, e.event_nid"
+        ACCESS_AND_WALK_HEAD
         "      FROM mxf_missing_events(a.room_nid,"
         "             ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
         "             ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
@@ -93,10 +103,7 @@ static const struct {
     /* The same for backfill. args: origin, room ID, origin, v, limit */
     [MXF_STMT_BACKFILL_IN] = {
         "mxf_backfill_in",
-        "SELECT a.room_nid, a.room_version, a.current_acl, a.member, a.go, w.pdu, w.event_nid"
-        "  FROM " ROOM_ACCESS_FROM
-        "  LEFT JOIN LATERAL ("
-        "    SELECT mxf_pdu_for(e, vb, va, %s) AS pdu, e.depth, e.event_nid"
+        ACCESS_AND_WALK_HEAD
         "      FROM mxf_backfill(a.room_nid, ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),"
         "                        CASE WHEN a.go THEN %s::int ELSE 0 END) b (nid)"
         "      JOIN mxf_events e ON e.event_nid = b.nid"

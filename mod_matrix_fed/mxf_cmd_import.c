@@ -2684,7 +2684,7 @@ static int write_acl_decisions(importer_t *im, const char *nid)
     const char *params[2] = { nid, NULL };
     json_t *acl, *allowed;
     PGresult *res;
-    int i, ok;
+    int i;
 
     res = mxf_pg_query(im->conn,
                        "SELECT r.current_acl, s.server_name FROM mxf_rooms r"
@@ -2708,13 +2708,12 @@ static int write_acl_decisions(importer_t *im, const char *nid)
     json_decref(acl);
     params[1] = mxf_json_dump(im->p, allowed, NULL);
     json_decref(allowed);
-    ok = params[1] != NULL
-         && mxf_pg_params(im->conn,
-                          "UPDATE mxf_room_servers"
-                          "   SET acl_allowed = server_name = ANY"
-                          "       (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))"
-                          " WHERE room_nid = $1::bigint", 2, params);
-    return ok;
+    return params[1] != NULL
+           && mxf_pg_params(im->conn,
+                            "UPDATE mxf_room_servers"
+                            "   SET acl_allowed = server_name = ANY"
+                            "       (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))"
+                            " WHERE room_nid = $1::bigint", 2, params);
 }
 
 /*
