@@ -14,9 +14,10 @@
  * /event, get_missing_events and backfill fetch the room's access columns
  * in the same statement as their events, so that they take one round trip:
  * /event always (finding the event costs no more than finding the room),
- * the walks when the importer found the ACL to allow the origin (the walk
- * is not run for anyone else; see access_and_walk()). The access decision
- * itself is always made here, from the room's ACL as stored.
+ * the walks when the importer found the ACL to allow the origin (for any
+ * other origin the access is checked before the walk; see
+ * access_and_walk()). The access decision itself is always made here, from
+ * the room's ACL as stored.
  */
 #include "mod_matrix_fed_private.h"
 
@@ -323,7 +324,10 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
     args[6] = depth_s;
     /* The walk on its own: origin, room number, earliest, latest, limit, min_depth. */
     walk_args[0] = origin_of(req);
-    memcpy(walk_args + 2, args + 3, 4 * sizeof(*args));
+    walk_args[2] = args[3];
+    walk_args[3] = args[4];
+    walk_args[4] = args[5];
+    walk_args[5] = args[6];
     if (access_and_walk(req, room_id, MXF_STMT_MISSING_EVENTS_IN, 7, args,
                         MXF_STMT_MISSING_EVENTS, 6, walk_args, &rows, &col, &present) != OK) {
         return OK;
