@@ -514,7 +514,9 @@ def bench_room(args, env, pg, label, rdir, db, rundir, key_path, staticdir, rng)
                     f.write(f"GET\t{static}\t\t\n")
                 if args.warmup:
                     # At the most connections, so that every child's
-                    # database pool is open before anything is counted.
+                    # database pool is open, and every pooled connection
+                    # has run the case's statement past PostgreSQL's first
+                    # (custom-planned) executions, before anything is counted.
                     run_wrk(httpd.port, reqfile, CONNS[-1], args.warmup)
                 for conns in CONNS:
                     logged0 = httpd.finished()
@@ -800,7 +802,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="only the 10,000-event room")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (10)")
-    ap.add_argument("--warmup", type=int, default=2, help="warm-up seconds per case (2)")
+    ap.add_argument("--warmup", type=int, default=5, help="warm-up seconds per case (5)")
     ap.add_argument("--requests", type=int, default=2000,
                     help="different signed requests per case (2000)")
     ap.add_argument("--probe", type=int, default=100,

@@ -123,6 +123,7 @@ static void mxf_register_hooks(apr_pool_t *p)
     ap_hook_handler(mxf_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
     mxf_auth_register_hooks(p);
     mxf_keys_register_hooks(p);
+    mxf_db_register_hooks(p);
 }
 
 module AP_MODULE_DECLARE_DATA matrix_fed_module = {

@@ -28,6 +28,8 @@ void *mxf_config_create_srv(apr_pool_t *p, server_rec *s)
     conf->max_body = UNSET_INT;
     conf->gme_limit = UNSET_INT;
     conf->backfill_limit = UNSET_INT;
+    conf->query_slots = UNSET_INT;
+    conf->query_wait = UNSET_INT;
     return conf;
 }
 
@@ -43,6 +45,9 @@ void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(max_body);
     MERGE_INT(gme_limit);
     MERGE_INT(backfill_limit);
+    /* Global only: only the main server's values are ever read. */
+    MERGE_INT(query_slots);
+    MERGE_INT(query_wait);
     /* The key file and the key loaded from it always travel together. */
     if (add->signing_key_file) {
         conf->signing_key_file = add->signing_key_file;
@@ -78,6 +83,16 @@ int mxf_config_gme_limit(const mxf_srv_conf_t *conf)
 int mxf_config_backfill_limit(const mxf_srv_conf_t *conf)
 {
     return conf->backfill_limit != UNSET_INT ? conf->backfill_limit : MXF_DEFAULT_BACKFILL_LIMIT;
+}
+
+int mxf_config_query_slots(const mxf_srv_conf_t *conf)
+{
+    return conf->query_slots != UNSET_INT ? conf->query_slots : 0;
+}
+
+apr_interval_time_t mxf_config_query_wait(const mxf_srv_conf_t *conf)
+{
+    return conf->query_wait != UNSET_INT ? conf->query_wait : MXF_DEFAULT_QUERY_WAIT;
 }
 
 static mxf_srv_conf_t *conf_of(cmd_parms *cmd)
@@ -205,6 +220,41 @@ static const char *set_limit(cmd_parms *cmd, void *dconf, const char *arg)
     return NULL;
 }
 
+static const char *set_query_slots(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    long v;
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    if (err) {
+        return err;
+    }
+    if (ap_cstr_casecmp(arg, "off") == 0) {
+        v = 0;
+    }
+    else if ((err = parse_count(cmd, arg, 1, 10000, &v)) != NULL) {
+        return apr_pstrcat(cmd->pool, err, " (or off)", NULL);
+    }
+    conf_of(cmd)->query_slots = (int)v;
+    return NULL;
+}
+
+static const char *set_query_wait(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    apr_interval_time_t t;
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    if (err) {
+        return err;
+    }
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0
+        || t > apr_time_from_sec(300)) {
+        return apr_psprintf(cmd->pool, "%s '%s': expected a duration from 0 to 300s",
+                            cmd->cmd->name, arg);
+    }
+    conf_of(cmd)->query_wait = t;
+    return NULL;
+}
+
 const command_rec mxf_cmds[] = {
     AP_INIT_FLAG("MatrixFederation", set_enabled, NULL, RSRC_CONF,
                  "On to answer the Matrix federation and key endpoints this module "
@@ -219,6 +269,12 @@ const command_rec mxf_cmds[] = {
                   "Most events one get_missing_events answer holds (default 20)"),
     AP_INIT_TAKE1("MatrixFedBackfillLimit", set_limit, (void *)2, RSRC_CONF,
                   "Most events one backfill answer holds (default 100)"),
+    AP_INIT_TAKE1("MatrixFedQueryConcurrency", set_query_slots, NULL, RSRC_CONF,
+                  "Most database statements each child process runs at once; the "
+                  "others wait their turn in arrival order (default off: no limit)"),
+    AP_INIT_TAKE1("MatrixFedQueryWait", set_query_wait, NULL, RSRC_CONF,
+                  "How long a request waits for its turn under MatrixFedQueryConcurrency "
+                  "before it is answered 503 (default 5s; suffixes ms, s, mi, h)"),
     /* Server keys and key fetching (mod_matrix_fed_keys.c) */
     AP_INIT_TAKE1("MatrixFedKeyValidity", mxf_keys_set_validity, NULL, RSRC_CONF,
                   "How long the keys this server publishes stay valid (valid_until_ts "

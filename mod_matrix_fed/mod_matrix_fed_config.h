@@ -15,12 +15,15 @@ typedef struct mxf_srv_conf {
     apr_off_t max_body;                 /* MatrixFedMaxBodySize */
     int gme_limit;                      /* MatrixFedMissingEventsLimit */
     int backfill_limit;                 /* MatrixFedBackfillLimit */
+    int query_slots;                    /* MatrixFedQueryConcurrency (0: off; main server) */
+    apr_interval_time_t query_wait;     /* MatrixFedQueryWait (main server) */
 } mxf_srv_conf_t;
 
 /* Defaults of the directives above. */
 #define MXF_DEFAULT_MAX_BODY        65536
 #define MXF_DEFAULT_GME_LIMIT       20
 #define MXF_DEFAULT_BACKFILL_LIMIT  100
+#define MXF_DEFAULT_QUERY_WAIT      apr_time_from_sec(5)
 
 extern const command_rec mxf_cmds[];
 
@@ -36,6 +39,8 @@ int mxf_config_enabled(const mxf_srv_conf_t *conf);
 apr_off_t mxf_config_max_body(const mxf_srv_conf_t *conf);
 int mxf_config_gme_limit(const mxf_srv_conf_t *conf);
 int mxf_config_backfill_limit(const mxf_srv_conf_t *conf);
+int mxf_config_query_slots(const mxf_srv_conf_t *conf);
+apr_interval_time_t mxf_config_query_wait(const mxf_srv_conf_t *conf);
 
 /*
  * Checks every virtual host with MatrixFederation On at start-up. Logs and

@@ -8,6 +8,8 @@
 #include <libpq-fe.h>
 
 #include "mxf_error.h"
+#include "mxf_gate.h"
+#include "mod_matrix_fed_config.h"
 #include "mod_matrix_fed_db.h"
 #include "mod_matrix_fed_http.h"
 #include "mod_matrix_fed_router.h"
@@ -202,6 +204,71 @@ const char *mxf_db_prepare_statements(cmd_parms *cmd)
     return NULL;
 }
 
+/*
+ * MatrixFedQueryConcurrency: this child's gate in front of the database
+ * (NULL: no limit) and how long a request waits at it. Set once per
+ * process in child_init, before any request thread runs; only read after.
+ */
+static mxf_gate_t *db_gate;
+static apr_interval_time_t db_gate_wait;
+
+static void db_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    const mxf_srv_conf_t *conf = mxf_config_get(s);
+    int slots = mxf_config_query_slots(conf);
+    apr_status_t rv;
+
+    if (slots <= 0) {
+        return;
+    }
+    rv = mxf_gate_create(&db_gate, slots, pchild);
+    if (rv != APR_SUCCESS) {
+        db_gate = NULL;
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MXFLOGNO(25061)
+                     "MatrixFedQueryConcurrency: cannot create the gate; statements "
+                     "run without a limit in this process");
+        return;
+    }
+    db_gate_wait = mxf_config_query_wait(conf);
+}
+
+void mxf_db_register_hooks(apr_pool_t *p)
+{
+    ap_hook_child_init(db_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+/*
+ * Takes a turn at the gate (when there is one). Returns OK, or sends 503
+ * (the server is busy) and returns its status.
+ */
+static int gate_enter(request_rec *r, mxf_stmt_t id)
+{
+    apr_status_t rv;
+
+    if (!db_gate) {
+        return OK;
+    }
+    rv = mxf_gate_enter(db_gate, db_gate_wait, r->pool);
+    if (rv == APR_SUCCESS) {
+        return OK;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv == APR_TIMEUP ? 0 : rv, r, MXFLOGNO(25062)
+                  "statement %s: no turn at the database within %" APR_TIME_T_FMT " ms "
+                  "(MatrixFedQueryConcurrency, MatrixFedQueryWait); answered 503",
+                  statements[id].label, apr_time_as_msec(db_gate_wait));
+    apr_table_setn(r->err_headers_out, "Retry-After", "1");
+    mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                        "The server is busy; try again later");
+    return HTTP_SERVICE_UNAVAILABLE;
+}
+
+static void gate_leave(void)
+{
+    if (db_gate) {
+        mxf_gate_leave(db_gate);
+    }
+}
+
 ap_dbd_t *mxf_db_acquire(request_rec *r)
 {
     ap_dbd_t *dbd = dbd_acquire_fn ? dbd_acquire_fn(r) : NULL;
@@ -270,6 +337,10 @@ int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
     if (!dbd) {
         return mxf_db_unavailable(r, 0);
     }
+    if ((rv = gate_enter(r, id)) != OK) {
+        return rv;
+    }
+    rv = -1;
     for (attempt = 0; attempt < 2; attempt++) {
         stmt = apr_hash_get(dbd->prepared, statements[id].label, APR_HASH_KEY_STRING);
         if (stmt) {
@@ -292,6 +363,8 @@ int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
             break;
         }
     }
+    /* Every row is in libpq's result now: the statement is done. */
+    gate_leave();
     if (rv != 0) {
         return mxf_db_unavailable(r, 1);
     }
@@ -407,7 +480,7 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
     ap_dbd_t *dbd = mxf_db_acquire(r);
     mxf_db_stream_t *s;
     PGresult *first = NULL;
-    int attempt;
+    int attempt, rv;
 
     if (dbd && strcmp(apr_dbd_name(dbd->driver), "pgsql") != 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25055)
@@ -421,6 +494,12 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
     s->r = r;
     s->conn = apr_dbd_native_handle(dbd->driver, dbd->handle);
     s->done = 1;
+    /* The turn lasts until the first row: an ordered answer is worked out
+     * whole before it, and the rest of the answer travels at the client's
+     * pace, which must not hold up the statements of others. */
+    if ((rv = gate_enter(r, id)) != OK) {
+        return rv;
+    }
     for (attempt = 0; attempt < 2; attempt++) {
         if ((first = stream_start(r, s->conn, id, nargs, args, attempt)) != NULL) {
             break;
@@ -429,6 +508,7 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
             break;
         }
     }
+    gate_leave();
     if (!first) {
         return mxf_db_unavailable(r, 1);
     }

@@ -84,6 +84,9 @@ const char *mxf_db_stream_get(const mxf_db_stream_t *s, int col);
 /* Its length in bytes. */
 apr_size_t mxf_db_stream_len(const mxf_db_stream_t *s, int col);
 
+/* Hooks of the database layer (MatrixFedQueryConcurrency's per-child gate). */
+void mxf_db_register_hooks(apr_pool_t *p);
+
 /*
  * Registers all statements with mod_dbd for cmd->server. Returns an error
  * message when mod_dbd is not loaded.

@@ -1,0 +1,179 @@
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""MatrixFedQueryConcurrency: at most that many statements per child process
+reach PostgreSQL at once; the other requests wait their turn, and one that
+waits longer than MatrixFedQueryWait is answered 503 with Retry-After.
+
+PostgreSQL itself shows how many statements got in: while a test holds an
+exclusive lock on the event table, every /event statement that reaches the
+database waits on that lock, visible in pg_stat_activity. The server runs
+one child process with all its database connections opened at start, so
+that the only place a request can wait before the database is the gate."""
+import concurrent.futures
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import SERVER_NAME
+from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
+
+FED = "/_matrix/federation/v1"
+CONCURRENT = 5
+
+# One child, its eight connections opened (and the statements prepared) when
+# it starts: a connection opened later would wait on the test's lock while
+# preparing, before the gate.
+ONE_CHILD = """
+ServerLimit 1
+StartServers 1
+MaxRequestWorkers 8
+DBDMin 8
+DBDKeep 8
+DBDMax 8
+"""
+
+
+@pytest.fixture(scope="module")
+def room(build_env, postgres, workdir):
+    r = gen_room(build_env.cli, os.path.join(workdir, "room-gate"), room_version=10,
+                 events=30, servers=2, seed=41)
+    import_room(build_env.cli, postgres.conninfo(), r)
+    return r
+
+
+def event_get(httpd, room, eid):
+    server = room.summary["joined_servers"][0]
+    key = load_key(room.key_path(server))
+    path = f"{FED}/event/{q(eid)}"
+    return httpd.get(path, headers={"Authorization": xmatrix(server, key, SERVER_NAME,
+                                                             "GET", path)})
+
+
+class EventsLocked:
+    """Holds an ACCESS EXCLUSIVE lock on mxf_events (in a psql session) while
+    in the with-block."""
+
+    def __init__(self, postgres):
+        self.postgres = postgres
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            ["psql", "-X", "-q", "-A", "-t", "-d", self.postgres.conninfo()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc.stdin.write("BEGIN; LOCK TABLE mxf_events IN ACCESS EXCLUSIVE MODE;"
+                              " SELECT 'locked';\n")
+        self.proc.stdin.flush()
+        assert self.proc.stdout.readline().strip() == "locked"
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stdin.write("COMMIT;\n")
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def waiting_on_lock(postgres):
+    """Module statements waiting for the test's lock right now."""
+    return int(postgres.psql("postgres",
+                             "SELECT count(*) FROM pg_stat_activity"
+                             " WHERE wait_event_type = 'Lock' AND query LIKE '%mxf_events%'"
+                             " AND application_name <> 'psql'"))
+
+
+def settle(postgres, want, seconds=5.0):
+    """Waits until want statements wait on the lock; returns how many do."""
+    deadline = time.time() + seconds
+    n = waiting_on_lock(postgres)
+    while n < want and time.time() < deadline:
+        time.sleep(0.05)
+        n = waiting_on_lock(postgres)
+    return n
+
+
+class TestQueryGateRefuses:
+    SITE_EXTRA = ONE_CHILD + "MatrixFedQueryConcurrency 1\nMatrixFedQueryWait 300ms\n"
+
+    def test_one_statement_in_the_rest_answered_503(self, httpd, room, postgres):
+        eid = room.order[-1]
+        # Warm: the origin's key is looked up once and cached by the child.
+        assert event_get(httpd, room, eid).status == 200
+
+        with concurrent.futures.ThreadPoolExecutor(CONCURRENT) as pool:
+            with EventsLocked(postgres):
+                futures = [pool.submit(event_get, httpd, room, eid) for _ in range(CONCURRENT)]
+                assert settle(postgres, 1) == 1
+                # Those behind the gate give up after 300 ms ...
+                done, _ = concurrent.futures.wait(futures, timeout=10,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+                time.sleep(0.5)
+                # ... while exactly one statement stayed in the database.
+                assert waiting_on_lock(postgres) == 1
+                refused = [f.result() for f in futures if f.done()]
+            answers = [f.result(timeout=10) for f in futures]
+
+        assert len(refused) == CONCURRENT - 1
+        for resp in refused:
+            assert resp.status == 503, resp
+            assert resp.header("Content-Type") == "application/json"
+            assert resp.json["errcode"] == "M_UNKNOWN"
+            assert "busy" in resp.json["error"]
+            assert resp.header("Retry-After") == "1"
+        assert sorted(r.status for r in answers) == [200] + [503] * (CONCURRENT - 1)
+        ok = next(r for r in answers if r.status == 200)
+        assert ok.json["pdus"][0]["room_id"] == room.room_id
+        assert "MatrixFedQueryConcurrency" in httpd.log_tail(50)
+
+    def test_free_again_afterwards(self, httpd, room, postgres):
+        for eid in room.order[-3:]:
+            assert event_get(httpd, room, eid).status == 200
+        assert waiting_on_lock(postgres) == 0
+
+
+class TestQueryGateQueues:
+    SITE_EXTRA = ONE_CHILD + "MatrixFedQueryConcurrency 2\nMatrixFedQueryWait 30s\n"
+
+    def test_queued_requests_served_in_turn(self, httpd, room, postgres):
+        eids = room.order[-CONCURRENT:]
+        assert event_get(httpd, room, eids[0]).status == 200
+
+        with concurrent.futures.ThreadPoolExecutor(CONCURRENT) as pool:
+            with EventsLocked(postgres):
+                futures = [pool.submit(event_get, httpd, room, eid) for eid in eids]
+                assert settle(postgres, 2) == 2
+                time.sleep(0.5)
+                # Two statements in the database, the other requests waiting.
+                assert waiting_on_lock(postgres) == 2
+                assert not any(f.done() for f in futures)
+            answers = [f.result(timeout=30) for f in futures]
+
+        for eid, resp in zip(eids, answers):
+            assert resp.status == 200, resp
+            assert resp.json["pdus"][0]["room_id"] == room.room_id
+            assert resp.json["origin"] == SERVER_NAME
+        assert event_id_of(answers, room) == eids
+
+
+def event_id_of(answers, room):
+    """The event IDs of the served PDUs, recomputed from their content."""
+    from test_020_genroom import event_id
+    return [event_id(r.json["pdus"][0], room.version) for r in answers]
+
+
+def test_041_bad_directives(httpd_factory, postgres, signing_key, backend):
+    from conftest import site_config
+    cases = [
+        ("MatrixFedQueryConcurrency 0", "whole number from 1 to 10000"),
+        ("MatrixFedQueryConcurrency many", "whole number from 1 to 10000"),
+        ("MatrixFedQueryWait forever", "expected a duration from 0 to 300s"),
+        ("MatrixFedQueryWait 301", "expected a duration from 0 to 300s"),
+        ("<VirtualHost 127.0.0.1:1>\nMatrixFedQueryConcurrency 4\n</VirtualHost>",
+         "cannot occur within"),
+    ]
+    for i, (line, expect) in enumerate(cases):
+        h = httpd_factory.new(f"httpd-badgate-{i}")
+        ok, out = h.try_start(site_config(postgres, signing_key, backend, extra=line),
+                              timeout=15)
+        h.stop()
+        assert not ok, line
+        assert expect in out + "\n".join(h.new_log_lines()), (line, out)

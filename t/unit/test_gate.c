@@ -1,0 +1,152 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#include <apr_thread_mutex.h>
+#include <apr_thread_proc.h>
+
+#include "mxf_gate.h"
+#include "mxf_test.h"
+
+/* Waits (up to 5 s) until @a gate has @a n waiters. */
+static void wait_for_waiters(mxf_gate_t *gate, int n)
+{
+    int busy, waiting, i;
+
+    for (i = 0; i < 5000; i++) {
+        mxf_gate_stats(gate, &busy, &waiting);
+        if (waiting == n) {
+            return;
+        }
+        apr_sleep(apr_time_from_msec(1));
+    }
+    ck_abort_msg("%d waiters expected, %d there", n, waiting);
+}
+
+START_TEST(slots_and_timeouts)
+{
+    mxf_gate_t *gate;
+    int busy, waiting;
+    apr_time_t t0;
+
+    ck_assert_int_eq(mxf_gate_create(&gate, 2, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_SUCCESS);
+    mxf_gate_stats(gate, &busy, &waiting);
+    ck_assert_int_eq(busy, 2);
+    ck_assert_int_eq(waiting, 0);
+
+    /* Full: no wait allowed, or a short one that runs out. */
+    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_TIMEUP);
+    t0 = apr_time_now();
+    ck_assert_int_eq(mxf_gate_enter(gate, apr_time_from_msec(50), mxf_test_pool), APR_TIMEUP);
+    ck_assert_int_ge(apr_time_now() - t0, apr_time_from_msec(50));
+    mxf_gate_stats(gate, &busy, &waiting);
+    ck_assert_int_eq(busy, 2);
+    ck_assert_int_eq(waiting, 0);           /* the one who gave up left the queue */
+
+    mxf_gate_leave(gate);
+    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_SUCCESS);
+    mxf_gate_leave(gate);
+    mxf_gate_leave(gate);
+    mxf_gate_stats(gate, &busy, &waiting);
+    ck_assert_int_eq(busy, 0);
+}
+END_TEST
+
+#define NTHREADS 6
+
+typedef struct {
+    mxf_gate_t *gate;
+    apr_thread_mutex_t *mutex;
+    int order[NTHREADS];
+    int norder;
+    apr_interval_time_t timeout[NTHREADS];
+    apr_status_t result[NTHREADS];
+} fifo_t;
+
+typedef struct {
+    fifo_t *f;
+    int idx;
+} arg_t;
+
+static void *APR_THREAD_FUNC waiter(apr_thread_t *thd, void *data)
+{
+    arg_t *a = data;
+    fifo_t *f = a->f;
+    apr_pool_t *pool;
+    apr_status_t rv;
+
+    apr_pool_create(&pool, NULL);
+    rv = mxf_gate_enter(f->gate, f->timeout[a->idx], pool);
+    f->result[a->idx] = rv;
+    if (rv == APR_SUCCESS) {
+        apr_thread_mutex_lock(f->mutex);
+        f->order[f->norder++] = a->idx;
+        apr_thread_mutex_unlock(f->mutex);
+        apr_sleep(apr_time_from_msec(2));
+        mxf_gate_leave(f->gate);
+    }
+    apr_pool_destroy(pool);
+    apr_thread_exit(thd, APR_SUCCESS);
+    return NULL;
+}
+
+/*
+ * One slot, held; threads queue one after another (each starts once the
+ * one before it waits), one of them with a wait too short to be served.
+ * Once the slot is given back they get it in the order they came, and the
+ * one who gave up is skipped.
+ */
+START_TEST(first_come_first_served)
+{
+    fifo_t f = { 0 };
+    arg_t args[NTHREADS];
+    apr_thread_t *thr[NTHREADS];
+    apr_status_t trv;
+    int i, busy, waiting, expect = 0;
+    const int gives_up = 2;
+
+    ck_assert_int_eq(mxf_gate_create(&f.gate, 1, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(apr_thread_mutex_create(&f.mutex, APR_THREAD_MUTEX_DEFAULT,
+                                             mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_enter(f.gate, 0, mxf_test_pool), APR_SUCCESS);
+    for (i = 0; i < NTHREADS; i++) {
+        f.timeout[i] = i == gives_up ? apr_time_from_msec(30) : apr_time_from_sec(10);
+        args[i].f = &f;
+        args[i].idx = i;
+        ck_assert_int_eq(apr_thread_create(&thr[i], NULL, waiter, &args[i], mxf_test_pool),
+                         APR_SUCCESS);
+        wait_for_waiters(f.gate, i + 1);
+    }
+    /* The impatient one leaves the queue on its own. */
+    wait_for_waiters(f.gate, NTHREADS - 1);
+    mxf_gate_leave(f.gate);
+    for (i = 0; i < NTHREADS; i++) {
+        apr_thread_join(&trv, thr[i]);
+    }
+
+    ck_assert_int_eq(f.result[gives_up], APR_TIMEUP);
+    ck_assert_int_eq(f.norder, NTHREADS - 1);
+    for (i = 0; i < NTHREADS; i++) {
+        if (i == gives_up) {
+            continue;
+        }
+        ck_assert_int_eq(f.result[i], APR_SUCCESS);
+        ck_assert_msg(f.order[expect] == i, "turn %d went to thread %d, not %d",
+                      expect, f.order[expect], i);
+        expect++;
+    }
+    mxf_gate_stats(f.gate, &busy, &waiting);
+    ck_assert_int_eq(busy, 0);
+    ck_assert_int_eq(waiting, 0);
+}
+END_TEST
+
+Suite *mxf_suite_gate(void)
+{
+    Suite *s = suite_create("gate");
+    TCase *tc = mxf_test_case("gate");
+
+    tcase_add_test(tc, slots_and_timeouts);
+    tcase_add_test(tc, first_come_first_served);
+    suite_add_tcase(s, tc);
+    return s;
+}
