@@ -78,7 +78,7 @@ class BenchPostgres(Postgres):
     def _pg_start(self):
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
                 f"-c unix_socket_directories={self.sockdir} -c fsync=off "
-                "-c max_connections=150 -c shared_buffers=2GB -c effective_cache_size=12GB "
+                "-c max_connections=250 -c shared_buffers=2GB -c effective_cache_size=12GB "
                 "-c shared_preload_libraries=pg_stat_statements "
                 "-c pg_stat_statements.track=top -c pg_stat_statements.max=1000")
         self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.datadir,
@@ -360,8 +360,8 @@ def probe(httpd, reqfile, n, seconds=30, slow=2.0):
     """Sends the first n requests of a file one by one (at least 3, then as
     many as fit in the given seconds; only 3 when one takes over slow
     seconds): every answer must be 200. Returns the median body size, the
-    share of redacted message PDUs among the message PDUs served, and the
-    median seconds per request."""
+    share of redacted message PDUs among the message PDUs served, the
+    median seconds per request, and how many requests were sent."""
     conn = http.client.HTTPConnection("127.0.0.1", httpd.port, timeout=300)
     sizes, times, msgs, redacted = [], [], 0, 0
     deadline = time.time() + seconds
@@ -389,7 +389,7 @@ def probe(httpd, reqfile, n, seconds=30, slow=2.0):
     finally:
         conn.close()
     return (int(statistics.median(sizes)), (redacted / msgs if msgs else None),
-            statistics.median(times))
+            statistics.median(times), len(sizes))
 
 
 def run_wrk(port, reqfile, conns, seconds, stop_after=0, timeout_s=10):
@@ -492,7 +492,13 @@ def bench_room(args, env, pg, label, rdir, db, rundir, key_path, staticdir, rng)
                 continue
             for vname in VIEWERS:
                 reqfile = files[(name, vname)]
-                median, redacted, secs = probe(httpd, reqfile, args.probe, slow=args.slow)
+                # The statements per request, exactly: the probe's requests
+                # run one at a time and all of them finish.
+                sql_reset(pg)
+                median, redacted, secs, nprobe = probe(httpd, reqfile, args.probe,
+                                                       slow=args.slow)
+                probe_calls, _ = sql_calls(pg, db)
+                probe_sql = probe_calls / nprobe
                 if secs > args.slow:
                     # Not loaded: 64 answers of this size at once would only
                     # measure swapping, and each takes longer than wrk waits.
@@ -503,6 +509,7 @@ def bench_room(args, env, pg, label, rdir, db, rundir, key_path, staticdir, rng)
                             "skipped": f"{secs:.2f} s per request alone, answers of "
                                        f"{median:,} bytes",
                             "probe_seconds": secs, "median_bytes": median,
+                            "sql_per_request": probe_sql,
                             "redacted_message_share": redacted})
                     log(f"{label:>3} {name:<11} {vname:<10} SKIPPED: {secs:.1f} s per request, "
                         f"answers of {median:,} bytes")
@@ -536,7 +543,8 @@ def bench_room(args, env, pg, label, rdir, db, rundir, key_path, staticdir, rng)
                         "p99_ms": ms(mod["latency_us"]["p99"]),
                         "requests": mod["requests"], "errors": mod["errors"],
                         "served": served,
-                        "sql_per_request": calls / served if served else None,
+                        "sql_per_request": probe_sql,
+                        "sql_per_request_under_load": calls / served if served else None,
                         "sql_statements": [{"calls_per_request": c / max(1, served),
                                             "query": qy} for c, qy in stmts[:5]],
                         "median_bytes": median, "redacted_message_share": redacted,
@@ -712,8 +720,10 @@ def markdown(meta, cases, growth, soak_res, targets):
            "Module: X-Matrix-signed requests, "
            f"{meta['requests_per_case']} different ones per case, replayed in a cycle. Ceiling: "
            "the same httpd serving a static file of the median response size, same wrk "
-           "settings. SQL/req: pg_stat_statements calls / requests httpd served (its access log, "
-           "so requests still running when wrk stopped count too). RSS: all httpd processes, "
+           "settings. SQL/req: pg_stat_statements calls per request over the case's first "
+           "requests, sent one at a time before the load (the JSON also has the ratio under "
+           "load, statements PostgreSQL finished / requests httpd logged, which requests cut "
+           "off when wrk stops skew). RSS: all httpd processes, "
            "before -> after the case. Viewer: the origin server signing the requests, "
            "*full* may see all history, *restricted* is served redacted copies of what it "
            "may not see (redacted: share of the m.room.message PDUs served redacted, from "
