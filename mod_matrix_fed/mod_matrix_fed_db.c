@@ -480,7 +480,7 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
     ap_dbd_t *dbd = mxf_db_acquire(r);
     mxf_db_stream_t *s;
     PGresult *first = NULL;
-    int attempt, rv;
+    int attempt;
 
     if (dbd && strcmp(apr_dbd_name(dbd->driver), "pgsql") != 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25055)
@@ -494,12 +494,9 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
     s->r = r;
     s->conn = apr_dbd_native_handle(dbd->driver, dbd->handle);
     s->done = 1;
-    /* The turn lasts until the first row: an ordered answer is worked out
-     * whole before it, and the rest of the answer travels at the client's
-     * pace, which must not hold up the statements of others. */
-    if ((rv = gate_enter(r, id)) != OK) {
-        return rv;
-    }
+    /* Not behind MatrixFedQueryConcurrency's gate: these statements take as
+     * long as their answer is big (seconds in a big room), and holding a
+     * turn that long would stall the short statements queued behind it. */
     for (attempt = 0; attempt < 2; attempt++) {
         if ((first = stream_start(r, s->conn, id, nargs, args, attempt)) != NULL) {
             break;
@@ -508,7 +505,6 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
             break;
         }
     }
-    gate_leave();
     if (!first) {
         return mxf_db_unavailable(r, 1);
     }

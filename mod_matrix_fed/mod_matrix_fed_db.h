@@ -48,10 +48,11 @@ typedef struct mxf_db_rows {
 
 /*
  * Runs statement @a id with @a nargs text arguments on the request's pooled
- * connection (acquired once per request). On success returns OK with the
- * rows in *out. Otherwise the error answer is already sent (503 with
- * Retry-After when no connection can be had, 500 for a failed query) and
- * its status is returned; the handler returns OK. A statement that failed
+ * connection (acquired once per request), after waiting its turn when
+ * MatrixFedQueryConcurrency is set. On success returns OK with the rows in
+ * *out. Otherwise the error answer is already sent (503 with Retry-After
+ * when no connection can be had, no turn came within MatrixFedQueryWait, or
+ * the query failed) and its status is returned; the handler returns OK. A statement that failed
  * because the connection was reset (database restarted) is prepared again
  * and retried once.
  */
@@ -66,7 +67,9 @@ const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col);
  * room): the statement runs on the request's pooled connection in libpq's
  * single-row mode (through the pgsql driver's native handle), so neither
  * libpq nor the module holds more than the current row. Opening fails like
- * mxf_db_select() (error answer sent, its status returned). A stream left
+ * mxf_db_select() (error answer sent, its status returned). Streams do not
+ * wait for a turn under MatrixFedQueryConcurrency (they take as long as
+ * their answer is big). A stream left
  * before its end is cancelled and drained when the request ends, so the
  * connection goes back to mod_dbd idle.
  */
