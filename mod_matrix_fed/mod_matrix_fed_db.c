@@ -252,10 +252,26 @@ static int gate_enter(request_rec *r, mxf_stmt_t id)
     if (rv == APR_SUCCESS) {
         return OK;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv == APR_TIMEUP ? 0 : rv, r, MXFLOGNO(25062)
-                  "statement %s: no turn at the database within %" APR_TIME_T_FMT " ms "
-                  "(MatrixFedQueryConcurrency, MatrixFedQueryWait); answered 503",
-                  statements[id].label, apr_time_as_msec(db_gate_wait));
+    if (rv != APR_TIMEUP) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, MXFLOGNO(25063)
+                      "statement %s: waiting for a turn at the database failed; answered 503",
+                      statements[id].label);
+    }
+    else {
+        /* Under overload every request could be refused: one warning per
+         * child every 10 s, with the count, and each refusal at info. */
+        unsigned n = mxf_gate_refused(db_gate, apr_time_now(), apr_time_from_sec(10));
+
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MXFLOGNO(25064)
+                      "statement %s: no turn at the database within %" APR_TIME_T_FMT " ms; "
+                      "answered 503", statements[id].label, apr_time_as_msec(db_gate_wait));
+        if (n) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25062)
+                          "%u request(s) answered 503 since the last such message: no turn at "
+                          "the database within %" APR_TIME_T_FMT " ms (MatrixFedQueryConcurrency, "
+                          "MatrixFedQueryWait)", n, apr_time_as_msec(db_gate_wait));
+        }
+    }
     apr_table_setn(r->err_headers_out, "Retry-After", "1");
     mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
                         "The server is busy; try again later");

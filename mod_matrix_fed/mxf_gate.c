@@ -21,6 +21,8 @@ struct mxf_gate {
     int busy;
     int nwaiting;
     waiter_t *head, *tail;
+    unsigned refused;                   /* refusals not reported yet */
+    apr_time_t reported;                /* when they last were (0: never) */
 };
 
 apr_status_t mxf_gate_create(mxf_gate_t **out, int slots, apr_pool_t *pool)
@@ -124,6 +126,21 @@ void mxf_gate_leave(mxf_gate_t *gate)
         gate->busy--;
     }
     apr_thread_mutex_unlock(gate->mutex);
+}
+
+unsigned mxf_gate_refused(mxf_gate_t *gate, apr_time_t now, apr_interval_time_t every)
+{
+    unsigned n = 0;
+
+    apr_thread_mutex_lock(gate->mutex);
+    gate->refused++;
+    if (!gate->reported || now - gate->reported >= every) {
+        n = gate->refused;
+        gate->refused = 0;
+        gate->reported = now;
+    }
+    apr_thread_mutex_unlock(gate->mutex);
+    return n;
 }
 
 void mxf_gate_stats(mxf_gate_t *gate, int *busy, int *waiting)

@@ -40,4 +40,12 @@ void mxf_gate_leave(mxf_gate_t *gate);
 /* Slots in use and threads waiting, at this moment (for logs and tests). */
 void mxf_gate_stats(mxf_gate_t *gate, int *busy, int *waiting);
 
+/*
+ * Counts a refusal (a caller whose mxf_gate_enter() timed out) at @a now.
+ * Returns how many refusals to report, this one included, when the last
+ * report is at least @a every old (or there was none); 0 otherwise: the
+ * caller reports at most once per @a every, however many are refused.
+ */
+unsigned mxf_gate_refused(mxf_gate_t *gate, apr_time_t now, apr_interval_time_t every);
+
 #endif /* mxf_gate_h */

@@ -122,7 +122,14 @@ class TestQueryGateRefuses:
         assert sorted(r.status for r in answers) == [200] + [503] * (CONCURRENT - 1)
         ok = next(r for r in answers if r.status == 200)
         assert ok.json["pdus"][0]["room_id"] == room.room_id
-        assert "MatrixFedQueryConcurrency" in httpd.log_tail(50)
+        # One warning with the count (the first refusal reports at once, the
+        # others fall in its 10 s), each refusal at info (LogLevel debug here).
+        log = httpd.log_tail(200)
+        warnings = [l for l in log.splitlines() if "MXF25062" in l]
+        assert len(warnings) == 1, log
+        assert "1 request(s) answered 503" in warnings[0]
+        assert "MatrixFedQueryConcurrency" in warnings[0]
+        assert sum("MXF25064" in l for l in log.splitlines()) == CONCURRENT - 1, log
 
     def test_free_again_afterwards(self, httpd, room, postgres):
         for eid in room.order[-3:]:

@@ -51,6 +51,23 @@ START_TEST(slots_and_timeouts)
 }
 END_TEST
 
+/* Refusals are reported at most once per interval, with their count. */
+START_TEST(refusals_reported_at_intervals)
+{
+    mxf_gate_t *gate;
+    const apr_interval_time_t every = apr_time_from_sec(10);
+    const apr_time_t t0 = apr_time_from_sec(1000);
+
+    ck_assert_int_eq(mxf_gate_create(&gate, 1, mxf_test_pool), APR_SUCCESS);
+    ck_assert_uint_eq(mxf_gate_refused(gate, t0, every), 1);       /* the first: at once */
+    ck_assert_uint_eq(mxf_gate_refused(gate, t0 + 1, every), 0);
+    ck_assert_uint_eq(mxf_gate_refused(gate, t0 + every - 1, every), 0);
+    ck_assert_uint_eq(mxf_gate_refused(gate, t0 + every, every), 3);
+    ck_assert_uint_eq(mxf_gate_refused(gate, t0 + every + 5, every), 0);
+    ck_assert_uint_eq(mxf_gate_refused(gate, t0 + 5 * every, every), 2);
+}
+END_TEST
+
 #define NTHREADS 6
 
 typedef struct {
@@ -147,6 +164,7 @@ Suite *mxf_suite_gate(void)
 
     tcase_add_test(tc, slots_and_timeouts);
     tcase_add_test(tc, first_come_first_served);
+    tcase_add_test(tc, refusals_reported_at_intervals);
     suite_add_tcase(s, tc);
     return s;
 }
