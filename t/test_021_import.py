@@ -760,27 +760,41 @@ def test_021_030_killed_import_leaves_consistent_db(big_room, build_env, postgre
     room = os.path.join(big_room, "room.jsonl")
     keys = os.path.join(big_room, "keys", "all.json")
     db = new_db(postgres, build_env)
-    # small batches: many COPY rounds to be caught in, however fast the build
+    # Another session locks the auth edges table, so the import stops in its
+    # first write round, after the COPY of that round's events and their
+    # prev edges and before that of their auth edges, however fast the
+    # build: it is killed there, with rows written in its transaction.
+    lock = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo(db)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lock.stdin.write("BEGIN; LOCK TABLE mxf_auth_edges IN ACCESS EXCLUSIVE MODE;"
+                     " SELECT 'locked';\n")
+    lock.stdin.flush()
+    assert lock.stdout.readline().strip() == "locked"
     p = subprocess.Popen([build_env.cli, "import", "--db", postgres.conninfo(db), "--quiet",
                           "--batch-events", "200", "--keys", keys, room],
                          stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=build_env.sanitizer_env("/tmp"))
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while True:
-            assert p.poll() is None, "the import finished before it could be killed"
-            assert time.time() < deadline
-            busy = postgres.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE"
-                                     " query LIKE 'COPY mxf_events %'")
-            if busy != "0":
+            assert p.poll() is None, "the import ended while the auth edges table was locked"
+            assert time.time() < deadline, "the import never waited for the lock"
+            waiting = postgres.psql(db, "SELECT query FROM pg_stat_activity"
+                                        " WHERE wait_event_type = 'Lock'"
+                                        " AND datname = current_database()")
+            if waiting:
                 break
-            time.sleep(0.01)
+            time.sleep(0.05)
+        assert waiting.startswith("COPY mxf_auth_edges"), waiting
         p.send_signal(signal.SIGKILL)
         p.wait()
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+        lock.stdin.write("COMMIT;\n")
+        lock.stdin.close()
+        lock.wait(timeout=30)
     # The server notices the client is gone and rolls back.
     deadline = time.time() + 30
     while postgres.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
