@@ -17,6 +17,7 @@ import pytest
 
 from conftest import SERVER_NAME
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
+from test_020_genroom import event_id
 
 FED = "/_matrix/federation/v1"
 CONCURRENT = 5
@@ -159,13 +160,8 @@ class TestQueryGateQueues:
             assert resp.status == 200, resp
             assert resp.json["pdus"][0]["room_id"] == room.room_id
             assert resp.json["origin"] == SERVER_NAME
-        assert event_id_of(answers, room) == eids
-
-
-def event_id_of(answers, room):
-    """The event IDs of the served PDUs, recomputed from their content."""
-    from test_020_genroom import event_id
-    return [event_id(r.json["pdus"][0], room.version) for r in answers]
+        # The served PDUs are the events asked for (IDs recomputed from them).
+        assert [event_id(r.json["pdus"][0], room.version) for r in answers] == eids
 
 
 def test_041_bad_directives(httpd_factory, postgres, signing_key, backend):
