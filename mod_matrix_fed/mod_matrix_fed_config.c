@@ -190,6 +190,20 @@ static const char *parse_count(cmd_parms *cmd, const char *arg, long lo, long hi
     return NULL;
 }
 
+const char *mxf_config_parse_duration(cmd_parms *cmd, const char *arg, apr_interval_time_t lo,
+                                      apr_interval_time_t hi, const char *range,
+                                      apr_interval_time_t *out)
+{
+    apr_interval_time_t t;
+
+    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < lo || t > hi) {
+        return apr_psprintf(cmd->pool, "%s '%s': expected a duration from %s",
+                            cmd->cmd->name, arg, range);
+    }
+    *out = t;
+    return NULL;
+}
+
 static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
 {
     long v;
@@ -240,19 +254,13 @@ static const char *set_query_slots(cmd_parms *cmd, void *dconf, const char *arg)
 
 static const char *set_query_wait(cmd_parms *cmd, void *dconf, const char *arg)
 {
-    apr_interval_time_t t;
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
 
     if (err) {
         return err;
     }
-    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < 0
-        || t > apr_time_from_sec(300)) {
-        return apr_psprintf(cmd->pool, "%s '%s': expected a duration from 0 to 300s",
-                            cmd->cmd->name, arg);
-    }
-    conf_of(cmd)->query_wait = t;
-    return NULL;
+    return mxf_config_parse_duration(cmd, arg, 0, apr_time_from_sec(300), "0 to 300s",
+                                     &conf_of(cmd)->query_wait);
 }
 
 const command_rec mxf_cmds[] = {

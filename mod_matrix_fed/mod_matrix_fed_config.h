@@ -43,6 +43,15 @@ int mxf_config_query_slots(const mxf_srv_conf_t *conf);
 apr_interval_time_t mxf_config_query_wait(const mxf_srv_conf_t *conf);
 
 /*
+ * A duration for directive @a cmd (a number of seconds, or with a unit:
+ * ms, s, mi, h) in [lo, hi], into *out; or an error message naming the
+ * directive, the value and @a range (how the bounds read, e.g. "0 to 300s").
+ */
+const char *mxf_config_parse_duration(cmd_parms *cmd, const char *arg, apr_interval_time_t lo,
+                                      apr_interval_time_t hi, const char *range,
+                                      apr_interval_time_t *out);
+
+/*
  * Checks every virtual host with MatrixFederation On at start-up. Logs and
  * returns a non-OK status when one cannot serve.
  */

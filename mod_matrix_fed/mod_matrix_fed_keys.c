@@ -106,13 +106,10 @@ const char *mxf_keys_set_validity(cmd_parms *cmd, void *dconf, const char *arg)
     apr_interval_time_t t;
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
 
-    if (err) {
+    if (err || (err = mxf_config_parse_duration(cmd, arg, apr_time_from_sec(60),
+                                                apr_time_from_sec(7 * 24 * 3600),
+                                                "60s to 7 days (e.g. 86400, 24h)", &t))) {
         return err;
-    }
-    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS
-        || t < apr_time_from_sec(60) || t > apr_time_from_sec(7 * 24 * 3600)) {
-        return apr_psprintf(cmd->pool, "MatrixFedKeyValidity '%s': expected a duration "
-                            "from 60s to 7 days (e.g. 86400, 24h)", arg);
     }
     kconf_of(cmd)->validity_ms = apr_time_as_msec(t);
     return NULL;
@@ -236,26 +233,17 @@ const char *mxf_keys_set_ca_file(cmd_parms *cmd, void *dconf, const char *path)
 const char *mxf_keys_set_interval(cmd_parms *cmd, void *dconf, const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
-    apr_interval_time_t t;
-    int timeout = cmd->info == (void *)1;
-    apr_interval_time_t lo = timeout ? apr_time_from_msec(100) : apr_time_from_sec(1);
-    apr_interval_time_t hi = timeout ? apr_time_from_sec(120) : apr_time_from_sec(86400);
+    mxf_keys_conf_t *kc = kconf_of(cmd);
 
     if (err) {
         return err;
     }
-    if (ap_timeout_parameter_parse(arg, &t, "s") != APR_SUCCESS || t < lo || t > hi) {
-        return apr_psprintf(cmd->pool, "%s '%s': expected a duration from %s to %s",
-                            cmd->cmd->name, arg, timeout ? "100ms" : "1s",
-                            timeout ? "120s" : "1 day");
+    if (cmd->info == (void *)1) {
+        return mxf_config_parse_duration(cmd, arg, apr_time_from_msec(100), apr_time_from_sec(120),
+                                         "100ms to 120s", &kc->fetch_timeout);
     }
-    if (timeout) {
-        kconf_of(cmd)->fetch_timeout = t;
-    }
-    else {
-        kconf_of(cmd)->retry_interval = t;
-    }
-    return NULL;
+    return mxf_config_parse_duration(cmd, arg, apr_time_from_sec(1), apr_time_from_sec(86400),
+                                     "1s to 1 day", &kc->retry_interval);
 }
 
 const char *mxf_keys_set_cache(cmd_parms *cmd, void *dconf, const char *spec)

@@ -107,6 +107,16 @@ class HttpdFactory:
         self.servers.append(h)
         return h
 
+    def assert_start_fails(self, name, site, expect, **kw):
+        """httpd refuses to start with configuration @site, and its output
+        or error log says @expect."""
+        h = self.new(name)
+        ok, out = h.try_start(site, timeout=15, **kw)
+        h.stop()
+        text = out + "\n".join(h.new_log_lines())
+        assert not ok, f"httpd started with a broken configuration: {site[-300:]}"
+        assert expect in text, (expect, text)
+
     def stop_all(self):
         for h in self.servers:
             h.stop()

@@ -105,12 +105,7 @@ class TestStartupErrors:
     """Configuration errors stop httpd at start-up with a clear message."""
 
     def _fails(self, httpd_factory, name, site, expect, **kw):
-        h = httpd_factory.new(name)
-        ok, out = h.try_start(site, timeout=15, **kw)
-        h.stop()
-        text = out + "\n".join(h.new_log_lines())
-        assert not ok, "httpd started with a broken configuration"
-        assert expect in text, text
+        httpd_factory.assert_start_fails(name, site, expect, **kw)
 
     def test_001_030_missing_key_file(self, httpd_factory, postgres, backend, workdir):
         missing = os.path.join(workdir, "no-such.key")

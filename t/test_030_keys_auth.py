@@ -299,17 +299,18 @@ class TestKeyFileChecks:
             ("MatrixFedKeyServerURL a.test http://127.0.0.1:1", "not an https://"),
             ("MatrixFedTrustedKeyServer n.test notbase64!", "not the unpadded base64"),
             ("MatrixFedOldVerifyKey rsa:1 AAAA 1", "not an ed25519 key ID"),
-            ("MatrixFedKeyValidity 5", "expected a duration"),
-            ("MatrixFedKeyFetchTimeout 1000", "expected a duration"),
+            ("MatrixFedKeyValidity 5", "expected a duration from 60s to 7 days"),
+            ("MatrixFedKeyValidity 8d", "expected a duration from 60s to 7 days"),
+            ("MatrixFedKeyFetchTimeout 1000", "expected a duration from 100ms to 120s"),
+            ("MatrixFedKeyFetchTimeout 50ms", "expected a duration from 100ms to 120s"),
+            ("MatrixFedKeyFetchRetryInterval 0", "expected a duration from 1s to 1 day"),
+            ("MatrixFedKeyFetchRetryInterval soon", "expected a duration from 1s to 1 day"),
             ("MatrixFedKeyCache nosuchcache", "unknown cache type"),
         ]
         for i, (line, expect) in enumerate(cases):
-            h = httpd_factory.new(f"httpd-baddir-{i}")
-            ok, out = h.try_start(site_config(postgres, signing_key, backend, extra=line),
-                                  timeout=15)
-            h.stop()
-            assert not ok, line
-            assert expect in out + "\n".join(h.new_log_lines()), (line, out)
+            httpd_factory.assert_start_fails(
+                f"httpd-baddir-{i}", site_config(postgres, signing_key, backend, extra=line),
+                expect)
 
 
 # ------------------------------------------------------------------ authentication
