@@ -107,40 +107,49 @@ static int room_access(mxf_req_t *req, const char *room_id, int check_acl, room_
     return access_from_row(req, room_id, rows, 0, check_acl, ctx);
 }
 
+/* What access_and_walk() found: the rows to serve and where to read them. */
+typedef struct walk_rows {
+    mxf_db_rows_t *rows;
+    int col;                            /* the PDU column */
+    int present;                        /* the column NULL in a row standing for no
+                                         * events (-1: every row is an event) */
+} walk_rows_t;
+
 /*
- * get_missing_events and backfill: one statement checks the access and
- * walks (columns: the access columns, go, PDU, event number), the walk
+ * get_missing_events and backfill: one statement (@a id) checks the access
+ * and walks (columns: the access columns, go, PDU, event number), the walk
  * running only where the importer found the room's ACL to allow the origin
  * ("go", sql/009). The access is decided here all the same; where the
  * statement did not walk but access is granted, the walk follows as a
- * statement of its own (@a walk_id, args @a walk_args with the room number
- * at index 1). Returns OK with the rows to serve in *rows and their PDU
- * column in *col and the column that is NULL in a row standing for no
- * events in *present (-1: none), or the status of the error already sent.
+ * statement of its own (@a walk_id). @a args are @a id's: origin, room ID,
+ * origin, then the walk's own; @a walk_id takes origin, room number, then
+ * the same. Returns OK with *out filled in, or the status of the error
+ * already sent.
  */
-static int access_and_walk(mxf_req_t *req, const char *room_id, mxf_stmt_t id, int nargs,
-                           const char **args, mxf_stmt_t walk_id, int walk_nargs,
-                           const char **walk_args, mxf_db_rows_t **rows, int *col,
-                           int *present)
+static int access_and_walk(mxf_req_t *req, const char *room_id, mxf_stmt_t id,
+                           mxf_stmt_t walk_id, int nargs, const char **args, walk_rows_t *out)
 {
     room_ctx_t room;
-    const char *go;
+    const char *go, **walk_args;
     int status;
 
-    if ((status = mxf_db_select(req, id, nargs, args, rows)) != OK
-        || (status = access_from_row(req, room_id, *rows, 0, 1, &room)) != OK) {
+    if ((status = mxf_db_select(req, id, nargs, args, &out->rows)) != OK
+        || (status = access_from_row(req, room_id, out->rows, 0, 1, &room)) != OK) {
         return status;
     }
-    go = mxf_db_get(*rows, 0, 4);
+    go = mxf_db_get(out->rows, 0, 4);
     if (go && !strcmp(go, "t")) {
-        *col = 5;
-        *present = 6;
+        out->col = 5;
+        out->present = 6;
         return OK;
     }
+    walk_args = apr_palloc(req->r->pool, (nargs - 1) * sizeof(*walk_args));
+    walk_args[0] = args[0];
     walk_args[1] = room.nid;
-    *col = 0;
-    *present = -1;
-    return mxf_db_select(req, walk_id, walk_nargs, walk_args, rows);
+    memcpy(walk_args + 2, args + 3, (nargs - 3) * sizeof(*walk_args));
+    out->col = 0;
+    out->present = -1;
+    return mxf_db_select(req, walk_id, nargs - 1, walk_args, &out->rows);
 }
 
 /*
@@ -252,10 +261,10 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
     const json_t *body, *earliest, *latest, *limit, *min_depth;
     apr_int64_t lim = DEFAULT_GME_LIMIT, depth = 0;
     char lim_s[32], depth_s[32];
-    const char *args[7], *walk_args[6];
-    mxf_db_rows_t *rows;
+    const char *args[7];
+    walk_rows_t walk;
     apr_bucket_brigade *bb;
-    int status, col, present;
+    int status;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
@@ -322,19 +331,13 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
     args[4] = json_list(req, latest);
     args[5] = lim_s;
     args[6] = depth_s;
-    /* The walk on its own: origin, room number, earliest, latest, limit, min_depth. */
-    walk_args[0] = origin_of(req);
-    walk_args[2] = args[3];
-    walk_args[3] = args[4];
-    walk_args[4] = args[5];
-    walk_args[5] = args[6];
-    if (access_and_walk(req, room_id, MXF_STMT_MISSING_EVENTS_IN, 7, args,
-                        MXF_STMT_MISSING_EVENTS, 6, walk_args, &rows, &col, &present) != OK) {
+    if (access_and_walk(req, room_id, MXF_STMT_MISSING_EVENTS_IN, MXF_STMT_MISSING_EVENTS, 7,
+                        args, &walk) != OK) {
         return OK;
     }
     bb = new_bb(r);
     apr_brigade_puts(bb, NULL, NULL, "{\"events\":[");
-    put_pdus(req, bb, rows, col, present);
+    put_pdus(req, bb, walk.rows, walk.col, walk.present);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
@@ -349,11 +352,11 @@ int mxf_handle_backfill(mxf_req_t *req)
     apr_array_header_t *v = mxf_http_query_values(r, "v");
     apr_int64_t lim;
     char lim_buf[32];
-    const char *args[5], *walk_args[4];
+    const char *args[5];
     json_t *vlist;
-    mxf_db_rows_t *rows;
+    walk_rows_t walk;
     apr_bucket_brigade *bb;
-    int i, dup, col, present;
+    int i, dup;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
@@ -387,17 +390,13 @@ int mxf_handle_backfill(mxf_req_t *req)
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "v must be event IDs");
     }
-    /* The walk on its own: origin, room number, v, limit. */
-    walk_args[0] = origin_of(req);
-    walk_args[2] = args[3];
-    walk_args[3] = args[4];
-    if (access_and_walk(req, room_id, MXF_STMT_BACKFILL_IN, 5, args,
-                        MXF_STMT_BACKFILL, 4, walk_args, &rows, &col, &present) != OK) {
+    if (access_and_walk(req, room_id, MXF_STMT_BACKFILL_IN, MXF_STMT_BACKFILL, 5, args,
+                        &walk) != OK) {
         return OK;
     }
     bb = new_bb(r);
     transaction_head(req, bb);
-    put_pdus(req, bb, rows, col, present);
+    put_pdus(req, bb, walk.rows, walk.col, walk.present);
     apr_brigade_puts(bb, NULL, NULL, "]}");
     return mxf_http_send_brigade(r, HTTP_OK, bb);
 }
