@@ -70,31 +70,41 @@ static const char *signed_uri(request_rec *r)
 }
 
 /*
- * Verifies credential @a c. A body with reals (which canonical JSON cannot
- * encode) is checked the way senders written in Python encode them
- * (canonicaljson: repr() of the float), so that such a request is
- * authenticated and its handler can reject the value with a precise error.
+ * Verifies credential @a c. A body with reals is also checked the way
+ * senders written in Python encode them (canonicaljson: repr() of the
+ * float, so 1.0 stays "1.0" where canonical JSON has "1"), when canonical
+ * JSON cannot encode it or its check fails, so that such a request is
+ * authenticated and its handler can judge the value.
  */
 static apr_status_t verify(request_rec *r, const mxf_xmatrix_t *c, const char *our_name,
                            const json_t *content, const unsigned char *pk, const char **why)
 {
     apr_status_t rv = mxf_xmatrix_verify_request(r->pool, c, r->method, signed_uri(r),
                                                  our_name, content, pk, why);
-    const char *bytes;
+    const char *bytes, *again = NULL;
     apr_size_t len = 0;
 
-    if (rv != APR_EINVAL || !content) {
+    if (rv == APR_SUCCESS || !content
+        || !(rv == APR_EINVAL || (rv == APR_EACCES && mxf_json_has_real(content)))) {
         return rv;
     }
     bytes = mxf_canonical_encode_ex(r->pool,
                                     mxf_xmatrix_request_json(r->pool, r->method, signed_uri(r),
                                                              c->origin, our_name, content),
-                                    MXF_CANON_PYTHON_FLOATS, &len, why);
+                                    MXF_CANON_PYTHON_FLOATS, &len, &again);
     if (!bytes) {
-        return APR_EINVAL;
+        if (rv == APR_EINVAL) {
+            *why = again;
+        }
+        return rv;
     }
-    return mxf_verify_bytes(bytes, len, c->sig, pk, why) == APR_SUCCESS ? APR_SUCCESS
-                                                                       : APR_EACCES;
+    if (mxf_verify_bytes(bytes, len, c->sig, pk, &again) == APR_SUCCESS) {
+        return APR_SUCCESS;
+    }
+    if (rv == APR_EINVAL) {
+        *why = again;
+    }
+    return APR_EACCES;
 }
 
 int mxf_auth_authenticate(mxf_req_t *req)
@@ -108,7 +118,13 @@ int mxf_auth_authenticate(mxf_req_t *req)
     int status, i, verified = 0;
     apr_status_t rv;
 
-    if ((status = mxf_http_read_body(req)) != OK) {
+    /*
+     * The body is signed as "content" where the method has one: a body
+     * sent with any other method (GET) is not part of the request, as in
+     * the reference homeserver, which reads bodies of POST and PUT only.
+     */
+    if ((r->method_number == M_POST || r->method_number == M_PUT)
+        && (status = mxf_http_read_body(req)) != OK) {
         return status;
     }
     apr_table_do(collect_header, values, r->headers_in, "Authorization", NULL);

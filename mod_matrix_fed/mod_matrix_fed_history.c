@@ -21,8 +21,9 @@
  */
 #include "mod_matrix_fed_private.h"
 
-#include <stdlib.h>
 #include <errno.h>
+#include <math.h>
+#include <stdlib.h>
 
 #include <apr_strings.h>
 #include <http_protocol.h>
@@ -153,8 +154,9 @@ static int access_and_walk(mxf_req_t *req, const char *room_id, mxf_stmt_t id,
 }
 
 /*
- * Parses a non-negative decimal integer query value. Returns 1 on success,
- * 0 when it is not an integer in [0, 2^53 - 1] (negative included).
+ * Parses a non-negative decimal integer query value, clamped to 2^53 - 1
+ * (a limit or timestamp beyond any in a room means "all"). Returns 1 on
+ * success, 0 when it is not a string of decimal digits.
  */
 static int parse_uint(const char *s, apr_int64_t *out)
 {
@@ -166,11 +168,39 @@ static int parse_uint(const char *s, apr_int64_t *out)
     }
     errno = 0;
     v = strtoll(s, &end, 10);
-    if (errno || *end || v > MXF_JSON_INT_MAX) {
+    if (*end) {
         return 0;
     }
-    *out = v;
+    *out = errno == ERANGE || v > MXF_JSON_INT_MAX ? MXF_JSON_INT_MAX : v;
     return 1;
+}
+
+/*
+ * The whole number JSON number @a v stands for: an integer, or a real
+ * without a fraction (Python senders may write 10.0), clamped to
+ * +-(2^53 - 1), the range of numbers in events. 0 for a fraction or a
+ * number that is not finite.
+ */
+static int json_whole(const json_t *v, apr_int64_t *out)
+{
+    double d;
+
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        *out = i > MXF_JSON_INT_MAX ? MXF_JSON_INT_MAX
+             : i < -MXF_JSON_INT_MAX ? -MXF_JSON_INT_MAX : i;
+        return 1;
+    }
+    d = json_real_value(v);
+    if (!json_is_real(v) || !isfinite(d)) {
+        return 0;
+    }
+    if (d > (double)MXF_JSON_INT_MAX || d < -(double)MXF_JSON_INT_MAX) {
+        *out = d > 0 ? MXF_JSON_INT_MAX : -MXF_JSON_INT_MAX;     /* no fraction this big */
+        return 1;
+    }
+    *out = (apr_int64_t)d;
+    return (double)*out == d;
 }
 
 /* The only value of query parameter @a name; *dup set when it is repeated. */
@@ -294,27 +324,21 @@ int mxf_handle_get_missing_events(mxf_req_t *req)
                                    "event IDs");
     }
     if (limit && !json_is_null(limit)) {
-        if (json_is_integer(limit)) {
-            lim = json_integer_value(limit);
-        }
-        else if (!json_is_real(limit)) {
+        if (!json_is_number(limit)) {
             return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
                                        "limit must be an integer");
         }
-        if (!json_is_integer(limit) || lim < 1 || lim > MXF_JSON_INT_MAX) {
+        if (!json_whole(limit, &lim) || lim < 1) {
             return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                        "limit must be a positive integer");
         }
     }
     if (min_depth && !json_is_null(min_depth)) {
-        if (json_is_integer(min_depth)) {
-            depth = json_integer_value(min_depth);
-        }
-        else if (!json_is_real(min_depth)) {
+        if (!json_is_number(min_depth)) {
             return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
                                        "min_depth must be an integer");
         }
-        if (!json_is_integer(min_depth) || depth < 0 || depth > MXF_JSON_INT_MAX) {
+        if (!json_whole(min_depth, &depth) || depth < 0) {
             return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                        "min_depth must be a non-negative integer");
         }
@@ -376,9 +400,22 @@ int mxf_handle_backfill(mxf_req_t *req)
     if (lim > mxf_config_backfill_limit(req->conf)) {
         lim = mxf_config_backfill_limit(req->conf);
     }
+    /*
+     * v repeated (v=$a&v=$b, as servers send it) or comma-separated
+     * (v=$a,$b, the spec's form with explode: false). A value with a comma
+     * is taken whole and in its parts: IDs that are not events of the room
+     * are ignored, so an ID that itself holds a comma still works.
+     */
     vlist = mxf_json_own(r->pool, json_array());
     for (i = 0; i < v->nelts; i++) {
-        json_array_append_new(vlist, json_string(APR_ARRAY_IDX(v, i, const char *)));
+        const char *val = APR_ARRAY_IDX(v, i, const char *);
+        json_array_append_new(vlist, json_string(val));
+        if (strchr(val, ',')) {
+            char *last, *part, *copy = apr_pstrdup(r->pool, val);
+            for (part = apr_strtok(copy, ",", &last); part; part = apr_strtok(NULL, ",", &last)) {
+                json_array_append_new(vlist, json_string(part));
+            }
+        }
     }
     apr_snprintf(lim_buf, sizeof(lim_buf), "%" APR_INT64_T_FMT, lim);
     args[0] = origin_of(req);
@@ -413,7 +450,7 @@ int mxf_handle_event(mxf_req_t *req)
     room_ctx_t room;
     apr_bucket_brigade *bb;
 
-    if (!mxf_id_event_valid(event_id, req->param_lens[0], NULL)) {
+    if (!mxf_id_event_plausible(event_id, req->param_lens[0])) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "Malformed event ID");
     }
@@ -576,7 +613,7 @@ static int state_common(mxf_req_t *req, int ids_only)
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
                                    "Missing event_id");
     }
-    if (dup || !mxf_id_event_valid(event_id, strlen(event_id), NULL)) {
+    if (dup || !mxf_id_event_plausible(event_id, strlen(event_id))) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "Malformed event_id");
     }
@@ -620,7 +657,7 @@ int mxf_handle_event_auth(mxf_req_t *req)
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
     }
-    if (!mxf_id_event_valid(event_id, req->param_lens[1], NULL)) {
+    if (!mxf_id_event_plausible(event_id, req->param_lens[1])) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "Malformed event ID");
     }
@@ -667,7 +704,22 @@ int mxf_handle_timestamp_to_event(mxf_req_t *req)
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "dir must be f or b");
     }
-    if (room_access(req, room_id, 1, &room) != OK) {
+    /*
+     * An unknown room has no event at any time (404, as the spec lists);
+     * a known one answers only servers in it that its ACL allows (403).
+     */
+    args[0] = origin_of(req);
+    args[1] = room_id;
+    if (mxf_db_select(req, MXF_STMT_ROOM_ACCESS, 2, args, &rows) != OK) {
+        return OK;
+    }
+    if (rows->nrows == 0) {
+        return mxf_http_send_error(r, HTTP_NOT_FOUND, MXF_M_NOT_FOUND,
+                                   "Unable to find event from %" APR_INT64_T_FMT
+                                   " in %s direction: room %s is not known here", ts,
+                                   dir[0] == 'f' ? "forward" : "backward", room_id);
+    }
+    if (access_from_row(req, room_id, rows, 0, 1, &room) != OK) {
         return OK;
     }
     args[0] = room.nid;

@@ -180,12 +180,19 @@ int mxf_http_read_body(mxf_req_t *req)
     }
     req->body = buf;
     req->body_len = total;
-    if (mxf_json_parse(r->pool, buf, total, 0, &req->body_json, &why) != APR_SUCCESS) {
+    if (mxf_json_parse(r->pool, buf, total, MXF_JSON_ANY, &req->body_json, &why) != APR_SUCCESS) {
         req->body_json = NULL;
         req->body_read = HTTP_BAD_REQUEST;
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_NOT_JSON,
-                                   "Request body is not a JSON object: %s", why),
+                                   "Request body is not valid JSON: %s", why),
                HTTP_BAD_REQUEST;
+    }
+    if (!json_is_object(req->body_json)) {
+        /* JSON, but not what any endpoint takes (M_BAD_JSON, as for wrong shapes). */
+        req->body_json = NULL;
+        req->body_read = HTTP_BAD_REQUEST;
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
+                                   "Request body must be a JSON object"), HTTP_BAD_REQUEST;
     }
     return OK;
 }

@@ -284,6 +284,12 @@ int mxf_id_event_valid(const char *s, apr_size_t len, const mxf_roomver_t *rv)
     return 0;
 }
 
+int mxf_id_event_plausible(const char *s, apr_size_t len)
+{
+    return s != NULL && len >= 2 && len <= MXF_ID_MAX_BYTES && s[0] == '$'
+           && memchr(s, '\0', len) == NULL && mxf_id_utf8_valid(s, len);
+}
+
 int mxf_id_alias_valid(const char *s, apr_size_t len)
 {
     return sigil_local_server(s, len, '#', 0);

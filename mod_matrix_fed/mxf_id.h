@@ -60,6 +60,14 @@ int mxf_id_room_valid(const char *s, apr_size_t len, const mxf_roomver_t *rv);
  */
 int mxf_id_event_valid(const char *s, apr_size_t len, const mxf_roomver_t *rv);
 
+/*
+ * Whether @a s could name an event of some room, before its room version
+ * is known: "$", at least one more byte, at most 255 bytes, well-formed
+ * UTF-8, no NUL. For look-ups by ID: an ID that passes but names no event
+ * is unknown (404), not malformed.
+ */
+int mxf_id_event_plausible(const char *s, apr_size_t len);
+
 /* Room alias: "#" localpart ":" server_name, localpart any UTF-8 except ":" and NUL; <= 255 bytes. */
 int mxf_id_alias_valid(const char *s, apr_size_t len);
 

@@ -103,6 +103,32 @@ apr_status_t mxf_json_check_ints(const json_t *j, const char **why)
     return check_value(j, 1, 1, why);
 }
 
+int mxf_json_has_real(const json_t *j)
+{
+    const char *key;
+    json_t *v;
+    size_t i;
+
+    if (json_is_real(j)) {
+        return 1;
+    }
+    if (json_is_object(j)) {
+        json_object_foreach((json_t *)j, key, v) {
+            if (mxf_json_has_real(v)) {
+                return 1;
+            }
+        }
+    }
+    else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) {
+            if (mxf_json_has_real(v)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 apr_status_t mxf_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
                             unsigned flags, json_t **out, const char **why)
 {

@@ -83,4 +83,7 @@ apr_status_t mxf_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
  */
 apr_status_t mxf_json_check_ints(const json_t *j, const char **why);
 
+/* Whether @a j holds a real number (JSON number with a fraction or exponent) anywhere. */
+int mxf_json_has_real(const json_t *j);
+
 #endif /* mxf_json_h */

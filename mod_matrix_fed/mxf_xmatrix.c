@@ -350,6 +350,12 @@ static apr_status_t xmatrix_from_cred(apr_pool_t *p, const xm_cred_t *cred,
         return APR_EINVAL;
     }
     if (!mxf_id_key_id_valid(vals[2], strlen(vals[2]))) {
+        const char *colon = strchr(vals[2], ':');
+        if (colon && colon != vals[2] && colon[1] && strncmp(vals[2], "ed25519:", 8) != 0) {
+            /* Another algorithm's key ("alg:version"): not ours to check. */
+            *why = apr_psprintf(p, "key %s is not of a supported algorithm (ed25519)", vals[2]);
+            return APR_ENOTIMPL;
+        }
         *why = "key is not a key ID 'ed25519:' + [A-Za-z0-9_]";
         return APR_EINVAL;
     }
@@ -396,7 +402,7 @@ apr_status_t mxf_xmatrix_parse(apr_pool_t *p, const char *header_value,
                             cred->scheme);
         return APR_EINVAL;
     }
-    return xmatrix_from_cred(p, cred, out, why);
+    return xmatrix_from_cred(p, cred, out, why) == APR_SUCCESS ? APR_SUCCESS : APR_EINVAL;
 }
 
 apr_status_t mxf_xmatrix_parse_all(apr_pool_t *p, const char *const *values,
@@ -405,6 +411,7 @@ apr_status_t mxf_xmatrix_parse_all(apr_pool_t *p, const char *const *values,
 {
     apr_array_header_t *creds = apr_array_make(p, 2, sizeof(xm_cred_t));
     apr_array_header_t *res;
+    const char *other = NULL;
     int i;
 
     for (i = 0; i < nvalues; i++) {
@@ -417,19 +424,26 @@ apr_status_t mxf_xmatrix_parse_all(apr_pool_t *p, const char *const *values,
     for (i = 0; i < creds->nelts; i++) {
         const xm_cred_t *cred = &APR_ARRAY_IDX(creds, i, xm_cred_t);
         mxf_xmatrix_t *xm;
+        apr_status_t rv;
 
         if (!is_xmatrix(cred)) {
             continue;
         }
-        if (xmatrix_from_cred(p, cred, &xm, why) != APR_SUCCESS) {
-            if (creds->nelts > 1) {
-                *why = apr_psprintf(p, "X-Matrix credential %d: %s", i + 1, *why);
-            }
+        if ((rv = xmatrix_from_cred(p, cred, &xm, &other)) == APR_ENOTIMPL) {
+            continue;           /* signed with an algorithm we do not know: ignored */
+        }
+        if (rv != APR_SUCCESS) {
+            *why = creds->nelts > 1
+                 ? apr_psprintf(p, "X-Matrix credential %d: %s", i + 1, other) : other;
             return APR_EINVAL;
         }
         APR_ARRAY_PUSH(res, mxf_xmatrix_t *) = xm;
     }
     if (res->nelts == 0) {
+        if (other) {
+            *why = other;       /* only credentials of other algorithms */
+            return APR_EINVAL;
+        }
         *why = "no X-Matrix credential in the Authorization header";
         return APR_ENOENT;
     }

@@ -73,9 +73,11 @@ apr_status_t mxf_xmatrix_parse(apr_pool_t *p, const char *header_value,
  * @a nvalues header values (one per header line, or httpd's ", "-joined
  * value; both work). Every X-Matrix credential is parsed separately and
  * appended to *out, an array of mxf_xmatrix_t * from @a p. Credentials of
- * other schemes are skipped. Returns APR_ENOENT (with *why) when there is no
- * X-Matrix credential at all, APR_EINVAL when any X-Matrix credential or the
- * list itself is malformed or there are too many.
+ * other schemes, and X-Matrix credentials whose key is of an algorithm
+ * other than ed25519 ("alg:version"), are skipped. Returns APR_ENOENT
+ * (with *why) when there is no X-Matrix credential at all, APR_EINVAL when
+ * any X-Matrix credential or the list itself is malformed or there are too
+ * many, or when every X-Matrix credential is of another algorithm.
  */
 apr_status_t mxf_xmatrix_parse_all(apr_pool_t *p, const char *const *values,
                                    int nvalues, apr_array_header_t **out,

@@ -156,3 +156,32 @@ def test_025_004_missing_events_query_equals_walk(room, postgres):
         assert q == w, case
         full += len(q) == case[2]
     assert full > 100
+
+
+def test_025_005_latest_events_reached_from_another(room, postgres):
+    """latest_events holding an event and one of its near ancestors (1 to 4
+    prev_events steps up): the query and the walk agree, and the ancestor is
+    returned whenever the limit leaves room for its layer."""
+    db, ids, events, version = room["db"], room["ids"], room["events"], room["version"]
+    [r] = query_json(postgres, db, "SELECT room_nid FROM mxf_rooms")
+    prevs = {i: [p[0] if isinstance(p, list) else p for p in e.get("prev_events", [])]
+             for i, e in zip(ids, events)}
+    rng = random.Random(2505)
+    cases, ancestors = [], []
+    for _ in range(120):
+        e = rng.choice(ids[10:])
+        a, steps = e, rng.randint(1, 4)
+        for _ in range(steps):
+            if prevs.get(a):
+                a = rng.choice(prevs[a])
+        if a == e:
+            continue
+        latest = [e, a] if rng.random() < 0.5 else [a, e]
+        cases.append(([], latest, 50, 0))
+        ancestors.append(a)
+    returned = 0
+    for case, a, (q, w) in zip(cases, ancestors, missing(postgres, db, r["room_nid"], cases)):
+        assert q == w, case
+        returned += a in q
+    # The room's DAG leaves a few ancestors beyond 50 events' worth of layers.
+    assert returned > len(cases) * 0.8, (returned, len(cases))

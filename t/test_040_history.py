@@ -172,6 +172,46 @@ class TestGetMissingEvents:
         got = self.gme(client, room, earliest, latest, 20)
         assert got == room.missing_events(earliest, latest, 20)
 
+    def test_040_007b_latest_that_is_a_prev_of_another_latest(self, client, room):
+        """The spec asks for the previous events of latest_events, skipping
+        only earliest_events: a latest event that is a prev event of
+        another is among them, found in the first layer."""
+        tip = room.order[-1]
+        prev = room.prevs(tip)[0]
+        grand = room.prevs(prev)[0]
+        got = self.gme(client, room, [], [tip, prev], 3)
+        assert got == room.missing_events([], [tip, prev], 3)
+        assert prev in got and grand in got and tip not in got
+        # Listed first or last: the same answer.
+        assert self.gme(client, room, [], [prev, tip], 3) == got
+        # Also in earliest_events: skipped, and the walk does not go through it.
+        got = self.gme(client, room, [prev], [tip, prev], 20)
+        assert prev not in got
+        assert got == room.missing_events([prev], [tip, prev], 20)
+
+    def test_040_007c_numbers_as_python_senders_write_them(self, client, room):
+        """limit 10.0 and min_depth 0.0 (json.dumps of floats, signed as
+        canonicaljson encodes them) are the whole numbers they stand for."""
+        tip = room.order[-1]
+        path = f"{FED}/get_missing_events/{q(room.room_id)}"
+        content = {"earliest_events": [], "latest_events": [tip], "limit": 3.0,
+                   "min_depth": 0.0}
+        r = client.post(path, content)
+        assert r.status == 200, r
+        got = [check_served(room, client.origin, r.body, e) for e in r.json["events"]]
+        assert got == room.missing_events([], [tip], 3)
+        content["limit"] = 1e300
+        r = client.post(path, content)
+        assert r.status == 200 and len(r.json["events"]) == 20, r
+
+    def test_040_007d_body_not_an_object(self, client, room):
+        path = f"{FED}/get_missing_events/{q(room.room_id)}"
+        for body in ([], 3, "x", None):
+            assert_error(client.post(path, body) if body is not None else
+                         client.httpd.post(path, body="null", headers={"Authorization": xmatrix(
+                             client.origin, client.key, SERVER_NAME, "POST", path, None)}),
+                         400, "M_BAD_JSON")
+
     def test_040_008_empty_and_unknown(self, client, room):
         assert self.gme(client, room, [], []) == []
         # A bare "{}" body (sent by some peers) is an empty request, not an error.
@@ -272,6 +312,20 @@ class TestBackfill:
         for bad in ("0", "-5", "abc", "1.5", ""):
             assert_error(client.get(f"{base}?v={q(room.order[-1])}&limit={bad}"),
                          400, "M_INVALID_PARAM")
+        # A limit beyond any room's size is served as the cap.
+        tip = room.order[-1]
+        r = client.get(f"{base}?v={q(tip)}&limit=99999999999999999999999")
+        assert r.status == 200 and len(r.json["pdus"]) == len(room.backfill([tip], 100))
+
+    def test_040_027_comma_separated_v(self, client, room):
+        """v as the spec's OpenAPI has it (style form, explode false): one
+        comma-separated value; the same answer as v repeated."""
+        v = [room.order[-40], room.order[-1]]
+        r = client.get(f"{FED}/backfill/{q(room.room_id)}?v={q(v[0])},{q(v[1])}&limit=30")
+        assert r.status == 200, r
+        got = [check_served(room, client.origin, r.body, e) for e in r.json["pdus"]]
+        assert got == room.backfill(v, 30)
+        assert got[0] == v[1]           # the tip, from the second part of the list
         assert_error(client.get(f"{FED}/backfill/not-a-room?v=x&limit=1"), 400,
                      "M_INVALID_PARAM")
 
@@ -287,9 +341,39 @@ class TestEvent:
             assert r.json["origin"] == SERVER_NAME
             assert check_served(room, client.origin, r.body, r.json["pdus"][0]) == eid
 
+    def test_040_032_get_with_a_body(self, client, room):
+        """A body sent with GET is not part of the request (only POST and
+        PUT bodies are signed, as the reference homeserver reads them)."""
+        path = f"{FED}/event/{q(room.order[-1])}"
+        auth = xmatrix(client.origin, client.key, SERVER_NAME, "GET", path)
+        for body in ("{}", "not json"):
+            r = client.httpd.request("GET", path, body=body, headers={"Authorization": auth})
+            assert r.status == 200, (body, r)
+            assert check_served(room, client.origin, r.body, r.json["pdus"][0]) == room.order[-1]
+        # Signed as if the body were content: not what was asked for.
+        auth = xmatrix(client.origin, client.key, SERVER_NAME, "GET", path, {})
+        r = client.httpd.request("GET", path, body="{}", headers={"Authorization": auth})
+        assert_error(r, 401, "M_UNAUTHORIZED")
+
+    def test_040_033_credential_of_another_algorithm_ignored(self, client, room):
+        path = f"{FED}/event/{q(room.order[-1])}"
+        good = xmatrix(client.origin, client.key, SERVER_NAME, "GET", path)
+        other = (f'X-Matrix origin="{client.origin}",destination="{SERVER_NAME}",'
+                 'key="curve448:1",sig="c2lnbmF0dXJl"')
+        for value in (f"{other}, {good}", f"{good}, {other}"):
+            r = client.httpd.get(path, headers={"Authorization": value})
+            assert r.status == 200, (value, r)
+        r = client.httpd.get(path, headers={"Authorization": other})
+        assert_error(r, 401, "M_UNAUTHORIZED")
+        assert "supported algorithm" in r.json["error"]
+
     def test_040_031_unknown_and_malformed(self, client):
         assert_error(client.get(f"{FED}/event/{q('$' + 'A' * 43)}"), 404, "M_NOT_FOUND")
-        assert_error(client.get(f"{FED}/event/not-an-event"), 400, "M_INVALID_PARAM")
+        # Event IDs are opaque: one in no room version's form is unknown, not malformed.
+        for unknown in ("$idontexist", "$idontexist:test.example", "$a/b+c=", "$\u00e9"):
+            assert_error(client.get(f"{FED}/event/{q(unknown)}"), 404, "M_NOT_FOUND")
+        for bad in ("not-an-event", q("$"), "%24%C3", q("$" + "e" * 255)):
+            assert_error(client.get(f"{FED}/event/{bad}"), 400, "M_INVALID_PARAM")
 
 
 # ------------------------------------------------------------------ state, state_ids, event_auth
@@ -338,6 +422,13 @@ class TestState:
         assert_error(client.get(f"{FED}/event_auth/{q(room.room_id)}/{q(other.order[-1])}"),
                      404, "M_NOT_FOUND")
         assert_error(client.get(f"{FED}/state/{q(room.room_id)}"), 400, "M_MISSING_PARAM")
+        # Opaque IDs in no room version's form: unknown (404), as the spec lists.
+        for path in ("state_ids", "state"):
+            assert_error(client.get(f"{FED}/{path}/{q(room.room_id)}?event_id=%24idontexist"),
+                         404, "M_NOT_FOUND")
+        assert_error(client.get(f"{FED}/event_auth/{q(room.room_id)}/%24idontexist"),
+                     404, "M_NOT_FOUND")
+        assert_error(client.get(f"{base}?event_id="), 400, "M_INVALID_PARAM")
 
 
 # ------------------------------------------------------------------ a state streamed
@@ -469,6 +560,16 @@ class TestTimestampToEvent:
         assert_error(client.get(f"{base}?ts=5"), 400, "M_MISSING_PARAM")
         assert_error(client.get(f"{base}?ts=5&dir=x"), 400, "M_INVALID_PARAM")
         assert_error(client.get(f"{base}?ts=-5&dir=f"), 400, "M_INVALID_PARAM")
+        # A timestamp beyond any event's: the last one looking backwards.
+        r = client.get(f"{base}?ts=99999999999999999999999&dir=b")
+        assert r.status == 200 and r.json["event_id"] == max(
+            room.order, key=lambda e: (room.events[e]["json"]["origin_server_ts"], room.idx(e)))
+
+    def test_040_052_unknown_room_is_not_found(self, client):
+        """The spec lists 404 M_NOT_FOUND: a room not known here has no event."""
+        r = client.get(f"{FED}/timestamp_to_event/{q('!nosuchroom:elsewhere.example')}"
+                       "?ts=1&dir=f")
+        assert_error(r, 404, "M_NOT_FOUND")
 
 
 # ------------------------------------------------------------------ authorization

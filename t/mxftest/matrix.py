@@ -94,12 +94,13 @@ class Room:
 
     def missing_events(self, earliest, latest, limit, min_depth=0):
         """get_missing_events as the spec and the digest describe: BFS over
-        prev_events from latest (excluded), never returning or walking
-        through earliest, nor events below min_depth; nearest first when
-        the limit cuts a layer; result oldest first."""
+        prev_events from latest, never returning or walking through
+        earliest, nor events below min_depth; a latest event is returned
+        only when the walk reaches it from another (only earliest are
+        seen at the start); nearest first when the limit cuts a layer;
+        result oldest first."""
         seen = {e for e in earliest if e in self.events}
         front = [e for e in latest if e in self.events and e not in seen]
-        seen |= set(front)
         picked = []
         while front and len(picked) < limit:
             layer = {p for e in front for p in self.prevs(e)

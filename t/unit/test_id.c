@@ -192,6 +192,41 @@ START_TEST(event_ids)
 }
 END_TEST
 
+START_TEST(event_ids_plausible)
+{
+    static const struct {
+        const char *id;
+        apr_size_t len;                 /* 0: strlen */
+        int ok;
+    } tab[] = {
+        { "$idontexist", 0, 1 },        /* no room version's form, still an ID to look up */
+        { "$0:domain", 0, 1 },
+        { "$" H43, 0, 1 },
+        { "$a/b+c=", 0, 1 },
+        { "$\xc3\xa9", 0, 1 },
+        { "$", 0, 0 },
+        { "", 0, 0 },
+        { "abc", 0, 0 },
+        { "!room:x", 0, 0 },
+        { "$\xc3", 0, 0 },              /* truncated UTF-8 */
+        { "$\xed\xa0\x80", 0, 0 },     /* surrogate */
+        { "$a\0b", 4, 0 },              /* NUL inside */
+    };
+    apr_size_t i;
+    char *s;
+
+    for (i = 0; i < sizeof(tab) / sizeof(tab[0]); i++) {
+        apr_size_t n = tab[i].len ? tab[i].len : strlen(tab[i].id);
+        ck_assert_msg(mxf_id_event_plausible(tab[i].id, n) == tab[i].ok, "%s", tab[i].id);
+    }
+    ck_assert(!mxf_id_event_plausible(NULL, 0));
+    s = apr_pstrcat(mxf_test_pool, "$", rep('e', 254), NULL);
+    ck_assert(mxf_id_event_plausible(s, 255));
+    s = apr_pstrcat(mxf_test_pool, "$", rep('e', 255), NULL);
+    ck_assert(!mxf_id_event_plausible(s, 256));
+}
+END_TEST
+
 START_TEST(aliases_and_key_ids)
 {
     static const char *const alias_good[] = { "#room:example.org", "#:x", "#a b\xc3\xa9:x:1" };
@@ -265,6 +300,7 @@ Suite *mxf_suite_id(void)
     tcase_add_test(tc, user_ids);
     tcase_add_test(tc, room_ids);
     tcase_add_test(tc, event_ids);
+    tcase_add_test(tc, event_ids_plausible);
     tcase_add_test(tc, aliases_and_key_ids);
     tcase_add_test(tc, server_of);
     tcase_add_test(tc, utf8);

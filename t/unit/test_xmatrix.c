@@ -116,7 +116,8 @@ START_TEST(rejects)
           "duplicated parameter 'sig'" },
         { "X-Matrix origin=domain,destination=a,destination=b,key=ed25519:1,sig=\"" GET_SIG "\"",
           "duplicated parameter 'destination'" },
-        { "X-Matrix origin=domain,key=\"rsa:1\",sig=\"" GET_SIG "\"", "key is not a key ID" },
+        { "X-Matrix origin=domain,key=\"rsa:1\",sig=\"" GET_SIG "\"",
+          "not of a supported algorithm (ed25519)" },
         { "X-Matrix origin=domain,key=\"ed25519:\",sig=\"" GET_SIG "\"", "key is not a key ID" },
         { "X-Matrix origin=domain,key=\"ed25519:a-b\",sig=\"" GET_SIG "\"", "key is not a key ID" },
         { "X-Matrix origin=domain,key=\"ed25519\",sig=\"" GET_SIG "\"", "key is not a key ID" },
@@ -207,7 +208,7 @@ START_TEST(parse_all_joined)
     const char *values[3];
     apr_array_header_t *arr = NULL;
     const char *why = NULL;
-    mxf_xmatrix_t *a, *b, *c;
+    mxf_xmatrix_t *a, *b, *c, *xm;
 
     /* Two headers joined by httpd, a third header line, another scheme in between. */
     values[0] = "X-Matrix origin=\"domain\",key=\"ed25519:1\",sig=\"" GET_SIG "\", "
@@ -239,6 +240,24 @@ START_TEST(parse_all_joined)
     why = NULL;
     ck_assert_int_eq(mxf_xmatrix_parse_all(mxf_test_pool, values, 1, &arr, &why), APR_EINVAL);
     ck_assert_ptr_nonnull(strstr(why, "credential 2: missing parameter 'sig'"));
+    /* A credential signed with another algorithm is ignored, the ed25519 one used. */
+    values[0] = "X-Matrix origin=domain,key=\"curve448:1\",sig=\"c2lnbmF0dXJl\", "
+                "X-Matrix origin=\"domain\",key=\"ed25519:1\",sig=\"" GET_SIG "\"";
+    ck_assert_int_eq(mxf_xmatrix_parse_all(mxf_test_pool, values, 1, &arr, &why), APR_SUCCESS);
+    ck_assert_int_eq(arr->nelts, 1);
+    ck_assert_str_eq(APR_ARRAY_IDX(arr, 0, mxf_xmatrix_t *)->key_id, "ed25519:1");
+    /* Only other algorithms: nothing to verify, and said so. */
+    values[0] = "X-Matrix origin=domain,key=\"curve448:1\",sig=\"c2lnbmF0dXJl\"";
+    why = NULL;
+    ck_assert_int_eq(mxf_xmatrix_parse_all(mxf_test_pool, values, 1, &arr, &why), APR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(why, "supported algorithm"));
+    /* A malformed ed25519 key ID is still malformed, beside a good credential. */
+    values[0] = "X-Matrix origin=\"domain\",key=\"ed25519:1\",sig=\"" GET_SIG "\", "
+                "X-Matrix origin=domain,key=\"ed25519:a-b\",sig=\"" GET_SIG "\"";
+    ck_assert_int_eq(mxf_xmatrix_parse_all(mxf_test_pool, values, 1, &arr, &why), APR_EINVAL);
+    ck_assert_int_eq(mxf_xmatrix_parse(mxf_test_pool,
+                                       "X-Matrix origin=domain,key=\"curve448:1\",sig=\"eA\"",
+                                       &xm, &why), APR_EINVAL);
     /* Too many credentials. */
     {
         const char *many = "";
