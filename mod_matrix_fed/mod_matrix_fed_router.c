@@ -15,13 +15,15 @@ static const mxf_route_t routes[] = {
     { M_GET, "/_matrix/key/v2/server", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
     { M_GET, "/_matrix/key/v2/server/", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
     { M_GET, "/_matrix/key/v2/server/{}", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
-    { M_POST, "/_matrix/federation/v1/get_missing_events/{}", mxf_handle_get_missing_events, 0 },
-    { M_GET, "/_matrix/federation/v1/backfill/{}", mxf_handle_backfill, 0 },
-    { M_GET, "/_matrix/federation/v1/event/{}", mxf_handle_event, 0 },
-    { M_GET, "/_matrix/federation/v1/state/{}", mxf_handle_state, 0 },
-    { M_GET, "/_matrix/federation/v1/state_ids/{}", mxf_handle_state_ids, 0 },
+    { M_POST, "/_matrix/federation/v1/get_missing_events/{}", mxf_handle_get_missing_events,
+      MXF_ROUTE_SLASH },
+    { M_GET, "/_matrix/federation/v1/backfill/{}", mxf_handle_backfill, MXF_ROUTE_SLASH },
+    { M_GET, "/_matrix/federation/v1/event/{}", mxf_handle_event, MXF_ROUTE_SLASH },
+    { M_GET, "/_matrix/federation/v1/state/{}", mxf_handle_state, MXF_ROUTE_SLASH },
+    { M_GET, "/_matrix/federation/v1/state_ids/{}", mxf_handle_state_ids, MXF_ROUTE_SLASH },
     { M_GET, "/_matrix/federation/v1/event_auth/{}/{}", mxf_handle_event_auth, 0 },
-    { M_GET, "/_matrix/federation/v1/timestamp_to_event/{}", mxf_handle_timestamp_to_event, 0 },
+    { M_GET, "/_matrix/federation/v1/timestamp_to_event/{}", mxf_handle_timestamp_to_event,
+      MXF_ROUTE_SLASH },
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -129,7 +131,9 @@ mxf_req_t *mxf_router_match(request_rec *r, const mxf_srv_conf_t *conf)
             req->r = r;
             req->conf = conf;
         }
-        if (npat != nsegs) {
+        if (npat != nsegs
+            && !((routes[i].flags & MXF_ROUTE_SLASH) && nsegs == npat + 1
+                 && segs[npat][0] == '\0')) {
             continue;
         }
         for (k = nlit; k < npat && ok; k++) {

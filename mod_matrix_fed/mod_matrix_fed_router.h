@@ -45,6 +45,8 @@ typedef int mxf_handler_fn(mxf_req_t *req);
 
 /* Route flags. */
 #define MXF_ROUTE_PUBLIC 0x01           /* no X-Matrix authentication (version, keys) */
+#define MXF_ROUTE_SLASH  0x02           /* also with one trailing "/" (as the reference
+                                         * homeserver routes it) */
 
 typedef struct mxf_route {
     int method;                         /* M_GET (HEAD included) or M_POST */

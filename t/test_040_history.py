@@ -367,6 +367,27 @@ class TestEvent:
         assert_error(r, 401, "M_UNAUTHORIZED")
         assert "supported algorithm" in r.json["error"]
 
+    def test_040_034_trailing_slash(self, client, room):
+        """One trailing "/" is accepted where the reference homeserver's
+        routes take it (event, state, state_ids, backfill,
+        timestamp_to_event, get_missing_events); not on event_auth."""
+        tip, rid = room.order[-1], q(room.room_id)
+        ts = room.events[tip]["json"]["origin_server_ts"]
+        for path in (f"{FED}/event/{q(tip)}", f"{FED}/state_ids/{rid}?event_id={q(tip)}",
+                     f"{FED}/backfill/{rid}?v={q(tip)}&limit=3",
+                     f"{FED}/timestamp_to_event/{rid}?ts={ts}&dir=b"):
+            plain = client.get(path)
+            base, _, query = path.partition("?")
+            slashed = client.get(base + "/" + ("?" + query if query else ""))
+            assert plain.status == 200 and slashed.status == 200, (path, slashed)
+            assert {k: v for k, v in slashed.json.items() if k != "origin_server_ts"} == \
+                {k: v for k, v in plain.json.items() if k != "origin_server_ts"}
+        body = {"earliest_events": [], "latest_events": [tip], "limit": 3}
+        r = client.post(f"{FED}/get_missing_events/{rid}/", body)
+        assert r.status == 200 and len(r.json["events"]) == 3, r
+        assert_error(client.get(f"{FED}/event_auth/{rid}/{q(tip)}/"), 404, "M_UNRECOGNIZED")
+        assert_error(client.get(f"{FED}/event/{q(tip)}/x"), 404, "M_UNRECOGNIZED")
+
     def test_040_031_unknown_and_malformed(self, client):
         assert_error(client.get(f"{FED}/event/{q('$' + 'A' * 43)}"), 404, "M_NOT_FOUND")
         # Event IDs are opaque: one in no room version's form is unknown, not malformed.
