@@ -72,7 +72,19 @@ static int mxf_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     return OK;
 }
 
-static int mxf_translate_name(request_rec *r)
+static mxf_req_t *claimed(request_rec *r)
+{
+    return ap_get_module_config(r->request_config, &matrix_fed_module);
+}
+
+/*
+ * Claims the module's requests before httpd percent-decodes the path, and
+ * keeps it from doing so (DONE): the router decodes each path segment
+ * itself, so an event ID holding "/" (room version 3, sent as %2F) reaches
+ * its endpoint whatever AllowEncodedSlashes says, and a malformed escape
+ * gets a Matrix error instead of httpd's error page.
+ */
+static int mxf_pre_translate_name(request_rec *r)
 {
     const mxf_srv_conf_t *conf = mxf_config_get(r->server);
     mxf_req_t *req;
@@ -84,14 +96,24 @@ static int mxf_translate_name(request_rec *r)
         return DECLINED;
     }
     ap_set_module_config(r->request_config, &matrix_fed_module, req);
+    return DONE;
+}
+
+static int mxf_translate_name(request_rec *r)
+{
+    const mxf_srv_conf_t *conf = mxf_config_get(r->server);
+    mxf_req_t *req = claimed(r);
+
+    if (!mxf_config_enabled(conf) || r->proxyreq) {
+        return DECLINED;
+    }
+    if (!req && (req = mxf_router_match(r, conf)) == NULL) {
+        return DECLINED;
+    }
+    ap_set_module_config(r->request_config, &matrix_fed_module, req);
     r->handler = MATRIX_FED_HANDLER;
     r->filename = apr_pstrcat(r->pool, MATRIX_FED_HANDLER ":", r->uri, NULL);
     return OK;
-}
-
-static mxf_req_t *claimed(request_rec *r)
-{
-    return ap_get_module_config(r->request_config, &matrix_fed_module);
 }
 
 static int mxf_map_to_storage(request_rec *r)
@@ -118,6 +140,7 @@ static void mxf_register_hooks(apr_pool_t *p)
     static const char *const before_proxy[] = { "mod_proxy.c", "mod_alias.c", NULL };
 
     ap_hook_post_config(mxf_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_pre_translate_name(mxf_pre_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
     ap_hook_translate_name(mxf_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
     ap_hook_map_to_storage(mxf_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(mxf_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);

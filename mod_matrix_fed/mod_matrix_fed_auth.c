@@ -267,9 +267,37 @@ static const char *errcode_of(int status)
     }
 }
 
+/*
+ * The path of the request target as received (an absolute-form target
+ * loses its scheme and host, the query goes), or NULL.
+ */
+static const char *raw_path(request_rec *r)
+{
+    const char *u = r->unparsed_uri, *q;
+
+    if (!u) {
+        return NULL;
+    }
+    if (u[0] != '/' && (q = strstr(u, "://")) != NULL) {
+        u = strchr(q + 3, '/');
+        if (!u) {
+            return NULL;
+        }
+    }
+    q = strchr(u, '?');
+    return q ? apr_pstrmemdup(r->pool, u, (apr_size_t)(q - u)) : u;
+}
+
+/*
+ * Error pages of the module's requests are Matrix errors: those it claimed,
+ * and those under its paths that httpd refused before it could claim them
+ * (a path httpd cannot normalise, say).
+ */
 static void auth_insert_error_filter(request_rec *r)
 {
-    if (req_of(r)) {
+    if (req_of(r)
+        || (!r->proxyreq && mxf_config_enabled(mxf_config_get(r->server))
+            && mxf_router_claims(r->pool, raw_path(r)))) {
         ap_add_output_filter(JSON_ERROR_FILTER, NULL, r, r->connection);
     }
 }

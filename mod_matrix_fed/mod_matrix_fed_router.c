@@ -98,6 +98,42 @@ static int pattern_segments(apr_pool_t *p, const char *pattern, const char ***se
     return n;
 }
 
+/* Whether the leading segments of @a segs (@a nsegs of them) are route @a i's literal ones. */
+static int under_route(apr_pool_t *p, apr_size_t i, const char **segs, int nsegs,
+                       const char ***pat, int *npat, int *nlit)
+{
+    int k;
+
+    *npat = pattern_segments(p, routes[i].pattern, pat, nlit);
+    if (nsegs < *nlit) {
+        return 0;
+    }
+    for (k = 0; k < *nlit; k++) {
+        if (strcmp((*pat)[k], segs[k]) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int mxf_router_claims(apr_pool_t *p, const char *path)
+{
+    const char **segs, **pat;
+    int nsegs, npat, nlit;
+    apr_size_t i;
+
+    if (!path || strncmp(path, "/_matrix/", 9) != 0) {
+        return 0;
+    }
+    nsegs = split_path(p, path, &segs);
+    for (i = 0; i < NROUTES; i++) {
+        if (under_route(p, i, segs, nsegs, &pat, &npat, &nlit)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 mxf_req_t *mxf_router_match(request_rec *r, const mxf_srv_conf_t *conf)
 {
     const char *path = r->parsed_uri.path;
@@ -114,17 +150,8 @@ mxf_req_t *mxf_router_match(request_rec *r, const mxf_srv_conf_t *conf)
         const char **pat;
         int npat, nlit, k, ok = 1;
 
-        npat = pattern_segments(r->pool, routes[i].pattern, &pat, &nlit);
-        if (nsegs < nlit) {
+        if (!under_route(r->pool, i, segs, nsegs, &pat, &npat, &nlit)) {
             continue;
-        }
-        for (k = 0; k < nlit; k++) {
-            if (strcmp(pat[k], segs[k]) != 0) {
-                break;
-            }
-        }
-        if (k < nlit) {
-            continue;               /* not under this route's prefix */
         }
         if (!req) {
             req = apr_pcalloc(r->pool, sizeof(*req));

@@ -62,6 +62,13 @@ typedef struct mxf_route {
  */
 mxf_req_t *mxf_router_match(request_rec *r, const mxf_srv_conf_t *conf);
 
+/*
+ * Whether @a path (the request target's path, percent-encoded as received)
+ * is under a prefix the module claims; for requests httpd refuses before
+ * the module has matched them (its error pages are then made Matrix errors).
+ */
+int mxf_router_claims(apr_pool_t *p, const char *path);
+
 /* Answers a claimed request: runs its handler or sends 404/405/400. */
 int mxf_router_dispatch(mxf_req_t *req);
 

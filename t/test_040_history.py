@@ -732,7 +732,8 @@ class TestDatabaseOutage:
 
 class TestEncodedIds:
     """Room version 3 event IDs are standard base64: '/' and '+' must work
-    percent-encoded in paths (AllowEncodedSlashes NoDecode) and queries."""
+    percent-encoded in paths and queries, whatever AllowEncodedSlashes says
+    (the module decodes its paths itself)."""
 
     @pytest.fixture(scope="class")
     def room3(self, build_env, postgres, workdir):
@@ -756,3 +757,46 @@ class TestEncodedIds:
             r = c.get(f"{FED}/event_auth/{q(room3.room_id)}/{q(eid)}")
             assert r.status == 200, r
             assert {room3.identify(p) for p in r.json["auth_chain"]} == room3.auth_chain([eid])
+
+    @pytest.fixture(scope="class")
+    def plain_httpd(self, httpd_factory, postgres, signing_key, backend):
+        """The standard site without AllowEncodedSlashes (httpd's default: Off)."""
+        from conftest import site_config
+        site = "\n".join(l for l in site_config(postgres, signing_key, backend).splitlines()
+                         if not l.startswith("AllowEncodedSlashes"))
+        h = httpd_factory.new("httpd-no-encoded-slashes")
+        h.start(site)
+        yield h
+        h.stop()
+
+    def test_040_071_without_allow_encoded_slashes(self, plain_httpd, room3):
+        server = room3.summary["joined_servers"][-1]
+        c = Client(plain_httpd, server, load_key(room3.key_path(server)))
+        slashed = [e for e in room3.order if "/" in e]
+        assert slashed, "no event ID with '/' in the generated room"
+        for eid in slashed[:5]:
+            r = c.get(f"{FED}/event/{q(eid)}")
+            assert r.status == 200, r
+            assert room3.identify(r.json["pdus"][0]) == eid
+            r = c.get(f"{FED}/event_auth/{q(room3.room_id)}/{q(eid)}")
+            assert r.status == 200, r
+        # Percent-encoding decoded once: %2524 is "%24", not "$".
+        assert_error(c.get(f"{FED}/event/%2524{q(slashed[0][1:])}"), 400, "M_INVALID_PARAM")
+
+    @pytest.mark.parametrize("path,status", [
+        (FED + "/event/%ZZabc", 400),                   # not an escape
+        (FED + "/event/%24a%00b", 400),                 # an encoded NUL
+        (FED + "/event/%24a%2", 400),                   # cut short
+        (FED + "/event/../../../../../../x", 400),      # above the root: httpd refuses it
+    ])
+    def test_040_072_bad_paths_get_matrix_errors(self, plain_httpd, httpd, room3, path, status):
+        """Paths httpd itself would refuse with its HTML error page get a
+        Matrix error under the module's prefixes, with or without
+        AllowEncodedSlashes."""
+        server = room3.summary["joined_servers"][-1]
+        for h in (plain_httpd, httpd):
+            c = Client(h, server, load_key(room3.key_path(server)))
+            r = c.get(path)
+            assert r.status == status, (path, r)
+            assert r.header("Content-Type") == "application/json", (path, r)
+            assert set(r.json) == {"errcode", "error"}, r
