@@ -297,7 +297,7 @@ static void auth_insert_error_filter(request_rec *r)
 {
     if (req_of(r)
         || (!r->proxyreq && mxf_config_enabled(mxf_config_get(r->server))
-            && mxf_router_claims(r->pool, raw_path(r)))) {
+            && mxf_router_claims(r->pool, mxf_config_get(r->server), raw_path(r)))) {
         ap_add_output_filter(JSON_ERROR_FILTER, NULL, r, r->connection);
     }
 }

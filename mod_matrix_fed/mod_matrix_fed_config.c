@@ -306,6 +306,9 @@ const command_rec mxf_cmds[] = {
     AP_INIT_TAKE1("MatrixFedKeyFetchRetryInterval", mxf_keys_set_interval, (void *)2,
                   RSRC_CONF, "How long a failed key fetch is remembered before the "
                   "server is asked again (default 60s)"),
+    AP_INIT_FLAG("MatrixFedNotary", mxf_keys_set_notary_on, NULL, RSRC_CONF,
+                 "Answer the notary endpoints /_matrix/key/v2/query here (default On); "
+                 "Off leaves them to whatever else serves the host"),
     AP_INIT_TAKE1("MatrixFedKeyCache", mxf_keys_set_cache, NULL, RSRC_CONF,
                   "Cross-process key cache: a mod_socache provider and its arguments "
                   "(default shmcb when loaded), or none"),

@@ -176,6 +176,21 @@ static const struct {
         "      expired_ts = EXCLUDED.expired_ts, source = EXCLUDED.source,"
         "      fetched_ts = EXCLUDED.fetched_ts"
     },
+    /* args: server name (mod_matrix_fed_keys.c: the notary endpoints) */
+    [MXF_STMT_KEY_RESPONSE_GET] = {
+        "mxf_key_response_get",
+        "SELECT response, valid_until_ts FROM mxf_server_key_responses WHERE server_name = %s"
+    },
+    /* args: server name, response, valid_until_ts, fetched_ts; the longest-lived kept */
+    [MXF_STMT_KEY_RESPONSE_PUT] = {
+        "mxf_key_response_put",
+        "INSERT INTO mxf_server_key_responses (server_name, response, valid_until_ts,"
+        "  fetched_ts) VALUES (%s, %s, %s::bigint, %s::bigint)"
+        " ON CONFLICT (server_name) DO UPDATE"
+        "  SET response = EXCLUDED.response, valid_until_ts = EXCLUDED.valid_until_ts,"
+        "      fetched_ts = EXCLUDED.fetched_ts"
+        "  WHERE EXCLUDED.valid_until_ts >= mxf_server_key_responses.valid_until_ts"
+    },
 };
 
 /*

@@ -24,6 +24,8 @@ typedef enum {
     MXF_STMT_TS_BACKWARD,
     MXF_STMT_KEY_GET,
     MXF_STMT_KEY_PUT,
+    MXF_STMT_KEY_RESPONSE_GET,
+    MXF_STMT_KEY_RESPONSE_PUT,
     MXF_STMT__COUNT
 } mxf_stmt_t;
 

@@ -310,7 +310,8 @@ static void resolve_server(request_rec *r, const mxf_keys_conf_t *kc, const char
 
 static apr_status_t fetch_direct(request_rec *r, const mxf_keys_conf_t *kc,
                                  const char *server, apr_time_t deadline,
-                                 apr_array_header_t **keys, const char **why)
+                                 apr_array_header_t **keys, const json_t **obj,
+                                 const char **why)
 {
     const char *base, *url, *reason = NULL;
     get_opts_t o = { kc, deadline, 0, NULL };
@@ -326,13 +327,14 @@ static apr_status_t fetch_direct(request_rec *r, const mxf_keys_conf_t *kc,
         *why = apr_psprintf(r->pool, "%s: %s", url, reason);
         return APR_EGENERAL;
     }
+    *obj = resp;
     return APR_SUCCESS;
 }
 
 static apr_status_t fetch_notary(request_rec *r, const mxf_keys_conf_t *kc,
                                  const mxf_notary_t *n, const char *server,
                                  apr_time_t deadline, apr_array_header_t **keys,
-                                 const char **why)
+                                 const json_t **obj, const char **why)
 {
     const char *base, *url, *reason = NULL;
     get_opts_t o = { kc, deadline, 0, NULL };
@@ -365,6 +367,7 @@ static apr_status_t fetch_notary(request_rec *r, const mxf_keys_conf_t *kc,
             *why = apr_psprintf(r->pool, "%s: %s", url, reason);
             return APR_EGENERAL;
         }
+        *obj = item;
         return APR_SUCCESS;
     }
     return APR_EGENERAL;
@@ -372,7 +375,7 @@ static apr_status_t fetch_notary(request_rec *r, const mxf_keys_conf_t *kc,
 
 apr_status_t mxf_keyfetch(request_rec *r, const mxf_keys_conf_t *kc, const char *server,
                           apr_interval_time_t budget, apr_array_header_t **keys,
-                          const char **source, const char **why)
+                          const json_t **obj, const char **source, const char **why)
 {
     apr_time_t start = apr_time_now();
     apr_interval_time_t timeout = mxf_keys_fetch_timeout(kc);
@@ -381,14 +384,15 @@ apr_status_t mxf_keyfetch(request_rec *r, const mxf_keys_conf_t *kc, const char 
 
     /* The direct fetch (with discovery) gets up to two request timeouts. */
     if (fetch_direct(r, kc, server, start + (2 * timeout < budget ? 2 * timeout : budget),
-                     keys, &reason) == APR_SUCCESS) {
+                     keys, obj, &reason) == APR_SUCCESS) {
         *source = "direct";
         return APR_SUCCESS;
     }
     all = apr_pstrcat(r->pool, "direct: ", reason, NULL);
     for (i = 0; kc->notaries && i < kc->notaries->nelts; i++) {
         const mxf_notary_t *n = &APR_ARRAY_IDX(kc->notaries, i, mxf_notary_t);
-        if (fetch_notary(r, kc, n, server, start + budget, keys, &reason) == APR_SUCCESS) {
+        if (fetch_notary(r, kc, n, server, start + budget, keys, obj, &reason)
+            == APR_SUCCESS) {
             *source = apr_pstrcat(r->pool, "notary:", n->name, NULL);
             return APR_SUCCESS;
         }

@@ -33,12 +33,14 @@ apr_status_t mxf_keyfetch_global_init(apr_pool_t *pconf, const char **why);
  * Fetches the keys of @a server: from the server itself, then (if that
  * fails) from each configured notary, whose pinned signature is required.
  * Every response must be self-signed by @a server (mxf_serverkeys_verify()).
- * On success *keys holds mxf_server_key_t entries and *source says where
- * they came from ("direct" or "notary:<name>"). On failure *why says why
- * (all attempts). @a budget bounds the time of all requests together.
+ * On success *keys holds mxf_server_key_t entries, *obj the verified Server
+ * Keys object they came in (with the notary's signature, when from one)
+ * and *source says where they came from ("direct" or "notary:<name>"). On
+ * failure *why says why (all attempts). @a budget bounds the time of all
+ * requests together.
  */
 apr_status_t mxf_keyfetch(request_rec *r, const mxf_keys_conf_t *kc, const char *server,
                           apr_interval_time_t budget, apr_array_header_t **keys,
-                          const char **source, const char **why);
+                          const json_t **obj, const char **source, const char **why);
 
 #endif /* mod_matrix_fed_keyfetch_h */

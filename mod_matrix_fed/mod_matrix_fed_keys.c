@@ -18,6 +18,8 @@
 #include "mxf_base64.h"
 #include "mxf_error.h"
 #include "mxf_id.h"
+#include "mxf_serverkeys.h"
+#include "mxf_sign.h"
 #include "mod_matrix_fed_config.h"
 #include "mod_matrix_fed_db.h"
 #include "mod_matrix_fed_http.h"
@@ -42,6 +44,7 @@ mxf_keys_conf_t *mxf_keys_conf_create(apr_pool_t *p)
     kc->tls_verify = UNSET;
     kc->fetch_timeout = UNSET;
     kc->retry_interval = UNSET;
+    kc->notary = UNSET;
     return kc;
 }
 
@@ -55,6 +58,7 @@ mxf_keys_conf_t *mxf_keys_conf_merge(apr_pool_t *p, const mxf_keys_conf_t *base,
     KMERGE(tls_verify, UNSET);
     KMERGE(fetch_timeout, UNSET);
     KMERGE(retry_interval, UNSET);
+    KMERGE(notary, UNSET);
     KMERGE(old_keys, NULL);
     KMERGE(notaries, NULL);
     KMERGE(key_urls, NULL);
@@ -82,6 +86,11 @@ apr_interval_time_t mxf_keys_fetch_timeout(const mxf_keys_conf_t *kc)
 apr_interval_time_t mxf_keys_retry_interval(const mxf_keys_conf_t *kc)
 {
     return kc->retry_interval != UNSET ? kc->retry_interval : MXF_DEFAULT_RETRY_INTERVAL;
+}
+
+int mxf_keys_notary(const mxf_keys_conf_t *kc)
+{
+    return kc->notary != 0;             /* On unless set Off */
 }
 
 static mxf_keys_conf_t *kconf_of(cmd_parms *cmd)
@@ -208,6 +217,17 @@ const char *mxf_keys_set_tls_verify(cmd_parms *cmd, void *dconf, int flag)
         return err;
     }
     kconf_of(cmd)->tls_verify = flag ? 1 : 0;
+    return NULL;
+}
+
+const char *mxf_keys_set_notary_on(cmd_parms *cmd, void *dconf, int flag)
+{
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+
+    if (err) {
+        return err;
+    }
+    kconf_of(cmd)->notary = flag ? 1 : 0;
     return NULL;
 }
 
@@ -639,6 +659,31 @@ static void db_key_put(request_rec *r, const char *server, const mxf_server_key_
     }
 }
 
+/* Keeps the Server Keys object @a obj of @a server (verified) for the notary endpoints. */
+static void db_key_response_put(request_rec *r, const char *server, const json_t *obj)
+{
+    ap_dbd_t *dbd = mxf_db_acquire(r);
+    apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_RESPONSE_PUT) : NULL;
+    const json_t *valid = json_object_get(obj, "valid_until_ts");
+    const char *args[4];
+    int nrows = 0, rv;
+
+    if (!stmt || !json_is_integer(valid)
+        || !(args[1] = mxf_json_dump(r->pool, obj, NULL))) {
+        return;
+    }
+    args[0] = server;
+    args[2] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
+                           (apr_int64_t)json_integer_value(valid));
+    args[3] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, apr_time_as_msec(apr_time_now()));
+    rv = apr_dbd_pquery(dbd->driver, r->pool, dbd->handle, &nrows, stmt, 4, args);
+    if (rv != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25065)
+                      "storing the key response of %s failed: %s", server,
+                      apr_dbd_error(dbd->driver, dbd->handle, rv));
+    }
+}
+
 /* ================================================================ lookup */
 
 /*
@@ -653,6 +698,7 @@ static apr_status_t refresh_server(request_rec *r, const mxf_srv_conf_t *conf,
     apr_interval_time_t timeout = mxf_keys_fetch_timeout(kc);
     apr_interval_time_t budget = timeout * (2 + (kc->notaries ? kc->notaries->nelts : 0));
     apr_array_header_t *keys = NULL;
+    const json_t *obj = NULL;
     const char *source = NULL, *reason = NULL;
     marker_t m;
     int i;
@@ -675,7 +721,7 @@ static apr_status_t refresh_server(request_rec *r, const mxf_srv_conf_t *conf,
         }
         return APR_SUCCESS;
     }
-    if (mxf_keyfetch(r, kc, server, budget, &keys, &source, &reason) != APR_SUCCESS) {
+    if (mxf_keyfetch(r, kc, server, budget, &keys, &obj, &source, &reason) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25014)
                       "could not fetch the keys of %s: %s", server, reason);
         marker_set(r, server, MARK_FAILED, reason, mxf_keys_retry_interval(kc));
@@ -693,6 +739,7 @@ static apr_status_t refresh_server(request_rec *r, const mxf_srv_conf_t *conf,
             key_cache_put(r, server, k->key_id, &e);
         }
     }
+    db_key_response_put(r, server, obj);
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MXFLOGNO(25015)
                   "fetched %d key(s) of %s (%s)", keys->nelts, server, source);
     marker_set(r, server, MARK_DONE, NULL, mxf_keys_retry_interval(kc));
@@ -776,6 +823,176 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
     }
     *why = apr_psprintf(r->pool, "%s does not publish a key %s", server, key_id);
     return MXF_KEY_UNKNOWN;
+}
+
+/* ================================================================ notary endpoints */
+
+/* At most this many servers in one /key/v2/query request, and key fetches for it. */
+#define NOTARY_MAX_SERVERS 32
+#define NOTARY_MAX_FETCHES 3
+
+/*
+ * The Server Keys object of @a server to hand out, signed by this server
+ * too, into *out (NULL: none known). Ours is built afresh; another's is the
+ * one kept from its last fetch, fetched again first when it is valid for
+ * less than @a min_valid (at most *fetches_left fetches; a server whose
+ * fetch failed recently is not asked again) and served as kept when that
+ * fails (the spec asks notaries to keep serving the last answer). Returns
+ * OK, or the status of the database error already sent.
+ */
+static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_valid,
+                         int *fetches_left, json_t **out)
+{
+    request_rec *r = req->r;
+    const mxf_srv_conf_t *conf = req->conf;
+    const char *args[1] = { server }, *text, *why = NULL;
+    mxf_db_rows_t *rows;
+    json_t *obj = NULL;
+    int status;
+
+    *out = NULL;
+    if (strcmp(server, conf->server_name) == 0) {
+        *out = mxf_serverkeys_build(r->pool, conf->server_name, conf->signing_key,
+                                    apr_time_as_msec(apr_time_now())
+                                    + mxf_keys_validity_ms(conf->keys),
+                                    conf->keys->old_keys, &why);
+        return OK;
+    }
+    if ((status = mxf_db_select(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
+        return status;
+    }
+    if ((!rows->nrows || apr_atoi64(mxf_db_get(rows, 0, 1)) < min_valid)
+        && *fetches_left > 0 && keys_g && keys_g->tmutex) {
+        (*fetches_left)--;
+        if (refresh_server(r, conf, server, &why) == APR_SUCCESS
+            && (status = mxf_db_select(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
+            return status;
+        }
+    }
+    if (!rows->nrows || !(text = mxf_db_get(rows, 0, 0))) {
+        return OK;
+    }
+    if (mxf_json_parse(r->pool, text, strlen(text), 0, &obj, &why) != APR_SUCCESS
+        || mxf_sign_json(r->pool, obj, conf->server_name, conf->signing_key, &why)
+           != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25066)
+                      "the kept key response of %s cannot be served: %s", server, why);
+        return OK;
+    }
+    *out = obj;
+    return OK;
+}
+
+/*
+ * The minimum_valid_until_ts of one server's key criteria ({key ID: {...}}):
+ * the latest asked for, the current time where none is given. 0 when a
+ * criterion is malformed.
+ */
+static int criteria_min_valid(const json_t *crit, apr_int64_t now, apr_int64_t *min_valid)
+{
+    const char *key_id;
+    json_t *c;
+
+    *min_valid = now;
+    if (!json_is_object(crit)) {
+        return 0;
+    }
+    json_object_foreach((json_t *)crit, key_id, c) {
+        const json_t *m = json_object_get(c, "minimum_valid_until_ts");
+        if (!json_is_object(c) || (m && !json_is_null(m) && !json_is_integer(m))) {
+            return 0;
+        }
+        if (json_is_integer(m) && json_integer_value(m) > *min_valid) {
+            *min_valid = json_integer_value(m);
+        }
+    }
+    return 1;
+}
+
+/*
+ * GET /_matrix/key/v2/query/{serverName}[?minimum_valid_until_ts=] and
+ * POST /_matrix/key/v2/query {"server_keys": {name: {key ID: criteria}}}:
+ * {"server_keys": [Server Keys object...]}, each as its server signed it
+ * and signed by this server as notary; servers with nothing known are left
+ * out.
+ */
+int mxf_handle_key_query(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    apr_int64_t now = apr_time_as_msec(apr_time_now()), min_valid;
+    apr_array_header_t *names = apr_array_make(r->pool, 4, sizeof(const char *));
+    apr_array_header_t *mins = apr_array_make(r->pool, 4, sizeof(apr_int64_t));
+    json_t *list = mxf_json_own(r->pool, json_array()), *obj;
+    int fetches_left = NOTARY_MAX_FETCHES, status, i;
+
+    if (r->method_number == M_POST) {
+        const json_t *sk, *crit;
+        const char *name;
+
+        if ((status = mxf_http_read_body(req)) != OK) {
+            return status == AP_FILTER_ERROR ? status : OK;
+        }
+        if (!req->body_json) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_NOT_JSON,
+                                       "Expected a JSON object body");
+        }
+        sk = json_object_get(req->body_json, "server_keys");
+        if (!json_is_object(sk)) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
+                                       "server_keys must be an object of server names");
+        }
+        if (json_object_size(sk) > NOTARY_MAX_SERVERS) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                       "At most %d servers per request", NOTARY_MAX_SERVERS);
+        }
+        json_object_foreach((json_t *)sk, name, crit) {
+            if (!criteria_min_valid(crit, now, &min_valid)) {
+                return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
+                                           "server_keys.%s must map key IDs to objects with "
+                                           "an integer minimum_valid_until_ts", name);
+            }
+            APR_ARRAY_PUSH(names, const char *) = name;
+            APR_ARRAY_PUSH(mins, apr_int64_t) = min_valid;
+        }
+    }
+    else {
+        apr_array_header_t *v = mxf_http_query_values(r, "minimum_valid_until_ts");
+        const char *m = v->nelts ? APR_ARRAY_IDX(v, 0, const char *) : NULL;
+        char *end;
+
+        if (!req->params[0]) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                       "Malformed server name");
+        }
+        min_valid = now;
+        if (m) {
+            errno = 0;
+            min_valid = apr_strtoi64(m, &end, 10);
+            if (v->nelts > 1 || !*m || *end || errno || min_valid < 0) {
+                return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                           "minimum_valid_until_ts must be a timestamp in "
+                                           "milliseconds");
+            }
+        }
+        APR_ARRAY_PUSH(names, const char *) = req->params[0];
+        APR_ARRAY_PUSH(mins, apr_int64_t) = min_valid;
+    }
+    for (i = 0; i < names->nelts; i++) {
+        const char *name = APR_ARRAY_IDX(names, i, const char *);
+        if (!mxf_id_server_name_valid(name, strlen(name))) {
+            continue;                   /* no such server: nothing to say of it */
+        }
+        if ((status = notary_answer(req, name, APR_ARRAY_IDX(mins, i, apr_int64_t),
+                                    &fetches_left, &obj)) != OK) {
+            return OK;                  /* the database error was answered */
+        }
+        if (obj) {
+            json_array_append(list, obj);
+        }
+    }
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+    return mxf_http_send_json(r, HTTP_OK, mxf_json_own(r->pool,
+                                                       json_pack("{s:O}", "server_keys", list)));
 }
 
 /* ================================================================ hooks */

@@ -7,6 +7,7 @@
 #include "mxf_error.h"
 #include "mod_matrix_fed_auth.h"
 #include "mod_matrix_fed_http.h"
+#include "mod_matrix_fed_keys.h"
 #include "mod_matrix_fed_router.h"
 
 static const mxf_route_t routes[] = {
@@ -15,6 +16,13 @@ static const mxf_route_t routes[] = {
     { M_GET, "/_matrix/key/v2/server", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
     { M_GET, "/_matrix/key/v2/server/", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
     { M_GET, "/_matrix/key/v2/server/{}", mxf_handle_server_keys, MXF_ROUTE_PUBLIC },
+    /* Notary; the /query/{serverName}/{keyId} form (gone from the spec) answers all keys. */
+    { M_POST, "/_matrix/key/v2/query", mxf_handle_key_query,
+      MXF_ROUTE_PUBLIC | MXF_ROUTE_NOTARY },
+    { M_GET, "/_matrix/key/v2/query/{}", mxf_handle_key_query,
+      MXF_ROUTE_PUBLIC | MXF_ROUTE_NOTARY },
+    { M_GET, "/_matrix/key/v2/query/{}/{}", mxf_handle_key_query,
+      MXF_ROUTE_PUBLIC | MXF_ROUTE_NOTARY },
     { M_POST, "/_matrix/federation/v1/get_missing_events/{}", mxf_handle_get_missing_events,
       MXF_ROUTE_SLASH },
     { M_GET, "/_matrix/federation/v1/backfill/{}", mxf_handle_backfill, MXF_ROUTE_SLASH },
@@ -98,12 +106,18 @@ static int pattern_segments(apr_pool_t *p, const char *pattern, const char ***se
     return n;
 }
 
-/* Whether the leading segments of @a segs (@a nsegs of them) are route @a i's literal ones. */
-static int under_route(apr_pool_t *p, apr_size_t i, const char **segs, int nsegs,
-                       const char ***pat, int *npat, int *nlit)
+/*
+ * Whether route @a i is on under @a conf and the leading segments of @a segs
+ * (@a nsegs of them) are its literal ones.
+ */
+static int under_route(apr_pool_t *p, const mxf_srv_conf_t *conf, apr_size_t i,
+                       const char **segs, int nsegs, const char ***pat, int *npat, int *nlit)
 {
     int k;
 
+    if ((routes[i].flags & MXF_ROUTE_NOTARY) && !mxf_keys_notary(conf->keys)) {
+        return 0;
+    }
     *npat = pattern_segments(p, routes[i].pattern, pat, nlit);
     if (nsegs < *nlit) {
         return 0;
@@ -116,7 +130,7 @@ static int under_route(apr_pool_t *p, apr_size_t i, const char **segs, int nsegs
     return 1;
 }
 
-int mxf_router_claims(apr_pool_t *p, const char *path)
+int mxf_router_claims(apr_pool_t *p, const mxf_srv_conf_t *conf, const char *path)
 {
     const char **segs, **pat;
     int nsegs, npat, nlit;
@@ -127,7 +141,7 @@ int mxf_router_claims(apr_pool_t *p, const char *path)
     }
     nsegs = split_path(p, path, &segs);
     for (i = 0; i < NROUTES; i++) {
-        if (under_route(p, i, segs, nsegs, &pat, &npat, &nlit)) {
+        if (under_route(p, conf, i, segs, nsegs, &pat, &npat, &nlit)) {
             return 1;
         }
     }
@@ -150,7 +164,7 @@ mxf_req_t *mxf_router_match(request_rec *r, const mxf_srv_conf_t *conf)
         const char **pat;
         int npat, nlit, k, ok = 1;
 
-        if (!under_route(r->pool, i, segs, nsegs, &pat, &npat, &nlit)) {
+        if (!under_route(r->pool, conf, i, segs, nsegs, &pat, &npat, &nlit)) {
             continue;
         }
         if (!req) {

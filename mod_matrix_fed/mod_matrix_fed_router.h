@@ -47,6 +47,7 @@ typedef int mxf_handler_fn(mxf_req_t *req);
 #define MXF_ROUTE_PUBLIC 0x01           /* no X-Matrix authentication (version, keys) */
 #define MXF_ROUTE_SLASH  0x02           /* also with one trailing "/" (as the reference
                                          * homeserver routes it) */
+#define MXF_ROUTE_NOTARY 0x04           /* only with MatrixFedNotary On */
 
 typedef struct mxf_route {
     int method;                         /* M_GET (HEAD included) or M_POST */
@@ -67,7 +68,7 @@ mxf_req_t *mxf_router_match(request_rec *r, const mxf_srv_conf_t *conf);
  * is under a prefix the module claims; for requests httpd refuses before
  * the module has matched them (its error pages are then made Matrix errors).
  */
-int mxf_router_claims(apr_pool_t *p, const char *path);
+int mxf_router_claims(apr_pool_t *p, const mxf_srv_conf_t *conf, const char *path);
 
 /* Answers a claimed request: runs its handler or sends 404/405/400. */
 int mxf_router_dispatch(mxf_req_t *req);
@@ -75,6 +76,7 @@ int mxf_router_dispatch(mxf_req_t *req);
 /* Handlers (one file per endpoint family). */
 mxf_handler_fn mxf_handle_version;
 mxf_handler_fn mxf_handle_server_keys;    /* mod_matrix_fed_keys.c */
+mxf_handler_fn mxf_handle_key_query;      /* mod_matrix_fed_keys.c */
 mxf_handler_fn mxf_handle_get_missing_events;
 mxf_handler_fn mxf_handle_backfill;
 mxf_handler_fn mxf_handle_event;

@@ -115,6 +115,34 @@ static int store_key(mxf_keystore_t *ks, const char *server, const char *key_id,
                          "      fetched_ts = EXCLUDED.fetched_ts", 6, params);
 }
 
+/* Keeps the verified response for the module's notary endpoints (the longest-lived one). */
+static int store_response(mxf_keystore_t *ks, const char *server, const json_t *resp,
+                          apr_int64_t valid_until_ts)
+{
+    char valid[32], now[32];
+    const char *params[4];
+
+    apr_snprintf(valid, sizeof(valid), "%" APR_INT64_T_FMT, valid_until_ts);
+    apr_snprintf(now, sizeof(now), "%" APR_INT64_T_FMT, apr_time_as_msec(apr_time_now()));
+    params[0] = server;
+    params[1] = mxf_json_dump(ks->p, resp, NULL);
+    params[2] = valid;
+    params[3] = now;
+    if (!params[1]) {
+        mxf_cmd_error("the key response of %s cannot be encoded", server);
+        return 0;
+    }
+    return mxf_pg_params(ks->conn,
+                         "INSERT INTO mxf_server_key_responses (server_name, response,"
+                         "  valid_until_ts, fetched_ts) VALUES ($1, $2, $3::bigint, $4::bigint)"
+                         " ON CONFLICT (server_name) DO UPDATE"
+                         "  SET response = EXCLUDED.response,"
+                         "      valid_until_ts = EXCLUDED.valid_until_ts,"
+                         "      fetched_ts = EXCLUDED.fetched_ts"
+                         "  WHERE EXCLUDED.valid_until_ts"
+                         "        >= mxf_server_key_responses.valid_until_ts", 4, params);
+}
+
 static int decode_key(const json_t *entry, unsigned char pk[MXF_ED25519_PK_BYTES])
 {
     const char *b64 = json_string_value(json_object_get(entry, "key"));
@@ -161,6 +189,9 @@ static int add_response(mxf_keystore_t *ks, const char *path, const json_t *resp
         if (!store_key(ks, server, key_id, k)) {
             return 0;
         }
+    }
+    if (!store_response(ks, server, resp, json_integer_value(valid))) {
+        return 0;
     }
     if (json_is_object(old)) {
         json_object_foreach((json_t *)old, key_id, entry) {

@@ -422,6 +422,19 @@ SELECT json_build_object(
         before.pop("mxf_server_keys"), after.pop("mxf_server_keys")
         assert after == before
 
+    def test_021_007b_key_responses_kept_for_the_notary(self, imported, postgres):
+        """Each server's verified Server Keys object from --keys is kept as
+        it was signed (the module's /_matrix/key/v2/query serves it)."""
+        with open(imported["keys"]) as f:
+            given = {o["server_name"]: o for o in json.load(f)["server_keys"]}
+        rows = query_json(postgres, imported["db"],
+                          "SELECT server_name, response, valid_until_ts"
+                          " FROM mxf_server_key_responses")
+        assert {r["server_name"] for r in rows} == set(given)
+        for r in rows:
+            assert json.loads(r["response"]) == given[r["server_name"]]
+            assert r["valid_until_ts"] == given[r["server_name"]]["valid_until_ts"]
+
     def test_021_008_export_round_trip(self, imported, build_env, postgres, tmp_path):
         r = cli(build_env, "export", "--db", postgres.conninfo(imported["db"]),
                 "--room", imported["summary"]["room_id"])

@@ -197,8 +197,12 @@ def fakes(certs):
         "notary": FakeKeyServer("notary.test", good),
         "wrongnotary": FakeKeyServer("wrongnotary.test", good),
         "wrongname": FakeKeyServer("someone-else.test", good),
+        "asked": FakeKeyServer("asked.test", good),          # the notary tests'
+        "refreshed": FakeKeyServer("refreshed.test", good),
+        "notarised2": FakeKeyServer("notarised2.test", good),
     }
     f["notary"].notarised["notarised.test"] = f["notarised"]
+    f["notary"].notarised["notarised2.test"] = f["notarised2"]
     f["wrongnotary"].notarised["badnotary.test"] = f["badnotary"]
     f["wrongnotary"].sign_wrong = True
     yield f
@@ -211,11 +215,12 @@ DEAD_PORT = free_port()          # nothing listens there
 
 def key_site(fakes, certs, extra=""):
     urls = "\n".join(f"MatrixFedKeyServerURL {s.name} {s.url()}"
-                     for k, s in fakes.items() if k not in ("notarised", "badnotary",
-                                                            "wrongname"))
+                     for k, s in fakes.items() if k not in ("notarised", "notarised2",
+                                                            "badnotary", "wrongname"))
     return f"""
 {urls}
 MatrixFedKeyServerURL notarised.test https://127.0.0.1:{DEAD_PORT}
+MatrixFedKeyServerURL notarised2.test https://127.0.0.1:{DEAD_PORT}
 MatrixFedKeyServerURL badnotary.test https://127.0.0.1:{DEAD_PORT}
 MatrixFedKeyServerURL dead.test https://127.0.0.1:{DEAD_PORT}
 MatrixFedKeyServerURL liar.test {fakes["wrongname"].url()}
@@ -271,14 +276,119 @@ class TestOwnKey:
     def test_030_002_no_auth_needed_and_head(self, khttpd):
         r = khttpd.request("HEAD", "/_matrix/key/v2/server")
         assert r.status == 200 and r.body == ""
-        # The notary endpoints are not ours: they reach the homeserver.
-        r = khttpd.get("/_matrix/key/v2/query/example.org")
-        assert r.json["backend"] == "homeserver"
 
     def test_030_003_default_validity_one_day(self, httpd):
         body = httpd.get("/_matrix/key/v2/server").json
         assert abs(body["valid_until_ts"] - (now_ms() + 86400_000)) < 60_000
         assert body["old_verify_keys"] == {}
+
+
+class TestNotary:
+    """GET /_matrix/key/v2/query/{serverName} and POST /_matrix/key/v2/query:
+    each server's keys as it signed them, signed by this server too, checked
+    with python3-signedjson."""
+
+    @staticmethod
+    def verify(obj, server, key):
+        vk = signedjson.key.get_verify_key(key)
+        signedjson.sign.verify_signed_json(obj, server, vk)        # raises if bad
+
+    @staticmethod
+    def our_vk():
+        vk = spec_public_key()
+        vk.alg, vk.version = "ed25519", "1"
+        return vk
+
+    def test_030_005_own_keys(self, khttpd):
+        for r in (khttpd.get(f"/_matrix/key/v2/query/{SERVER_NAME}"),
+                  khttpd.get(f"/_matrix/key/v2/query/{SERVER_NAME}/ed25519:1"),
+                  khttpd.post("/_matrix/key/v2/query",
+                              body={"server_keys": {SERVER_NAME: {}}})):
+            assert r.status == 200, r
+            assert r.header("Content-Type") == "application/json"
+            [obj] = r.json["server_keys"]
+            assert obj["server_name"] == SERVER_NAME
+            assert obj["verify_keys"] == {"ed25519:1": {
+                "key": signedjson.key.encode_verify_key_base64(spec_public_key())}}
+            signedjson.sign.verify_signed_json(obj, SERVER_NAME, self.our_vk())
+
+    def test_030_006_other_servers_keys_fetched_kept_and_countersigned(self, khttpd, fakes,
+                                                                        postgres):
+        fast = fakes["asked"]
+        before = fast.hits
+        r = khttpd.get("/_matrix/key/v2/query/asked.test")
+        assert r.status == 200, r
+        [obj] = r.json["server_keys"]
+        assert obj["server_name"] == "asked.test"
+        assert obj["verify_keys"] == {key_id(fast.key): {"key": vkey_b64(fast.key)}}
+        self.verify(obj, "asked.test", fast.key)                     # the origin's own
+        signedjson.sign.verify_signed_json(obj, SERVER_NAME, self.our_vk())   # ours
+        assert fast.hits == before + 1
+        kept = postgres.psql(postgres.DBNAME, "SELECT valid_until_ts FROM"
+                             " mxf_server_key_responses WHERE server_name = 'asked.test'")
+        assert int(kept) == obj["valid_until_ts"]
+        # Valid long enough: served as kept, not fetched again (POST, several servers).
+        r = khttpd.post("/_matrix/key/v2/query", body={"server_keys": {
+            "asked.test": {key_id(fast.key): {"minimum_valid_until_ts": now_ms() + 60_000}},
+            SERVER_NAME: {}}})
+        assert r.status == 200, r
+        names = sorted(o["server_name"] for o in r.json["server_keys"])
+        assert names == ["asked.test", SERVER_NAME]
+        assert fast.hits == before + 1
+
+    def test_030_007_minimum_valid_until_ts_prompts_a_refresh(self, khttpd, fakes):
+        remote = fakes["refreshed"]
+        first = khttpd.get("/_matrix/key/v2/query/refreshed.test").json["server_keys"][0]
+        before = remote.hits
+        time.sleep(1.1)                 # past MatrixFedKeyFetchRetryInterval 1
+        wanted = first["valid_until_ts"] + 1
+        r = khttpd.get(f"/_matrix/key/v2/query/refreshed.test?minimum_valid_until_ts={wanted}")
+        [obj] = r.json["server_keys"]
+        assert remote.hits == before + 1
+        assert obj["valid_until_ts"] >= wanted
+        self.verify(obj, "refreshed.test", remote.key)
+
+    def test_030_00b_keys_had_from_a_notary(self, khttpd, fakes):
+        """notarised2.test is reachable only through notary.test: its answer
+        keeps both signatures, and gains ours."""
+        r = khttpd.get("/_matrix/key/v2/query/notarised2.test")
+        [obj] = r.json["server_keys"]
+        self.verify(obj, "notarised2.test", fakes["notarised2"].key)
+        self.verify(obj, "notary.test", fakes["notary"].key)
+        signedjson.sign.verify_signed_json(obj, SERVER_NAME, self.our_vk())
+
+    def test_030_008_unreachable_servers_left_out(self, khttpd):
+        r = khttpd.post("/_matrix/key/v2/query", body={"server_keys": {
+            "dead.test": {}, "not a server name": {}, SERVER_NAME: {}}})
+        assert r.status == 200, r
+        assert [o["server_name"] for o in r.json["server_keys"]] == [SERVER_NAME]
+        r = khttpd.post("/_matrix/key/v2/query", body={"server_keys": {}})
+        assert r.status == 200 and r.json == {"server_keys": []}
+
+    def test_030_009_bad_requests(self, khttpd):
+        path = "/_matrix/key/v2/query"
+        for body, code in (({}, "M_BAD_JSON"), ({"server_keys": []}, "M_BAD_JSON"),
+                           ({"server_keys": {"a.test": []}}, "M_BAD_JSON"),
+                           ({"server_keys": {"a.test": {"ed25519:1": {
+                               "minimum_valid_until_ts": "soon"}}}}, "M_BAD_JSON"),
+                           ({"server_keys": {f"s{i}.test": {} for i in range(33)}},
+                            "M_INVALID_PARAM")):
+            assert_error(khttpd.post(path, body=body), 400, code)
+        assert_error(khttpd.post(path, body="not json"), 400, "M_NOT_JSON")
+        assert_error(khttpd.get(f"{path}/a.test?minimum_valid_until_ts=soon"), 400,
+                     "M_INVALID_PARAM")
+        assert_error(khttpd.request("PUT", path, body="{}"), 405, "M_UNRECOGNIZED")
+
+    def test_030_00a_notary_off_leaves_it_to_the_homeserver(self, httpd_factory, postgres,
+                                                             signing_key, backend):
+        h = httpd_factory.new("httpd-notary-off")
+        h.start(site_config(postgres, signing_key, backend, extra="MatrixFedNotary Off"))
+        try:
+            r = h.get("/_matrix/key/v2/query/example.org")
+            assert r.json["backend"] == "homeserver"
+            assert h.get("/_matrix/key/v2/server").json["server_name"] == SERVER_NAME
+        finally:
+            h.stop()
 
 
 class TestKeyFileChecks:
