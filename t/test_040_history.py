@@ -742,12 +742,12 @@ class TestEncodedIds:
         import_room(build_env.cli, postgres.conninfo(), room)
         return room
 
-    def test_040_070_slash_and_plus(self, httpd, room3):
+    @staticmethod
+    def served_by_id(h, room3, eids):
+        """/event, /state_ids and /event_auth answer each of eids (percent-encoded)."""
         server = room3.summary["joined_servers"][-1]
-        c = Client(httpd, server, load_key(room3.key_path(server)))
-        odd = [e for e in room3.order if "/" in e or "+" in e]
-        assert odd, "no event ID with '/' or '+' in the generated room"
-        for eid in odd[:10]:
+        c = Client(h, server, load_key(room3.key_path(server)))
+        for eid in eids:
             r = c.get(f"{FED}/event/{q(eid)}")
             assert r.status == 200, r
             assert room3.identify(r.json["pdus"][0]) == eid
@@ -757,6 +757,12 @@ class TestEncodedIds:
             r = c.get(f"{FED}/event_auth/{q(room3.room_id)}/{q(eid)}")
             assert r.status == 200, r
             assert {room3.identify(p) for p in r.json["auth_chain"]} == room3.auth_chain([eid])
+        return c
+
+    def test_040_070_slash_and_plus(self, httpd, room3):
+        odd = [e for e in room3.order if "/" in e or "+" in e]
+        assert odd, "no event ID with '/' or '+' in the generated room"
+        self.served_by_id(httpd, room3, odd[:10])
 
     @pytest.fixture(scope="class")
     def plain_httpd(self, httpd_factory, postgres, signing_key, backend):
@@ -770,16 +776,9 @@ class TestEncodedIds:
         h.stop()
 
     def test_040_071_without_allow_encoded_slashes(self, plain_httpd, room3):
-        server = room3.summary["joined_servers"][-1]
-        c = Client(plain_httpd, server, load_key(room3.key_path(server)))
         slashed = [e for e in room3.order if "/" in e]
         assert slashed, "no event ID with '/' in the generated room"
-        for eid in slashed[:5]:
-            r = c.get(f"{FED}/event/{q(eid)}")
-            assert r.status == 200, r
-            assert room3.identify(r.json["pdus"][0]) == eid
-            r = c.get(f"{FED}/event_auth/{q(room3.room_id)}/{q(eid)}")
-            assert r.status == 200, r
+        c = self.served_by_id(plain_httpd, room3, slashed[:5])
         # Percent-encoding decoded once: %2524 is "%24", not "$".
         assert_error(c.get(f"{FED}/event/%2524{q(slashed[0][1:])}"), 400, "M_INVALID_PARAM")
 
