@@ -289,16 +289,28 @@ static const char *raw_path(request_rec *r)
 }
 
 /*
- * Error pages of the module's requests are Matrix errors: those it claimed,
- * and those under its paths that httpd refused before it could claim them
- * (a path httpd cannot normalise, say).
+ * Error pages httpd itself makes under /_matrix/ on a host with
+ * MatrixFederation On are Matrix errors: for the module's requests, for
+ * those under its paths that httpd refused before it could claim them (a
+ * path httpd cannot normalise, say), and for every other /_matrix/ path
+ * (no such endpoint here, the homeserver behind ProxyPass unreachable).
+ * Answers that other handlers make, the homeserver's included, pass
+ * untouched.
  */
 static void auth_insert_error_filter(request_rec *r)
 {
-    if (req_of(r)
-        || (!r->proxyreq && mxf_config_enabled(mxf_config_get(r->server))
-            && mxf_router_claims(r->pool, mxf_config_get(r->server), raw_path(r)))) {
+    const char *path;
+
+    if (req_of(r)) {
         ap_add_output_filter(JSON_ERROR_FILTER, NULL, r, r->connection);
+        return;
+    }
+    if (r->proxyreq != PROXYREQ_PROXY && mxf_config_enabled(mxf_config_get(r->server))
+        && (path = raw_path(r)) != NULL && strncmp(path, "/_matrix/", 9) == 0) {
+        /* Outside the module's paths, a 404 or 405 means no such endpoint here. */
+        ap_add_output_filter(JSON_ERROR_FILTER,
+                             mxf_router_claims(r->pool, mxf_config_get(r->server), path)
+                             ? NULL : (void *)MXF_M_UNRECOGNIZED, r, r->connection);
     }
 }
 
@@ -314,15 +326,17 @@ static apr_status_t json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
             apr_bucket_delete(b);
         }
     }
-    if (!f->ctx) {
+    if (f->ctx != f) {
         const char *reason = ap_get_status_line(r->status);
-        json_t *err = mxf_json_own(r->pool, json_pack("{s:s, s:s}", "errcode",
-                                                      errcode_of(r->status), "error",
-                                                      reason ? reason + 4 : "Error"));
+        const char *errcode = f->ctx && (r->status == HTTP_NOT_FOUND
+                                         || r->status == HTTP_METHOD_NOT_ALLOWED)
+                            ? (const char *)f->ctx : errcode_of(r->status);
+        json_t *err = mxf_json_own(r->pool, json_pack("{s:s, s:s}", "errcode", errcode,
+                                                      "error", reason ? reason + 4 : "Error"));
         apr_size_t len = 0;
         const char *body = err ? mxf_json_dump(r->pool, err, &len) : NULL;
 
-        f->ctx = f;
+        f->ctx = f;                     /* the body is in place */
         if (!body) {
             body = "{\"errcode\":\"M_UNKNOWN\",\"error\":\"Error\"}";
             len = strlen(body);

@@ -77,6 +77,44 @@ class TestCoexistence:
             assert body["body"] == "{}"
 
 
+class TestMatrixErrorPages:
+    """Error pages httpd makes under /_matrix/ are Matrix errors, also for
+    paths the module does not answer; answers of other handlers pass."""
+
+    @pytest.fixture(scope="class")
+    def lone(self, httpd_factory, postgres, signing_key, backend):
+        """The module with nothing behind it, and /_matrix/client/ proxied to
+        a port where nothing listens."""
+        dead = __import__("mxftest.env", fromlist=["free_port"]).free_port()
+        site = "\n".join(l for l in site_config(postgres, signing_key, backend).splitlines()
+                         if not l.startswith("ProxyPass"))
+        site += f"\nProxyPass /_matrix/client/ http://127.0.0.1:{dead}/_matrix/client/\n"
+        h = httpd_factory.new("httpd-lone")
+        h.start(site)
+        yield h
+        h.stop()
+
+    @pytest.mark.parametrize("method,path", [
+        ("PUT", "/_matrix/federation/v1/send/txn1"),
+        ("GET", "/_matrix/federation/v2/version"),
+        ("GET", "/_matrix/media/v3/config"),
+    ])
+    def test_001_015_unknown_matrix_paths(self, lone, method, path):
+        r = lone.request(method, path, body="{}" if method == "PUT" else None)
+        assert r.status in (404, 405), r
+        assert_matrix_error(r, r.status, "M_UNRECOGNIZED")
+
+    def test_001_016_homeserver_unreachable(self, lone):
+        r = lone.get("/_matrix/client/versions")
+        assert r.status in (502, 503), r
+        assert_matrix_error(r, r.status, "M_UNKNOWN")
+
+    def test_001_017_other_paths_untouched(self, lone):
+        r = lone.get("/index-nowhere.html")
+        assert r.status == 404
+        assert "json" not in (r.header("Content-Type") or "")
+
+
 class TestVhosts:
     """MatrixFederation is per virtual host."""
 
