@@ -84,6 +84,7 @@ static mxf_req_t *claimed(request_rec *r)
  * its endpoint whatever AllowEncodedSlashes says, and a malformed escape
  * gets a Matrix error instead of httpd's error page.
  */
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 109)    /* httpd 2.4.49: pre_translate_name */
 static int mxf_pre_translate_name(request_rec *r)
 {
     const mxf_srv_conf_t *conf = mxf_config_get(r->server);
@@ -98,6 +99,7 @@ static int mxf_pre_translate_name(request_rec *r)
     ap_set_module_config(r->request_config, &matrix_fed_module, req);
     return DONE;
 }
+#endif
 
 static int mxf_translate_name(request_rec *r)
 {
@@ -140,7 +142,9 @@ static void mxf_register_hooks(apr_pool_t *p)
     static const char *const before_proxy[] = { "mod_proxy.c", "mod_alias.c", NULL };
 
     ap_hook_post_config(mxf_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 109)
     ap_hook_pre_translate_name(mxf_pre_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
+#endif
     ap_hook_translate_name(mxf_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
     ap_hook_map_to_storage(mxf_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(mxf_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
