@@ -2819,7 +2819,9 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
         params[1] = gid;
         if (!mxf_pg_params(im->conn,
                            "UPDATE mxf_rooms SET current_state_group = $2::bigint,"
-                           "  current_acl = (SELECT (e.pdu::jsonb -> 'content')::text"
+                           "  current_acl = (SELECT ((CASE WHEN e.redacted_because IS NULL"
+                           "                                THEN e.pdu ELSE e.redacted_pdu END)"
+                           "                           ::jsonb -> 'content')::text"
                            "                   FROM mxf_state_of($2::bigint) s"
                            "                   JOIN mxf_events e USING (event_nid)"
                            "                  WHERE s.type = 'm.room.server_acl' AND s.state_key = '')"

@@ -411,6 +411,31 @@ SELECT json_build_object(
         # The generated ACL denies a server, so the decision is not constant.
         assert not acl_allows(acl, imported["summary"]["denied_server"])
 
+    def test_021_013b_acl_decided_by_the_served_copy(self, imported, build_env, postgres,
+                                                      tmp_path):
+        """An m.room.server_acl whose content was altered on the way (its
+        signatures cover only the redacted form, so they still verify) is
+        stored redacted for the content hash, and the room's ACL is what is
+        served of it: no allow list, so no server is allowed."""
+        acl_id = imported["summary"]["final_state"]["m.room.server_acl|"]
+        lines = []
+        for line, eid in zip(imported["lines"], imported["ids"]):
+            if eid == acl_id:
+                ev = json.loads(line)
+                ev["content"] = {"allow": ["*"], "deny": []}
+                line = json.dumps(ev, separators=(",", ":")).encode()
+            lines.append(line)
+        db = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db, write_lines(tmp_path / "tampered.jsonl", lines),
+                  imported["keys"])
+        [room] = query_json(postgres, db, "SELECT current_acl FROM mxf_rooms")
+        assert json.loads(room["current_acl"]) == {}
+        rows = query_json(postgres, db, "SELECT server_name, acl_allowed FROM mxf_room_servers")
+        assert rows and all(r["acl_allowed"] is False for r in rows), rows
+        [ev] = query_json(postgres, db, "SELECT redacted_because FROM mxf_events"
+                                        f" WHERE event_id = '{acl_id}'")
+        assert ev["redacted_because"] == "content-hash"
+
     def test_021_007_reimport_is_idempotent(self, imported, build_env, postgres):
         before = snapshot(postgres, imported["db"])
         out = import_ok(build_env, postgres, imported["db"], imported["room"], imported["keys"])
