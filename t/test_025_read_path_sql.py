@@ -185,3 +185,54 @@ def test_025_005_latest_events_reached_from_another(room, postgres):
         returned += a in q
     # The room's DAG leaves a few ancestors beyond 50 events' worth of layers.
     assert returned > len(cases) * 0.8, (returned, len(cases))
+
+
+def test_025_006_walks_pass_rejected_events(room, build_env, postgres, tmp_path):
+    """An accepted event whose only prev event is rejected (sent by a user
+    who is not in the room): backfill and get_missing_events from it walk
+    through the rejected event to the history behind it, never returning
+    it; the window query and the walk agree."""
+    version, events, ids = room["version"], room["events"], room["ids"]
+    keys = server_keys(room["dir"])
+    tip = max(events, key=lambda e: (e["depth"], e["origin_server_ts"]))
+    tip_id = ids[events.index(tip)]
+    server = tip["sender"].split(":", 1)[1]
+    base = {k: v for k, v in tip.items() if k not in ("hashes", "signatures", "unsigned",
+                                                        "event_id", "state_key")}
+    carried = int(version) <= 2       # v1, v2: the event ID is in the event
+
+    def ref(eid):
+        return [eid, {}] if carried else eid
+
+    bad = dict(base, type="m.room.message", sender=f"@stranger:{server}",
+               content={"body": "not a member", "msgtype": "m.text"},
+               prev_events=[ref(tip_id)], depth=tip["depth"] + 1,
+               origin_server_ts=tip["origin_server_ts"] + 1)
+    if carried:
+        bad["event_id"] = f"$rejected:{server}"
+    bad = resign(bad, version, keys)
+    bad_id = event_id(bad, version)
+    good = dict(base, type="m.room.message", content={"body": "after", "msgtype": "m.text"},
+                prev_events=[ref(bad_id)], depth=tip["depth"] + 2,
+                origin_server_ts=tip["origin_server_ts"] + 2)
+    if carried:
+        good["event_id"] = f"$after:{server}"
+    good = resign(good, version, keys)
+    good_id = event_id(good, version)
+    lines = room["lines"] + [json.dumps(e, separators=(",", ":")).encode() for e in (bad, good)]
+    db = new_db(postgres, build_env)
+    import_ok(build_env, postgres, db, write_lines(tmp_path / "rejected.jsonl", lines),
+              os.path.join(room["dir"], "keys", "all.json"))
+    rows = {r["event_id"]: r for r in query_json(
+        postgres, db, "SELECT event_id, rejected_reason IS NOT NULL AS rejected FROM mxf_events"
+                      f" WHERE event_id IN ('{bad_id}', '{good_id}')")}
+    assert rows[bad_id]["rejected"] and not rows[good_id]["rejected"], rows
+    [r] = query_json(postgres, db, "SELECT room_nid FROM mxf_rooms")
+    [(w, l)] = backfills(postgres, db, r["room_nid"], [([good_id], 5)])
+    assert w == l, (w, l)
+    assert len(w) == 5 and w[0] == good_id and w[1] == tip_id and bad_id not in w
+    # From the rejected event itself: not returned, its history is.
+    [(w, l)] = backfills(postgres, db, r["room_nid"], [([bad_id], 3)])
+    assert w == l and w[0] == tip_id and bad_id not in w
+    [(q, wk)] = missing(postgres, db, r["room_nid"], [([], [good_id], 3, 0)])
+    assert q == wk and tip_id in q and bad_id not in q
