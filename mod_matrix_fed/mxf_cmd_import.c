@@ -247,6 +247,7 @@ struct importer {
     apr_hash_t *absent;                 /* event IDs neither here nor in the database */
     int db_failed;                      /* a look-up during state resolution failed */
     long n_rejected, n_rejected_unknown_auth, n_sr_fetched, n_sr_full_conflicted;
+    long n_rooms_gap;                   /* current state left events of unknown state out */
     /* summary */
     long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
@@ -2747,8 +2748,12 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
             for (i = 0; i < topo->nelts; i++) {
                 ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
                 if (e->room == r && !e->rejected && !e->accepted_child) {
-                    unknown |= e->after == NULL;
-                    APR_ARRAY_PUSH(states, mxf_rs_state_t *) = e->after;
+                    if (e->after) {
+                        APR_ARRAY_PUSH(states, mxf_rs_state_t *) = e->after;
+                    }
+                    else {
+                        unknown++;
+                    }
                 }
                 if (e->room == r && !strcmp(e->type, "m.room.create") && e->state_key
                     && !*e->state_key) {
@@ -2776,8 +2781,12 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
                     PQclear(res);
                     return 0;
                 }
-                unknown |= s == NULL;
-                APR_ARRAY_PUSH(states, mxf_rs_state_t *) = s;
+                if (s) {
+                    APR_ARRAY_PUSH(states, mxf_rs_state_t *) = s;
+                }
+                else {
+                    unknown++;
+                }
             }
             PQclear(res);
         }
@@ -2789,8 +2798,16 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
                 return 0;
             }
         }
-        if (unknown || states->nelts == 0) {
-            /* Some forward extremity's state is unknown: so is the room's. */
+        if (unknown) {
+            /*
+             * Forward extremities whose state is not known (behind a gap in
+             * the history imported so far) are left out: the room's state
+             * is the last one known, from the others.
+             */
+            im->n_rooms_gap++;
+        }
+        if (states->nelts == 0) {
+            /* No forward extremity with a known state: the room's is not known. */
             if (!mxf_pg_params(im->conn,
                                "UPDATE mxf_rooms SET current_state_group = NULL,"
                                "  current_acl = NULL WHERE room_nid = $1::bigint", 1, params)
@@ -3239,6 +3256,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_refilled) {
         printf("  state now known for %ld stored events that were missing prev_events\n",
                im.n_refilled);
+    }
+    if (im.n_rooms_gap) {
+        printf("  current state: %ld room(s) with forward extremities behind missing"
+               " prev_events, resolved from the others\n", im.n_rooms_gap);
     }
     printf("  time: %.2f s (checked %.2f s with %d threads, ordered %.2f s, written %.2f s,"
            " finished %.2f s); %.0f events/s\n", total,

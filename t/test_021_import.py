@@ -517,6 +517,27 @@ SELECT json_build_object(
         assert d["servers"] == dbd["servers"]
         assert d["rooms"][0]["current_acl"] == dbd["rooms"][0]["current_acl"]
 
+    def test_021_010b_one_event_missing_for_good(self, imported, build_env, postgres,
+                                                 tmp_path):
+        """A message missing from the middle of the history: the events after
+        it have no known state, and the room's state is the last one known
+        (from the forward extremities before the gap), so its members are
+        still known."""
+        lines, ids, by_id = imported["lines"], imported["ids"], imported["by_id"]
+        late = [i for i in range(len(ids) * 2 // 3, len(ids) - 5)
+                if by_id[ids[i]]["type"] == "m.room.message"]
+        gone = ids[late[0]]
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "gap.jsonl",
+                                    [l for l, i in zip(lines, ids) if i != gone]),
+                        imported["keys"])
+        assert "current state: 1 room(s) with forward extremities behind missing" in out
+        d = load_db(postgres, db)
+        assert any(e["state_after"] is None for e in d["events"].values())
+        assert d["rooms"][0]["current_state_group"] is not None
+        assert d["servers"], "no member server known despite the history before the gap"
+
     def test_021_010_edge_of_history(self, imported, build_env, postgres, tmp_path):
         """The create event and the second half alone: the second half's
         state is unknown and its edges into the first half dangle; once the
@@ -527,7 +548,8 @@ SELECT json_build_object(
         second = write_lines(tmp_path / "second.jsonl", [lines[0]] + lines[half:])
         first = write_lines(tmp_path / "first.jsonl", lines[:half])
         db = new_db(postgres, build_env)
-        import_ok(build_env, postgres, db, second, imported["keys"])
+        out = import_ok(build_env, postgres, db, second, imported["keys"])
+        assert "current state: 1 room(s) with forward extremities behind missing" in out
         d = load_db(postgres, db)
         assert len(d["events"]) == len(lines) - half + 1
         in_db = set(d["events"])
@@ -539,7 +561,10 @@ SELECT json_build_object(
                 assert d["prevs"][eid][p] == (p if p in in_db else None)
                 dangling += p not in in_db
         assert dangling > 0
-        assert d["rooms"][0]["current_state_group"] is None
+        # The room's state is the last one known: after the create event, the
+        # one forward extremity whose state is known.
+        assert state_map(d, d["rooms"][0]["current_state_group"]) == {"m.room.create|": ids[0]}
+        assert d["servers"] == {}
 
         out = import_ok(build_env, postgres, db, first, imported["keys"])
         assert f"imported {half - 1} new events" in out
