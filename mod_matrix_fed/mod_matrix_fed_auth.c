@@ -305,7 +305,8 @@ static void auth_insert_error_filter(request_rec *r)
         ap_add_output_filter(JSON_ERROR_FILTER, NULL, r, r->connection);
         return;
     }
-    if (r->proxyreq != PROXYREQ_PROXY && mxf_config_enabled(mxf_config_get(r->server))
+    if (ap_is_HTTP_ERROR(r->status) && r->proxyreq != PROXYREQ_PROXY
+        && mxf_config_enabled(mxf_config_get(r->server))
         && (path = raw_path(r)) != NULL && strncmp(path, "/_matrix/", 9) == 0) {
         /* Outside the module's paths, a 404 or 405 means no such endpoint here. */
         ap_add_output_filter(JSON_ERROR_FILTER,
