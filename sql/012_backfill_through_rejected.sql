@@ -65,10 +65,11 @@ BEGIN
     END IF;
     w := p_limit;
     LOOP
-        WITH RECURSIVE walk (nid, depth) AS (
-            SELECT e.event_nid, e.depth FROM mxf_events e WHERE e.event_nid = ANY (start)
+        WITH RECURSIVE walk (nid, depth, accepted) AS (
+            SELECT e.event_nid, e.depth, e.rejected_reason IS NULL
+              FROM mxf_events e WHERE e.event_nid = ANY (start)
             UNION
-            SELECT p.event_nid, p.depth
+            SELECT p.event_nid, p.depth, p.rejected_reason IS NULL
               FROM walk
               CROSS JOIN LATERAL (SELECT x.prev_nid FROM mxf_event_edges x
                                    WHERE x.event_nid = walk.nid OFFSET 0) x
@@ -76,8 +77,7 @@ BEGIN
              WHERE p.room_nid = p_room AND NOT p.outlier AND p.depth >= top - w
         )
         SELECT array_agg(t.nid) INTO picked
-          FROM (SELECT walk.nid FROM walk JOIN mxf_events e ON e.event_nid = walk.nid
-                 WHERE e.rejected_reason IS NULL
+          FROM (SELECT walk.nid FROM walk WHERE walk.accepted
                  ORDER BY walk.depth DESC, walk.nid DESC LIMIT p_limit) t;
         EXIT WHEN cardinality(picked) >= p_limit;
         IF lowest IS NULL THEN
