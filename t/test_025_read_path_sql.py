@@ -201,24 +201,19 @@ def test_025_006_walks_pass_rejected_events(room, build_env, postgres, tmp_path)
                                                         "event_id", "state_key")}
     carried = int(version) <= 2       # v1, v2: the event ID is in the event
 
-    def ref(eid):
-        return [eid, {}] if carried else eid
+    def message(prev_id, steps, tag, body, **kw):
+        """A signed m.text message @steps below the tip, after @prev_id."""
+        ev = dict(base, type="m.room.message", content={"body": body, "msgtype": "m.text"},
+                  prev_events=[[prev_id, {}] if carried else prev_id],
+                  depth=tip["depth"] + steps, origin_server_ts=tip["origin_server_ts"] + steps,
+                  **kw)
+        if carried:
+            ev["event_id"] = f"${tag}:{server}"
+        ev = resign(ev, version, keys)
+        return ev, event_id(ev, version)
 
-    bad = dict(base, type="m.room.message", sender=f"@stranger:{server}",
-               content={"body": "not a member", "msgtype": "m.text"},
-               prev_events=[ref(tip_id)], depth=tip["depth"] + 1,
-               origin_server_ts=tip["origin_server_ts"] + 1)
-    if carried:
-        bad["event_id"] = f"$rejected:{server}"
-    bad = resign(bad, version, keys)
-    bad_id = event_id(bad, version)
-    good = dict(base, type="m.room.message", content={"body": "after", "msgtype": "m.text"},
-                prev_events=[ref(bad_id)], depth=tip["depth"] + 2,
-                origin_server_ts=tip["origin_server_ts"] + 2)
-    if carried:
-        good["event_id"] = f"$after:{server}"
-    good = resign(good, version, keys)
-    good_id = event_id(good, version)
+    bad, bad_id = message(tip_id, 1, "rejected", "not a member", sender=f"@stranger:{server}")
+    good, good_id = message(bad_id, 2, "after", "after")
     lines = room["lines"] + [json.dumps(e, separators=(",", ":")).encode() for e in (bad, good)]
     db = new_db(postgres, build_env)
     import_ok(build_env, postgres, db, write_lines(tmp_path / "rejected.jsonl", lines),
