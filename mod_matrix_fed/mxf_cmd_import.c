@@ -248,6 +248,7 @@ struct importer {
     int db_failed;                      /* a look-up during state resolution failed */
     long n_rejected, n_rejected_unknown_auth, n_sr_fetched, n_sr_full_conflicted;
     long n_rooms_gap;                   /* current state left events of unknown state out */
+    long n_rooms_folded;                /* current state resolved in rounds (many extremities) */
     /* summary */
     long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
@@ -2769,8 +2770,8 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
                                "   AND NOT EXISTS (SELECT 1 FROM mxf_event_edges x"
                                "                     JOIN mxf_events c ON c.event_nid = x.event_nid"
                                "                    WHERE x.prev_nid = e.event_nid"
-                               "                      AND c.rejected_reason IS NULL)",
-                               1, params);
+                               "                      AND c.rejected_reason IS NULL)"
+                               " ORDER BY 1", 1, params);
             if (!res) {
                 return 0;
             }
@@ -2819,9 +2820,31 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
             continue;
         }
         if (states->nelts > MXF_SR_MAX_STATES) {
-            mxf_cmd_error("%s has %d forward extremities; state resolution takes at most %d",
-                          r->room_id, states->nelts, MXF_SR_MAX_STATES);
-            return 0;
+            /*
+             * More forward extremities than one resolution takes (a room
+             * with many dangling branches): resolved in rounds, the first
+             * MXF_SR_MAX_STATES states into one, which joins the next round.
+             * The order is the extremities' (arrival, or state group
+             * number), so the outcome does not depend on the run.
+             */
+            im->n_rooms_folded++;
+            while (states->nelts > MXF_SR_MAX_STATES) {
+                apr_array_header_t *part = apr_array_make(im->p, MXF_SR_MAX_STATES,
+                                                          sizeof(mxf_rs_state_t *));
+                apr_array_header_t *rest = apr_array_make(im->p, states->nelts,
+                                                          sizeof(mxf_rs_state_t *));
+                for (i = 0; i < states->nelts; i++) {
+                    APR_ARRAY_PUSH(i < MXF_SR_MAX_STATES ? part : rest, mxf_rs_state_t *) =
+                        APR_ARRAY_IDX(states, i, mxf_rs_state_t *);
+                }
+                if (!(cur = mxf_rs_merge(im->rs, r->rs, part, &why))) {
+                    mxf_cmd_error("the current state of %s cannot be resolved: %s",
+                                  r->room_id, why ? why : "unknown error");
+                    return 0;
+                }
+                APR_ARRAY_PUSH(rest, mxf_rs_state_t *) = cur;
+                states = rest;
+            }
         }
         cur = mxf_rs_merge(im->rs, r->rs, states, &why);
         if (!cur) {
@@ -3256,6 +3279,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_refilled) {
         printf("  state now known for %ld stored events that were missing prev_events\n",
                im.n_refilled);
+    }
+    if (im.n_rooms_folded) {
+        printf("  current state: %ld room(s) with over %d forward extremities, resolved in"
+               " rounds of %d\n", im.n_rooms_folded, MXF_SR_MAX_STATES, MXF_SR_MAX_STATES);
     }
     if (im.n_rooms_gap) {
         printf("  current state: %ld room(s) with forward extremities behind missing"

@@ -538,6 +538,48 @@ SELECT json_build_object(
         assert d["rooms"][0]["current_state_group"] is not None
         assert d["servers"], "no member server known despite the history before the gap"
 
+    def test_021_010c_many_forward_extremities(self, imported, build_env, postgres, tmp_path):
+        """70 messages each on a branch of its own from one late message (more
+        forward extremities than one resolution takes): the import succeeds
+        and the room's state is resolved in rounds, to what it is with one
+        such branch (the branches change no state)."""
+        version, ids, by_id = imported["version"], imported["ids"], imported["by_id"]
+        keys = server_keys(imported["dir"])
+        # A late message: its sender is joined in the state after it.
+        fork_id = [i for i in ids[:-5] if by_id[i]["type"] == "m.room.message"][-1]
+        fork = by_id[fork_id]
+        server = fork["sender"].split(":", 1)[1]
+        base = {k: v for k, v in fork.items() if k not in ("hashes", "signatures", "unsigned",
+                                                             "event_id", "state_key")}
+        extra = []
+        for i in range(70):
+            ev = dict(base, type="m.room.message",
+                      content={"body": f"branch {i}", "msgtype": "m.text"},
+                      prev_events=[[fork_id, {}] if int(version) <= 2 else fork_id],
+                      depth=fork["depth"] + 1, origin_server_ts=fork["origin_server_ts"] + i + 1)
+            if int(version) <= 2:
+                ev["event_id"] = f"$branch{i}:{server}"
+            extra.append(json.dumps(resign(ev, version, keys), separators=(",", ":")).encode())
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "branches.jsonl", imported["lines"] + extra),
+                        imported["keys"])
+        assert "over 64 forward extremities, resolved in rounds of 64" in out
+        d = load_db(postgres, db)
+        # The branches all share one state: the same as with a single branch.
+        one = new_db(postgres, build_env)
+        import_ok(build_env, postgres, one,
+                  write_lines(tmp_path / "branch.jsonl", imported["lines"] + extra[:1]),
+                  imported["keys"])
+        d1 = load_db(postgres, one)
+        assert state_map(d, d["rooms"][0]["current_state_group"]) == \
+            state_map(d1, d1["rooms"][0]["current_state_group"])
+        assert d["servers"] == d1["servers"]
+        branches = query_json(postgres, db, "SELECT count(*) AS n FROM mxf_events"
+                                            " WHERE rejected_reason IS NULL"
+                                            "   AND pdu LIKE '%\"branch %'")
+        assert branches == [{"n": 70}]
+
     def test_021_010_edge_of_history(self, imported, build_env, postgres, tmp_path):
         """The create event and the second half alone: the second half's
         state is unknown and its edges into the first half dangle; once the
