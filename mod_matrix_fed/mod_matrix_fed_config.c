@@ -306,6 +306,10 @@ const command_rec mxf_cmds[] = {
     AP_INIT_TAKE1("MatrixFedKeyFetchRetryInterval", mxf_keys_set_interval, (void *)2,
                   RSRC_CONF, "How long a failed key fetch is remembered before the "
                   "server is asked again (default 60s)"),
+    AP_INIT_ITERATE("MatrixFedKeyFetchDeny", mxf_keys_set_fetch_deny, NULL, RSRC_CONF,
+                    "IP address ranges key fetches may not connect to (CIDR), or none "
+                    "(default: loopback, private, link-local and other reserved ranges; "
+                    "MatrixFedKeyServerURL targets are exempt)"),
     AP_INIT_FLAG("MatrixFedNotary", mxf_keys_set_notary_on, NULL, RSRC_CONF,
                  "Answer the notary endpoints /_matrix/key/v2/query here (default On); "
                  "Off leaves them to whatever else serves the host"),

@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "mxf_id.h"
+#include "mxf_iprange.h"
 #include "mxf_json.h"
 #include "mxf_serverkeys.h"
 #include "mxf_version.h"
@@ -62,7 +63,38 @@ typedef struct {
     apr_time_t deadline;                /* of the whole fetch */
     int follow;                         /* follow redirects (.well-known) */
     const char *connect_to;             /* "host:port:target:tport" or NULL */
+    const apr_array_header_t *deny;     /* addresses not to connect to (NULL: none) */
 } get_opts_t;
+
+/* The connections of one GET, checked against MatrixFedKeyFetchDeny. */
+typedef struct {
+    const apr_array_header_t *deny;
+    char refused[INET6_ADDRSTRLEN];     /* the first address refused, "" if none */
+} sock_guard_t;
+
+/*
+ * Opens the socket of each connection libcurl makes (redirects, every
+ * address of a name): the address actually connected to is checked, so a
+ * name that resolves (or is made to resolve) inside the network is refused.
+ */
+static curl_socket_t guarded_socket(void *baton, curlsocktype purpose,
+                                    struct curl_sockaddr *a)
+{
+    sock_guard_t *g = baton;
+
+    if (purpose == CURLSOCKTYPE_IPCXN && g->deny && mxf_iprange_any(g->deny, &a->addr)) {
+        if (!g->refused[0]) {
+            const void *in = a->family == AF_INET6
+                ? (const void *)&((const struct sockaddr_in6 *)&a->addr)->sin6_addr
+                : (const void *)&((const struct sockaddr_in *)&a->addr)->sin_addr;
+            if (!inet_ntop(a->family, in, g->refused, sizeof(g->refused))) {
+                strcpy(g->refused, "?");
+            }
+        }
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype, a->protocol);
+}
 
 /*
  * GETs @a url; on HTTP 200 with a body, parses it as a JSON object into
@@ -76,6 +108,7 @@ static apr_status_t https_get_json(request_rec *r, const get_opts_t *o, const ch
     struct curl_slist *connect_to = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
     sink_t sink;
+    sock_guard_t guard;
     long code = 0;
     apr_interval_time_t left = o->deadline - apr_time_now();
     apr_interval_time_t limit = mxf_keys_fetch_timeout(o->kc);
@@ -124,6 +157,10 @@ static apr_status_t https_get_json(request_rec *r, const get_opts_t *o, const ch
         connect_to = curl_slist_append(NULL, o->connect_to);
         curl_easy_setopt(c, CURLOPT_CONNECT_TO, connect_to);
     }
+    guard.deny = o->deny;
+    guard.refused[0] = '\0';
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, guarded_socket);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &guard);
     cc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     curl_easy_cleanup(c);
@@ -132,6 +169,11 @@ static apr_status_t https_get_json(request_rec *r, const get_opts_t *o, const ch
     if (sink.too_large || cc == CURLE_FILESIZE_EXCEEDED) {
         *why = apr_psprintf(r->pool, "%s: response larger than %d bytes", url,
                             MXF_KEYFETCH_MAX_RESPONSE);
+        return APR_EGENERAL;
+    }
+    if (cc != CURLE_OK && guard.refused[0]) {
+        *why = apr_psprintf(r->pool, "%s: not fetched: its address %s is in a range "
+                            "MatrixFedKeyFetchDeny denies", url, guard.refused);
         return APR_EGENERAL;
     }
     if (cc != CURLE_OK) {
@@ -255,18 +297,22 @@ static void resolve_by_srv(apr_pool_t *p, const char *host, const char **base,
 
 /*
  * Where to reach @a server: a base URL ("https://host[:port]") and an
- * optional CURLOPT_CONNECT_TO entry.
+ * optional CURLOPT_CONNECT_TO entry; *mapped_here set when the base URL is
+ * the operator's (MatrixFedKeyServerURL), which MatrixFedKeyFetchDeny
+ * does not apply to.
  */
 static void resolve_server(request_rec *r, const mxf_keys_conf_t *kc, const char *server,
-                           apr_time_t deadline, const char **base, const char **connect_to)
+                           apr_time_t deadline, const char **base, const char **connect_to,
+                           int *mapped_here)
 {
     const char *host, *mapped = kc->key_urls ? apr_table_get(kc->key_urls, server) : NULL;
     const char *why = NULL;
     int port;
     json_t *wk = NULL;
-    get_opts_t o = { kc, deadline, 1, NULL };
+    get_opts_t o = { kc, deadline, 1, NULL, mxf_keys_fetch_deny(kc) };
 
     *connect_to = NULL;
+    *mapped_here = mapped != NULL;
     if (mapped) {
         *base = mapped;
         return;
@@ -314,10 +360,12 @@ static apr_status_t fetch_direct(request_rec *r, const mxf_keys_conf_t *kc,
                                  const char **why)
 {
     const char *base, *url, *reason = NULL;
-    get_opts_t o = { kc, deadline, 0, NULL };
+    get_opts_t o = { kc, deadline, 0, NULL, NULL };
     json_t *resp = NULL;
+    int mapped;
 
-    resolve_server(r, kc, server, deadline, &base, &o.connect_to);
+    resolve_server(r, kc, server, deadline, &base, &o.connect_to, &mapped);
+    o.deny = mapped ? NULL : mxf_keys_fetch_deny(kc);   /* the operator's own URLs go */
     url = apr_pstrcat(r->pool, base, "/_matrix/key/v2/server", NULL);
     if (https_get_json(r, &o, url, &resp, why) != APR_SUCCESS) {
         return APR_EGENERAL;
@@ -337,13 +385,15 @@ static apr_status_t fetch_notary(request_rec *r, const mxf_keys_conf_t *kc,
                                  const json_t **obj, const char **why)
 {
     const char *base, *url, *reason = NULL;
-    get_opts_t o = { kc, deadline, 0, NULL };
+    get_opts_t o = { kc, deadline, 0, NULL, NULL };
     apr_int64_t now = apr_time_as_msec(apr_time_now());
+    int mapped;
     json_t *resp = NULL, *item;
     const json_t *list;
     size_t i;
 
-    resolve_server(r, kc, n->name, deadline, &base, &o.connect_to);
+    resolve_server(r, kc, n->name, deadline, &base, &o.connect_to, &mapped);
+    o.deny = mapped ? NULL : mxf_keys_fetch_deny(kc);
     url = apr_psprintf(r->pool, "%s/_matrix/key/v2/query/%s?minimum_valid_until_ts=%"
                        APR_INT64_T_FMT, base, ap_escape_uri(r->pool, server), now);
     if (https_get_json(r, &o, url, &resp, why) != APR_SUCCESS) {

@@ -18,6 +18,7 @@
 #include "mxf_base64.h"
 #include "mxf_error.h"
 #include "mxf_id.h"
+#include "mxf_iprange.h"
 #include "mxf_serverkeys.h"
 #include "mxf_sign.h"
 #include "mod_matrix_fed_config.h"
@@ -59,6 +60,7 @@ mxf_keys_conf_t *mxf_keys_conf_merge(apr_pool_t *p, const mxf_keys_conf_t *base,
     KMERGE(fetch_timeout, UNSET);
     KMERGE(retry_interval, UNSET);
     KMERGE(notary, UNSET);
+    KMERGE(fetch_deny, NULL);
     KMERGE(old_keys, NULL);
     KMERGE(notaries, NULL);
     KMERGE(key_urls, NULL);
@@ -91,6 +93,11 @@ apr_interval_time_t mxf_keys_retry_interval(const mxf_keys_conf_t *kc)
 int mxf_keys_notary(const mxf_keys_conf_t *kc)
 {
     return kc->notary != 0;             /* On unless set Off */
+}
+
+const apr_array_header_t *mxf_keys_fetch_deny(const mxf_keys_conf_t *kc)
+{
+    return kc->fetch_deny;              /* the defaults where unset (keys_post_config) */
 }
 
 static mxf_keys_conf_t *kconf_of(cmd_parms *cmd)
@@ -228,6 +235,30 @@ const char *mxf_keys_set_notary_on(cmd_parms *cmd, void *dconf, int flag)
         return err;
     }
     kconf_of(cmd)->notary = flag ? 1 : 0;
+    return NULL;
+}
+
+/* MatrixFedKeyFetchDeny range... | none: each argument in turn (ITERATE). */
+const char *mxf_keys_set_fetch_deny(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    mxf_keys_conf_t *kc = kconf_of(cmd);
+    const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
+    mxf_iprange_t r;
+
+    if (err) {
+        return err;
+    }
+    if (!kc->fetch_deny) {
+        kc->fetch_deny = apr_array_make(cmd->pool, 8, sizeof(mxf_iprange_t));
+    }
+    if (ap_cstr_casecmp(arg, "none") == 0) {
+        return NULL;                    /* an empty list: key fetches go anywhere */
+    }
+    if (mxf_iprange_parse(arg, &r) != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "MatrixFedKeyFetchDeny '%s': expected an IP address "
+                            "range (e.g. 10.0.0.0/8, fc00::/7) or none", arg);
+    }
+    *(mxf_iprange_t *)apr_array_push(kc->fetch_deny) = r;
     return NULL;
 }
 
@@ -1015,6 +1046,16 @@ static int keys_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     apr_status_t rv;
     struct ap_socache_hints hints = { 64, sizeof(marker_t), 60 };
 
+    /* Hosts that set no MatrixFedKeyFetchDeny share the default ranges. */
+    {
+        apr_array_header_t *defaults = mxf_iprange_defaults(pconf);
+        for (v = s; v; v = v->next) {
+            mxf_keys_conf_t *kc = mxf_config_get(v)->keys;
+            if (!kc->fetch_deny) {
+                kc->fetch_deny = defaults;
+            }
+        }
+    }
     for (v = s; v; v = v->next) {
         const mxf_srv_conf_t *conf = mxf_config_get(v);
         if (!mxf_config_enabled(conf)) {

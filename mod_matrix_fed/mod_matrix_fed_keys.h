@@ -51,6 +51,7 @@ typedef struct mxf_keys_conf {
     apr_interval_time_t retry_interval; /* MatrixFedKeyFetchRetryInterval, -1 unset */
     const char *cache_spec;             /* MatrixFedKeyCache (main server only) */
     int notary;                         /* MatrixFedNotary, -1 unset */
+    apr_array_header_t *fetch_deny;     /* MatrixFedKeyFetchDeny (mxf_iprange_t); NULL unset */
 } mxf_keys_conf_t;
 
 #define MXF_DEFAULT_KEY_VALIDITY_MS   (24LL * 3600 * 1000)
@@ -67,6 +68,8 @@ int mxf_keys_tls_verify(const mxf_keys_conf_t *kc);
 apr_interval_time_t mxf_keys_fetch_timeout(const mxf_keys_conf_t *kc);
 apr_interval_time_t mxf_keys_retry_interval(const mxf_keys_conf_t *kc);
 int mxf_keys_notary(const mxf_keys_conf_t *kc);
+/* The address ranges key fetches may not connect to (the defaults when unset). */
+const apr_array_header_t *mxf_keys_fetch_deny(const mxf_keys_conf_t *kc);
 
 /* Directive setters, listed in mxf_cmds[] (mod_matrix_fed_config.c). */
 const char *mxf_keys_set_validity(cmd_parms *cmd, void *dconf, const char *arg);
@@ -78,6 +81,7 @@ const char *mxf_keys_set_key_url(cmd_parms *cmd, void *dconf, const char *name,
                                  const char *url);
 const char *mxf_keys_set_tls_verify(cmd_parms *cmd, void *dconf, int flag);
 const char *mxf_keys_set_notary_on(cmd_parms *cmd, void *dconf, int flag);
+const char *mxf_keys_set_fetch_deny(cmd_parms *cmd, void *dconf, const char *arg);
 const char *mxf_keys_set_ca_file(cmd_parms *cmd, void *dconf, const char *path);
 const char *mxf_keys_set_interval(cmd_parms *cmd, void *dconf, const char *arg);
 const char *mxf_keys_set_cache(cmd_parms *cmd, void *dconf, const char *spec);

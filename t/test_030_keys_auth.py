@@ -200,7 +200,9 @@ def fakes(certs):
         "asked": FakeKeyServer("asked.test", good),          # the notary tests'
         "refreshed": FakeKeyServer("refreshed.test", good),
         "notarised2": FakeKeyServer("notarised2.test", good),
+        "iplit": FakeKeyServer("ip-literal", good),  # named 127.0.0.1:<port> below
     }
+    f["iplit"].name = f"127.0.0.1:{f['iplit'].port}"
     f["notary"].notarised["notarised.test"] = f["notarised"]
     f["notary"].notarised["notarised2.test"] = f["notarised2"]
     f["wrongnotary"].notarised["badnotary.test"] = f["badnotary"]
@@ -216,7 +218,7 @@ DEAD_PORT = free_port()          # nothing listens there
 def key_site(fakes, certs, extra=""):
     urls = "\n".join(f"MatrixFedKeyServerURL {s.name} {s.url()}"
                      for k, s in fakes.items() if k not in ("notarised", "notarised2",
-                                                            "badnotary", "wrongname"))
+                                                            "badnotary", "wrongname", "iplit"))
     return f"""
 {urls}
 MatrixFedKeyServerURL notarised.test https://127.0.0.1:{DEAD_PORT}
@@ -389,6 +391,54 @@ class TestNotary:
             assert h.get("/_matrix/key/v2/server").json["server_name"] == SERVER_NAME
         finally:
             h.stop()
+
+
+class TestFetchDeny:
+    """Key fetches never connect inside the network unless the operator says
+    so: the default MatrixFedKeyFetchDeny ranges hold loopback, so a server
+    named by its loopback address is not fetched; `none` or a list without
+    loopback lets it through; MatrixFedKeyServerURL targets are exempt (the
+    other tests' fake servers are all on 127.0.0.1)."""
+
+    def call(self, h, fake):
+        path = FED + "/event/" + ev("deny")
+        return h.get(path, headers={"Authorization": xmatrix(fake.name, fake.key, "GET", path)})
+
+    def test_030_050_loopback_denied_by_default(self, khttpd, fakes):
+        f = fakes["iplit"]
+        before = f.hits
+        r = self.call(khttpd, f)
+        assert_error(r, 401, "M_UNAUTHORIZED", "MatrixFedKeyFetchDeny")
+        assert "127.0.0.1" in r.json["error"]
+        assert f.hits == before, "the denied address was connected to"
+        # The notary endpoint has nothing to say of it either.
+        r = khttpd.get(f"/_matrix/key/v2/query/{f.name}")
+        assert r.status == 200 and r.json == {"server_keys": []}
+
+    @pytest.mark.parametrize("deny", ["none", "10.0.0.0/8 fc00::/7"])
+    def test_030_051_allowed_when_configured(self, httpd_factory, postgres, signing_key,
+                                             backend, fakes, certs, deny):
+        f = fakes["iplit"]
+        h = httpd_factory.new("httpd-deny-" + deny.split()[0].replace("/", "_"))
+        extra = key_site(fakes, certs, f"MatrixFedKeyFetchCAFile {certs['good'][0]}\n"
+                                       f"MatrixFedKeyFetchDeny {deny}")
+        h.start(site_config(postgres, signing_key, backend, extra=extra), modules=MODULES)
+        postgres.psql(postgres.DBNAME, "DELETE FROM mxf_server_keys"
+                                       f" WHERE server_name = '{f.name}'")
+        try:
+            before = f.hits
+            assert_error(self.call(h, f), 404, "M_NOT_FOUND")       # authenticated
+            assert f.hits == before + 1
+        finally:
+            h.stop()
+
+    def test_030_052_bad_ranges_refused(self, httpd_factory, postgres, signing_key, backend):
+        for i, bad in enumerate(["10.1.0.0/8", "example.org", "::1/200"]):
+            httpd_factory.assert_start_fails(
+                f"httpd-baddeny-{i}",
+                site_config(postgres, signing_key, backend,
+                            extra=f"MatrixFedKeyFetchDeny {bad}"),
+                "expected an IP address range")
 
 
 class TestKeyFileChecks:

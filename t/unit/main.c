@@ -61,6 +61,7 @@ int main(void)
     srunner_add_suite(sr, mxf_suite_key());
     srunner_add_suite(sr, mxf_suite_acl());
     srunner_add_suite(sr, mxf_suite_gate());
+    srunner_add_suite(sr, mxf_suite_iprange());
     srunner_add_suite(sr, mxf_suite_genroom());
     srunner_add_suite(sr, mxf_suite_canonical());
     srunner_add_suite(sr, mxf_suite_sign());

@@ -28,6 +28,7 @@ Suite *mxf_suite_base64(void);
 Suite *mxf_suite_key(void);
 Suite *mxf_suite_acl(void);
 Suite *mxf_suite_gate(void);
+Suite *mxf_suite_iprange(void);
 Suite *mxf_suite_genroom(void);
 Suite *mxf_suite_canonical(void);
 Suite *mxf_suite_sign(void);
