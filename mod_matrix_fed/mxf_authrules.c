@@ -698,18 +698,23 @@ static apr_status_t check_power_levels(ctx_t *c)
     apr_status_t rv;
     int i;
 
-    /* 10.1, 10.2 (v10+ as written; before v10 our stricter reading) */
-    for (i = 0; top_levels[i]; i++) {
+    /*
+     * 10.1, 10.2: v10+ only. Before v10 the rules check users alone (10.3);
+     * a level that is not an integer (or a string of one) is read as its
+     * default wherever it is used (level_or()), as the reference homeserver
+     * reads it.
+     */
+    for (i = 0; c->r.int_levels && top_levels[i]; i++) {
         const json_t *v = json_object_get(c->content, top_levels[i]);
         if (v && !level_value(&c->r, v, &n)) {
             return reject(c, "power levels: %s is not an integer", top_levels[i]);
         }
     }
-    if (json_object_get(c->content, "events")
+    if (c->r.int_levels && json_object_get(c->content, "events")
         && !levels_object(&c->r, json_object_get(c->content, "events"), 0)) {
         return reject(c, "power levels: events is not an object of integers");
     }
-    if (c->r.notifications && json_object_get(c->content, "notifications")
+    if (c->r.int_levels && c->r.notifications && json_object_get(c->content, "notifications")
         && !levels_object(&c->r, json_object_get(c->content, "notifications"), 0)) {
         return reject(c, "power levels: notifications is not an object of integers");
     }

@@ -32,11 +32,15 @@
  * signature (rule "4.2"/"5.2"; mxf_event_required_signers() requires it),
  * hashes, and the event format.
  *
- * Stricter than the spec text in one respect: before v10 the spec only
- * requires "users" values of a new m.room.power_levels event to be
- * integers (or integer strings); here every level in it (top-level
- * levels, "events", "notifications") must be readable as an integer too,
- * since no server can compare unreadable levels.
+ * Before v10 the rules require only the "users" values of a new
+ * m.room.power_levels event to be integers (or integer strings); any other
+ * level that is not (a top-level level, "events", "notifications") is read
+ * as its default wherever it is used, as the reference homeserver reads it.
+ *
+ * State resolution (mxf_stateres.c) reads two places of the spec as the
+ * reference homeserver does: a state event counts in the auth chain of its
+ * own state, and the power events' auth chains are followed only through
+ * events of the full conflicted set.
  */
 #ifndef mxf_authrules_h
 #define mxf_authrules_h

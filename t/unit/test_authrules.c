@@ -243,6 +243,18 @@ static const row_t rows[] = {
       "m.room.power_levels", "", "{\"ban\":\"50\",\"users\":{\"" BOB "\":50}}" },
     { "power levels: string events level (v10+)", 10, 12, 0, { NULL }, ALICE,
       "m.room.power_levels", "", "{\"events\":{\"m.room.name\":\"50\"},\"users\":{\"" BOB "\":50}}" },
+    /* Before v10 rule 10 checks users only; other levels that are not numbers are defaults. */
+    { "power levels: non-numeric ban level (before v10)", 1, 9, 1, { NULL }, ALICE,
+      "m.room.power_levels", "", "{\"ban\":\"abc\",\"users\":{\"" BOB "\":50}}" },
+    { "power levels: non-numeric ban level (v10+)", 10, 12, 0, { NULL }, ALICE,
+      "m.room.power_levels", "", "{\"ban\":\"abc\",\"users\":{\"" BOB "\":50}}" },
+    { "power levels: events not an object (before v10)", 1, 9, 1, { NULL }, ALICE,
+      "m.room.power_levels", "", "{\"events\":[1],\"users\":{\"" BOB "\":50}}" },
+    { "power levels: events not an object (v10+)", 10, 12, 0, { NULL }, ALICE,
+      "m.room.power_levels", "", "{\"events\":[1],\"users\":{\"" BOB "\":50}}" },
+    { "power levels: non-numeric events level (before v10)", 1, 9, 1, { NULL }, ALICE,
+      "m.room.power_levels", "", "{\"events\":{\"m.room.topic\":\"x\"},\"users\":{\"" BOB
+      "\":50}}" },
     { "power levels: non-numeric string", 1, 9, 0, { NULL }, ALICE,
       "m.room.power_levels", "", "{\"users\":{\"" BOB "\":\"fifty\"}}" },
     { "power levels: raise own level", ALL, 0, { NULL }, BOB, "m.room.power_levels", "",
