@@ -685,7 +685,11 @@ static int cmp_mainline(const void *a, const void *b)
 /*
  * The power events of the full conflicted set with their auth chains in
  * it, in reverse topological power ordering (Kahn's algorithm, taking the
- * smallest ready event each time).
+ * smallest ready event each time). The auth chains are followed through
+ * events of the full conflicted set only (an ancestor reached only through
+ * events outside it is left out), as the reference homeserver follows
+ * them; the spec's "events in the auth chain of P which also belong to the
+ * full conflicted set" could also be read as every such ancestor.
  */
 static apr_array_header_t *sorted_power_events(sr_t *s, apr_array_header_t *fcs)
 {
