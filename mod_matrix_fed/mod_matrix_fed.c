@@ -109,10 +109,17 @@ static int mxf_translate_name(request_rec *r)
     if (!mxf_config_enabled(conf) || r->proxyreq) {
         return DECLINED;
     }
-    if (!req && (req = mxf_router_match(r, conf)) == NULL) {
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 109)
+    /* pre_translate_name ran for this request and matched it already. */
+    if (!req) {
+        return DECLINED;
+    }
+#else
+    if ((req = mxf_router_match(r, conf)) == NULL) {
         return DECLINED;
     }
     ap_set_module_config(r->request_config, &matrix_fed_module, req);
+#endif
     r->handler = MATRIX_FED_HANDLER;
     r->filename = apr_pstrcat(r->pool, MATRIX_FED_HANDLER ":", r->uri, NULL);
     return OK;

@@ -991,10 +991,6 @@ int mxf_handle_key_query(mxf_req_t *req)
         const char *m = v->nelts ? APR_ARRAY_IDX(v, 0, const char *) : NULL;
         char *end;
 
-        if (!req->params[0]) {
-            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
-                                       "Malformed server name");
-        }
         min_valid = now;
         if (m) {
             errno = 0;
