@@ -267,24 +267,12 @@ static const char *errcode_of(int status)
     }
 }
 
-/*
- * The path of the request target as received (an absolute-form target
- * loses its scheme and host, the query goes), or NULL.
- */
+/* The path of the request target as received (signed_uri() less its query), or NULL. */
 static const char *raw_path(request_rec *r)
 {
-    const char *u = r->unparsed_uri, *q;
+    const char *u = r->unparsed_uri ? signed_uri(r) : NULL, *q;
 
-    if (!u) {
-        return NULL;
-    }
-    if (u[0] != '/' && (q = strstr(u, "://")) != NULL) {
-        u = strchr(q + 3, '/');
-        if (!u) {
-            return NULL;
-        }
-    }
-    q = strchr(u, '?');
+    q = u ? strchr(u, '?') : NULL;
     return q ? apr_pstrmemdup(r->pool, u, (apr_size_t)(q - u)) : u;
 }
 
