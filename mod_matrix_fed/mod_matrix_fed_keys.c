@@ -337,21 +337,32 @@ const char *mxf_keys_check_key_file(apr_pool_t *p, const char *path)
 
 /* ================================================================ our key endpoint */
 
-/* GET /_matrix/key/v2/server[/{keyId}]: signed per request (one ed25519 signature). */
-int mxf_handle_server_keys(mxf_req_t *req)
+/*
+ * This server's Server Keys object, signed now (one ed25519 signature), for
+ * /key/v2/server and the notary endpoints; NULL (logged) if it cannot be built.
+ */
+static json_t *own_keys(request_rec *r, const mxf_srv_conf_t *conf)
 {
-    request_rec *r = req->r;
-    const mxf_srv_conf_t *conf = req->conf;
-    apr_int64_t now = apr_time_as_msec(apr_time_now());
     const char *why = NULL;
-    json_t *obj;
+    json_t *obj = mxf_serverkeys_build(r->pool, conf->server_name, conf->signing_key,
+                                       apr_time_as_msec(apr_time_now())
+                                       + mxf_keys_validity_ms(conf->keys),
+                                       conf->keys->old_keys, &why);
 
-    obj = mxf_serverkeys_build(r->pool, conf->server_name, conf->signing_key,
-                               now + mxf_keys_validity_ms(conf->keys),
-                               conf->keys->old_keys, &why);
     if (!obj) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25010)
                       "cannot build the key response: %s", why);
+    }
+    return obj;
+}
+
+/* GET /_matrix/key/v2/server[/{keyId}]: signed per request. */
+int mxf_handle_server_keys(mxf_req_t *req)
+{
+    request_rec *r = req->r;
+    json_t *obj = own_keys(r, req->conf);
+
+    if (!obj) {
         return mxf_http_send_error(r, HTTP_INTERNAL_SERVER_ERROR, MXF_M_UNKNOWN,
                                    "Cannot build the key response");
     }
@@ -883,10 +894,7 @@ static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_val
 
     *out = NULL;
     if (strcmp(server, conf->server_name) == 0) {
-        *out = mxf_serverkeys_build(r->pool, conf->server_name, conf->signing_key,
-                                    apr_time_as_msec(apr_time_now())
-                                    + mxf_keys_validity_ms(conf->keys),
-                                    conf->keys->old_keys, &why);
+        *out = own_keys(r, conf);
         return OK;
     }
     if ((status = mxf_db_select(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
