@@ -869,8 +869,13 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
 
 /* ================================================================ notary endpoints */
 
-/* At most this many servers in one /key/v2/query request, and key fetches for it. */
-#define NOTARY_MAX_SERVERS 32
+/*
+ * At most this many servers in one /key/v2/query request (the reference
+ * homeserver asks for every server it is missing keys of at once, hundreds
+ * after joining a big room; each costs a lookup and a signature here), and
+ * key fetches for it.
+ */
+#define NOTARY_MAX_SERVERS 1000
 #define NOTARY_MAX_FETCHES 3
 
 /*

@@ -1,6 +1,9 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <apr_lib.h>
 
 #include "mxf_acl.h"
@@ -38,24 +41,22 @@ int mxf_acl_glob(const char *pattern, const char *s, apr_size_t len)
 
 int mxf_acl_is_ip_literal(const char *host, apr_size_t len)
 {
-    apr_size_t i;
-    int dots = 0;
+    char buf[INET6_ADDRSTRLEN + 1];
+    unsigned char addr[sizeof(struct in6_addr)];
 
-    if (len > 0 && host[0] == '[') {
-        return 1;                       /* IPv6 literals are bracketed */
+    /* What parses as an address is one: "1.2.3.4", "[::1]"; "01.2.3.4" or
+     * "300.1.1.1" are names (as a resolver would not read them as addresses). */
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']' && len - 2 < sizeof(buf)) {
+        memcpy(buf, host + 1, len - 2);
+        buf[len - 2] = '\0';
+        return inet_pton(AF_INET6, buf, addr) == 1;
     }
-    if (len == 0) {
-        return 0;
+    if (len > 0 && len < sizeof(buf)) {
+        memcpy(buf, host, len);
+        buf[len] = '\0';
+        return inet_pton(AF_INET, buf, addr) == 1;
     }
-    for (i = 0; i < len; i++) {
-        if (host[i] == '.') {
-            dots++;
-        }
-        else if (!apr_isdigit(host[i])) {
-            return 0;
-        }
-    }
-    return dots == 3;
+    return 0;
 }
 
 /* The host part: the name without a trailing ":port" (brackets kept). */

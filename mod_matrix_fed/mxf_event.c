@@ -213,14 +213,15 @@ static json_t *redact_content(const json_t *pdu, const json_t *content,
         return NULL;
     }
     if (rv->redaction >= MXF_REDACT_V11 && str_member_is(pdu, "type", "m.room.member")) {
-        /* third_party_invite survives reduced to its "signed" member. */
-        json_t *signed_ = json_object_get(json_object_get(content, "third_party_invite"),
-                                          "signed");
-        if (signed_) {
+        /* An object third_party_invite survives reduced to its "signed" member, as {}
+         * without one (as the reference homeserver and gomatrixserverlib redact). */
+        const json_t *given = json_object_get(content, "third_party_invite");
+        json_t *signed_ = json_object_get(given, "signed");
+        if (json_is_object(given)) {
             json_t *tpi = json_object();
             if (tpi == NULL
-                || json_object_set_new(tpi, "signed",
-                                       deep ? json_deep_copy(signed_) : json_incref(signed_)) != 0
+                || (signed_ && json_object_set_new(tpi, "signed", deep ? json_deep_copy(signed_)
+                                                                       : json_incref(signed_)) != 0)
                 || json_object_set_new(out, "third_party_invite", tpi) != 0) {
                 json_decref(out);
                 return NULL;

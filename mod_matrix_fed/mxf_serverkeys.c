@@ -18,6 +18,17 @@ static int decode_entry_key(const json_t *entry, unsigned char pk[MXF_ED25519_PK
                                 MXF_B64_STANDARD, pk, MXF_ED25519_PK_BYTES) == APR_SUCCESS;
 }
 
+/*
+ * Whether a key of a key response is one this server can use: an ed25519 key
+ * with a well-formed ID. Others (keys of algorithms a server may add later)
+ * are skipped, not a reason to refuse the response, as the reference
+ * homeserver does.
+ */
+static int usable_key_id(const char *key_id)
+{
+    return strncmp(key_id, "ed25519:", 8) == 0 && mxf_id_key_id_valid(key_id, strlen(key_id));
+}
+
 apr_status_t mxf_serverkeys_verify(apr_pool_t *p, const json_t *obj, const char *server_name,
                                    apr_int64_t now_ms, apr_array_header_t **keys,
                                    const char **why)
@@ -61,12 +72,12 @@ apr_status_t mxf_serverkeys_verify(apr_pool_t *p, const json_t *obj, const char 
 
     out = apr_array_make(p, (int)json_object_size(verify) + 2, sizeof(mxf_server_key_t));
     json_object_foreach((json_t *)verify, key_id, entry) {
-        mxf_server_key_t *k = apr_array_push(out);
-        memset(k, 0, sizeof(*k));
-        if (!mxf_id_key_id_valid(key_id, strlen(key_id)) || strncmp(key_id, "ed25519:", 8)) {
-            *why = apr_psprintf(p, "verify key ID '%.64s' is not an ed25519 key ID", key_id);
-            return APR_EINVAL;
+        mxf_server_key_t *k;
+        if (!usable_key_id(key_id)) {
+            continue;
         }
+        k = apr_array_push(out);
+        memset(k, 0, sizeof(*k));
         if (!decode_entry_key(entry, k->pk)) {
             *why = apr_psprintf(p, "verify key %s is not base64 of 32 bytes", key_id);
             return APR_EINVAL;
@@ -79,19 +90,18 @@ apr_status_t mxf_serverkeys_verify(apr_pool_t *p, const json_t *obj, const char 
             const json_t *exp = json_is_object(entry) ? json_object_get(entry, "expired_ts")
                                                       : NULL;
             mxf_server_key_t *k;
-            if (json_object_get(verify, key_id)) {
-                continue;               /* listed as current too: current wins */
+            if (json_object_get(verify, key_id) || !usable_key_id(key_id)) {
+                continue;               /* listed as current too (current wins), or unusable */
             }
             k = apr_array_push(out);
             memset(k, 0, sizeof(*k));
-            if (!mxf_id_key_id_valid(key_id, strlen(key_id))
-                || !decode_entry_key(entry, k->pk) || !json_is_integer(exp)
-                || json_integer_value(exp) <= 0) {
+            if (!decode_entry_key(entry, k->pk) || !json_is_integer(exp)) {
                 *why = apr_psprintf(p, "old verify key '%.64s' is malformed", key_id);
                 return APR_EINVAL;
             }
             k->key_id = apr_pstrdup(p, key_id);
-            k->expired_ts = json_integer_value(exp);
+            /* 0 means current here: an old key expired at 0 or before expired at 1 */
+            k->expired_ts = json_integer_value(exp) > 0 ? json_integer_value(exp) : 1;
             k->valid_until_ts = k->expired_ts;
         }
     }
@@ -105,10 +115,9 @@ apr_status_t mxf_serverkeys_verify(apr_pool_t *p, const json_t *obj, const char 
     }
     json_object_foreach((json_t *)own, key_id, entry) {
         const mxf_server_key_t *k;
-        if (!json_object_get(verify, key_id)) {
-            continue;
+        if (!json_object_get(verify, key_id) || !(k = mxf_serverkeys_find(out, key_id))) {
+            continue;                   /* not a current key, or one not of ed25519 */
         }
-        k = mxf_serverkeys_find(out, key_id);
         if (mxf_verify_json(p, obj, server_name, key_id, k->pk, &reason) != APR_SUCCESS) {
             *why = apr_psprintf(p, "the key response's self-signature does not verify: %s",
                                 reason);

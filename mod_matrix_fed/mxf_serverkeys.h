@@ -37,9 +37,11 @@ typedef struct mxf_server_key {
  * Checks a Server Keys object received for @a server_name at time @a now_ms
  * and extracts its keys into *keys (an array of mxf_server_key_t from @a p):
  *   - server_name equals @a server_name; valid_until_ts an integer;
- *     verify_keys a non-empty object of {"key": base64 of 32 bytes} with
- *     valid ed25519 key IDs; old_verify_keys, when present, an object of
- *     {"key", "expired_ts"};
+ *     verify_keys a non-empty object; its ed25519 keys with valid key IDs
+ *     are {"key": base64 of 32 bytes}; old_verify_keys, when present, an
+ *     object whose such keys are {"key", "expired_ts"} (an expired_ts of 0
+ *     or less is taken as 1); keys of other algorithms or with unusable IDs
+ *     are skipped;
  *   - self-signed: at least one signatures[server_name][key_id] with a
  *     key_id of verify_keys, and every such signature verifies (signatures
  *     by key IDs the object does not list cannot be checked and are

@@ -322,6 +322,9 @@ static apr_status_t xmatrix_from_cred(apr_pool_t *p, const xm_cred_t *cred,
                 break;
             }
         }
+        if (k == 4) {
+            continue;          /* unknown parameters are ignored, whatever their length */
+        }
         if (k == 3) {
             max = MXF_XMATRIX_SIG_MAX;
         }
@@ -329,9 +332,6 @@ static apr_status_t xmatrix_from_cred(apr_pool_t *p, const xm_cred_t *cred,
             *why = apr_psprintf(p, "value of parameter '%.*s' is longer than %" APR_SIZE_T_FMT
                                 " bytes", (int)prm->name_len, prm->name, max);
             return APR_EINVAL;
-        }
-        if (k == 4) {
-            continue;          /* unknown parameters are ignored */
         }
         if (vals[k]) {
             *why = apr_psprintf(p, "duplicated parameter '%s'", names[k]);

@@ -114,11 +114,13 @@ def py_redact(event, version):
             new = copy.deepcopy(content)
         else:
             new = {k: copy.deepcopy(content[k]) for k in keys if k in content}
-            # v11: m.room.member keeps third_party_invite.signed only.
+            # v11: m.room.member keeps third_party_invite (an object) with its signed
+            # member only; {} when it has none (Synapse and gomatrixserverlib alike).
             if v >= 11 and etype == "m.room.member":
                 tpi = content.get("third_party_invite")
-                if isinstance(tpi, dict) and "signed" in tpi:
-                    new["third_party_invite"] = {"signed": copy.deepcopy(tpi["signed"])}
+                if isinstance(tpi, dict):
+                    new["third_party_invite"] = ({"signed": copy.deepcopy(tpi["signed"])}
+                                                 if "signed" in tpi else {})
         out["content"] = new
     return out
 

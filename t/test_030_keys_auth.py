@@ -373,9 +373,16 @@ class TestNotary:
                            ({"server_keys": {"a.test": []}}, "M_BAD_JSON"),
                            ({"server_keys": {"a.test": {"ed25519:1": {
                                "minimum_valid_until_ts": "soon"}}}}, "M_BAD_JSON"),
-                           ({"server_keys": {f"s{i}.test": {} for i in range(33)}},
+                           ({"server_keys": {f"s{i}.test": {} for i in range(1001)}},
                             "M_INVALID_PARAM")):
             assert_error(khttpd.post(path, body=body), 400, code)
+        # Many servers at once are answered (names that are no server names are
+        # left out without a fetch).
+        many = {f"not a server {i}": {} for i in range(999)}
+        many[SERVER_NAME] = {}
+        r = khttpd.post(path, body={"server_keys": many})
+        assert r.status == 200, r
+        assert [k["server_name"] for k in r.json["server_keys"]] == [SERVER_NAME]
         assert_error(khttpd.post(path, body="not json"), 400, "M_NOT_JSON")
         assert_error(khttpd.get(f"{path}/a.test?minimum_valid_until_ts=soon"), 400,
                      "M_INVALID_PARAM")

@@ -17,7 +17,8 @@ import signedjson.sign
 
 from conftest import SERVER_NAME
 from mxftest.matrix import gen_room, import_room, load_key, q, server_of, xmatrix
-from test_020_genroom import event_id
+from test_020_genroom import event_id, redact
+from test_021_import import resign, server_keys
 
 FED = "/_matrix/federation/v1"
 
@@ -289,7 +290,7 @@ class TestBackfill:
         """Each joined server gets exactly the events it may see in full and
         the others as redacted copies (servers that joined late, were only
         invited, left and came back...)."""
-        hidden_total = 0
+        hidden_total = differ = 0
         for server in room.summary["joined_servers"]:
             c = Client(httpd, server, load_key(room.key_path(server)))
             got = set()
@@ -299,7 +300,13 @@ class TestBackfill:
                 v = sorted({p for e in got for p in room.prevs(e) if p not in got})[:20]
             assert got == set(room.order)
             hidden_total += sum(1 for e in got if not room.visible(e, server))
+            # Served as the state after the event decides (a server's own join
+            # visible, its last member's leave or a tightening of
+            # history_visibility not), as the reference homeserver does.
+            differ += sum(1 for e in got
+                          if room.visible(e, server) != room.visible_before(e, server))
         assert hidden_total > 0
+        assert differ > 0, "no event whose state before and after judge differently"
 
     def test_040_024_foreign_v_is_empty(self, client, rooms):
         room, other = rooms
@@ -398,6 +405,135 @@ class TestEvent:
 
 
 # ------------------------------------------------------------------ state, state_ids, event_auth
+
+@pytest.fixture(scope="module")
+def vis_room(build_env, postgres, workdir):
+    """A v10 room continued by hand, so that the state before and the state
+    after an event judge it differently for a server S whose last member is u,
+    with content that the redacted copy drops: u leaves (with a reason)
+    while history is "joined"; history goes "shared", then "joined" again
+    (with an extra key) while S has nobody in the room; a message; u is
+    invited and joins again (with a displayname); a message."""
+    version = "10"
+    room = gen_room(build_env.cli, os.path.join(workdir, "room-vis-after"),
+                    room_version=10, events=80, servers=3, branchiness=0.0, seed=21)
+    keys = server_keys(room.dir)
+    cur = dict(room.summary["final_state"])
+    admin = room.summary["creator"]
+
+    def membership(user):
+        mid = cur.get(f"m.room.member|{user}")
+        return room.events[mid]["json"]["content"]["membership"] if mid else None
+
+    assert membership(admin) == "join"
+    joined = [k.split("|", 1)[1] for k in cur
+              if k.startswith("m.room.member|") and membership(k.split("|", 1)[1]) == "join"]
+    by_server = {}
+    for user in joined:
+        by_server.setdefault(server_of(user), []).append(user)
+    candidates = sorted((len(users), srv) for srv, users in by_server.items()
+                        if srv != server_of(admin))
+    assert candidates, "the generated room has no other server with a joined member"
+    server = candidates[0][1]
+    *others, user = sorted(by_server[server])
+    tip = room.order[-1]
+    depth = max(room.events[e]["json"]["depth"] for e in room.order)
+    ts = max(room.events[e]["json"]["origin_server_ts"] for e in room.order)
+    made, lines = {}, []
+
+    def make(name, sender, etype, content, state_key=None):
+        nonlocal tip, depth, ts
+        depth, ts = depth + 1, ts + 1000
+        need = ["m.room.create|", "m.room.power_levels|", f"m.room.member|{sender}"]
+        if etype == "m.room.member":
+            need.append(f"m.room.member|{state_key}")
+            if content["membership"] in ("join", "invite"):
+                need.append("m.room.join_rules|")
+        ev = {"auth_events": sorted({cur[k] for k in need if k in cur}), "content": content,
+              "depth": depth, "origin": server_of(sender), "origin_server_ts": ts,
+              "prev_events": [tip], "room_id": room.summary["room_id"], "sender": sender,
+              "type": etype}
+        if state_key is not None:
+            ev["state_key"] = state_key
+        ev = resign(ev, version, keys)
+        eid = event_id(ev, version)
+        if state_key is not None:
+            cur[f"{etype}|{state_key}"] = eid
+        tip = eid
+        if name:
+            made[name] = (eid, ev)
+        lines.append(json.dumps(ev, separators=(",", ":"), sort_keys=True))
+
+    hv = "m.room.history_visibility"
+    make("hv_joined", admin, hv, {"history_visibility": "joined", "note": "1"}, "")
+    for other in others:        # S's other members leave first: u is its last
+        make(None, other, "m.room.member", {"membership": "leave"}, other)
+    make("leave", user, "m.room.member", {"membership": "leave", "reason": "gone for now"}, user)
+    make("hv_shared", admin, hv, {"history_visibility": "shared", "note": "2"}, "")
+    make("hv_tightened", admin, hv, {"history_visibility": "joined", "note": "while S is away"},
+         "")
+    make("away", admin, "m.room.message", {"body": "while S is away", "msgtype": "m.text"})
+    make("invite", admin, "m.room.member", {"membership": "invite", "displayname": "U"}, user)
+    make("join", user, "m.room.member", {"membership": "join", "displayname": "U"}, user)
+    make("back", admin, "m.room.message", {"body": "welcome back", "msgtype": "m.text"})
+    path = os.path.join(room.dir, "continued.jsonl")
+    with open(os.path.join(room.dir, "room.jsonl")) as f, open(path, "w") as out:
+        out.write(f.read().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    r = subprocess.run([build_env.cli, "import", "--db", postgres.conninfo(),
+                        "--keys", os.path.join(room.dir, "keys", "all.json"),
+                        "--require-signatures", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "auth rules: 0 rejected" in r.stdout, r.stdout
+    return {"server": server, "key": load_key(room.key_path(server)), "made": made,
+            "version": version}
+
+
+class TestVisibilityAfterEvent:
+    """Which copy a server gets is judged on the state after the event (the
+    reference homeserver's rule): its own join in full, its last member's
+    leave and a tightening of history_visibility while it had nobody in the
+    room redacted; neither "before" alone nor "before or after"."""
+    EXPECT_FULL = {"hv_joined": True, "leave": False, "hv_shared": True,
+                   "hv_tightened": False, "away": False, "invite": False, "join": True,
+                   "back": True}
+
+    def check(self, vis_room, name, pdu):
+        eid, original = vis_room["made"][name]
+        want = original if self.EXPECT_FULL[name] else redact(original, vis_room["version"])
+        assert want != (redact(original, vis_room["version"]) if self.EXPECT_FULL[name]
+                        else original), f"{name}: the test cannot tell the copies apart"
+        assert pdu == want, (name, pdu)
+
+    def test_040_047_event(self, httpd, vis_room):
+        c = Client(httpd, vis_room["server"], vis_room["key"])
+        for name, (eid, _) in vis_room["made"].items():
+            r = c.get(f"{FED}/event/{q(eid)}")
+            assert r.status == 200, (name, r)
+            self.check(vis_room, name, r.json["pdus"][0])
+
+    def test_040_048_backfill_and_missing_events(self, httpd, vis_room):
+        c = Client(httpd, vis_room["server"], vis_room["key"])
+        made = vis_room["made"]
+        by_id = {eid: name for name, (eid, _) in made.items()}
+        r = c.get(f"{FED}/backfill/{q(made['back'][1]['room_id'])}?v={q(made['back'][0])}"
+                  "&limit=20")
+        assert r.status == 200, r
+        got = {by_id[p_id]: p for p in r.json["pdus"]
+               if (p_id := event_id(p, vis_room["version"])) in by_id}
+        assert set(got) == set(made)
+        for name, pdu in got.items():
+            self.check(vis_room, name, pdu)
+        r = c.post(f"{FED}/get_missing_events/{q(made['back'][1]['room_id'])}",
+                   {"earliest_events": [made["hv_joined"][0]],
+                    "latest_events": [made["back"][0]], "limit": 20})
+        assert r.status == 200, r
+        got = {by_id[p_id]: p for p in r.json["events"]
+               if (p_id := event_id(p, vis_room["version"])) in by_id}
+        assert set(got) == set(made) - {"hv_joined", "back"}
+        for name, pdu in got.items():
+            self.check(vis_room, name, pdu)
+
 
 class TestState:
     def sample(self, room):

@@ -152,27 +152,33 @@ class Room:
         return self.events[eid]["json"]["content"].get("membership")
 
     def visible(self, eid, server):
-        """Server history visibility at an event (digest section 7.2), with
-        the before-or-after rule for history_visibility and member events."""
+        """Server history visibility at an event (digest section 7.2), judged
+        on the state after the event, as the reference homeserver does (for
+        an event that is not a state event, the state before it)."""
         exp = self.events[eid]["exp"]
-        states = [exp["state_before"]]
-        ev = self.events[eid]["json"]
-        if ev["type"] in ("m.room.history_visibility", "m.room.member") and "state_key" in ev:
-            states.append(exp["state_after"])
-        for st in states:
-            hv_id = st.get("m.room.history_visibility|")
-            hv = (self.events[hv_id]["json"]["content"].get("history_visibility", "shared")
-                  if hv_id in self.events else "shared")
-            if hv not in ("world_readable", "shared", "invited", "joined"):
-                hv = "shared"
-            if hv in ("world_readable", "shared"):
+        return self.visible_in(exp.get("state_after") or exp["state_before"], server)
+
+    def visible_before(self, eid, server):
+        """The same judged on the state before the event (what a user's own
+        membership changes are also judged on, for clients)."""
+        return self.visible_in(self.events[eid]["exp"]["state_before"], server)
+
+    def visible_in(self, st, server):
+        """Whether the history visibility and memberships of state st let
+        server see an event."""
+        hv_id = st.get("m.room.history_visibility|")
+        hv = (self.events[hv_id]["json"]["content"].get("history_visibility", "shared")
+              if hv_id in self.events else "shared")
+        if hv not in ("world_readable", "shared", "invited", "joined"):
+            hv = "shared"
+        if hv in ("world_readable", "shared"):
+            return True
+        for key, mid in st.items():
+            if not key.startswith("m.room.member|") or server_of(key.split("|", 1)[1]) != server:
+                continue
+            m = self.membership(mid)
+            if m == "join" or (hv == "invited" and m == "invite"):
                 return True
-            for key, mid in st.items():
-                if not key.startswith("m.room.member|") or server_of(key.split("|", 1)[1]) != server:
-                    continue
-                m = self.membership(mid)
-                if m == "join" or (hv == "invited" and m == "invite"):
-                    return True
         return False
 
 

@@ -35,6 +35,17 @@ START_TEST(ip_literals)
     ck_assert(mxf_acl_is_ip_literal("[::1]", 5));
     ck_assert(!mxf_acl_is_ip_literal("1.2.3.example", 13));
     ck_assert(!mxf_acl_is_ip_literal("example.org", 11));
+    ck_assert(mxf_acl_is_ip_literal("[2001:DB8::1]", 13));
+    /* Shaped like addresses but not addresses: names (as the reference homeserver
+     * reads them); the ACL's lists decide. */
+    ck_assert(!mxf_acl_is_ip_literal("1234.5.6.7", 10));
+    ck_assert(!mxf_acl_is_ip_literal("01.2.3.4", 8));
+    ck_assert(!mxf_acl_is_ip_literal("300.1.1.1", 9));
+    ck_assert(!mxf_acl_is_ip_literal("1..2.3", 6));
+    ck_assert(!mxf_acl_is_ip_literal("[not-v6]", 8));
+    ck_assert(!mxf_acl_is_ip_literal("", 0));
+    /* Only the first len bytes count. */
+    ck_assert(mxf_acl_is_ip_literal("1.2.3.4:8448", 7));
 }
 END_TEST
 

@@ -301,6 +301,7 @@ END_TEST
     "\"signatures\":{\"z\":{\"ed25519:0\":\"q\"}}}}}"
 #define MEMBER2_IN "{\"membership\":\"invite\",\"third_party_invite\":{\"display_name\":\"D\"}}"
 #define MEMBER2_OUT "{\"membership\":\"invite\"}"
+#define MEMBER2_V11 "{\"membership\":\"invite\",\"third_party_invite\":{}}"
 #define CREATE_IN "{\"creator\":\"@u:x\",\"room_version\":\"1\",\"m.federate\":true," \
     "\"predecessor\":{\"room_id\":\"!o:x\",\"event_id\":\"$o\"},\"additional_creators\":[\"@c:x\"]," \
     "\"type\":\"m.space\"}"
@@ -335,7 +336,7 @@ static const struct {
         MEMBER_V1, MEMBER_V9, MEMBER_V9, MEMBER_V11, MEMBER_V11 } },
     { "m.room.member", MEMBER2_IN,
       { MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT,
-        MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT } },
+        MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_OUT, MEMBER2_V11, MEMBER2_V11 } },
     { "m.room.create", CREATE_IN,
       { CREATE_V1, CREATE_V1, CREATE_V1, CREATE_V1, CREATE_V1, CREATE_V1, CREATE_V1,
         CREATE_V1, CREATE_V1, CREATE_V1, CREATE_IN, CREATE_IN } },

@@ -139,6 +139,52 @@ START_TEST(verify_rejects)
 }
 END_TEST
 
+START_TEST(other_algorithms_skipped)
+{
+    mxf_signing_key_t *key = spec_key(), *other = NULL;
+    apr_array_header_t *keys = NULL;
+    const char *why = NULL;
+    json_t *obj, *copy;
+
+    ck_assert_int_eq(mxf_key_generate(mxf_test_pool, "x", &other, &why), APR_SUCCESS);
+    obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key, NOW + 1000, NULL, &why);
+    /* Keys of another algorithm, or IDs this server cannot use, beside the ed25519 key;
+     * an old key that expired at 0. Signed again after the change. */
+    json_object_set_new(json_object_get(obj, "verify_keys"), "curve25519:x",
+                        json_pack("{s:s}", "key", "not a key"));
+    json_object_set_new(json_object_get(obj, "verify_keys"), "ed25519:a-b",
+                        json_pack("{s:s}", "key", SPEC_PUBKEY));
+    json_object_set_new(obj, "old_verify_keys",
+                        json_pack("{s:{s:s,s:i},s:{s:s,s:I}}",
+                                  "foo:o", "key", "AAAA", "expired_ts", 5,
+                                  "ed25519:zero", "key", SPEC_PUBKEY, "expired_ts",
+                                  (json_int_t)0));
+    json_object_del(obj, "signatures");
+    ck_assert_int_eq(mxf_sign_json(mxf_test_pool, obj, "example.org", key, &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, obj, "example.org", NOW, &keys,
+                                           &why), APR_SUCCESS);
+    ck_assert_int_eq(keys->nelts, 2);
+    ck_assert_ptr_nonnull(mxf_serverkeys_find(keys, "ed25519:1"));
+    ck_assert_ptr_null(mxf_serverkeys_find(keys, "curve25519:x"));
+    ck_assert_ptr_null(mxf_serverkeys_find(keys, "ed25519:a-b"));
+    ck_assert_ptr_null(mxf_serverkeys_find(keys, "foo:o"));
+    /* Expired at 0: old (expired_ts 0 would mean current). */
+    ck_assert_int_eq(mxf_serverkeys_find(keys, "ed25519:zero")->expired_ts, 1);
+
+    /* A response whose only verify key is of another algorithm is signed by none. */
+    copy = mxf_json_own(mxf_test_pool, json_deep_copy(obj));
+    json_object_set_new(copy, "verify_keys",
+                        json_pack("{s:{s:s}}", "curve25519:x", "key", SPEC_PUBKEY));
+    json_object_del(copy, "signatures");
+    ck_assert_int_eq(mxf_sign_json(mxf_test_pool, copy, "example.org", other, &why),
+                     APR_SUCCESS);
+    ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, copy, "example.org", NOW, &keys,
+                                           &why), APR_EINVAL);
+    ck_assert_ptr_nonnull(strstr(why, "not signed by any"));
+}
+END_TEST
+
 START_TEST(notary_signature)
 {
     mxf_signing_key_t *key = spec_key(), *notary = NULL, *wrong = NULL;
@@ -171,6 +217,7 @@ Suite *mxf_suite_serverkeys(void)
     tcase_add_test(tc, build_and_verify);
     tcase_add_test(tc, validity_capped_at_seven_days);
     tcase_add_test(tc, verify_rejects);
+    tcase_add_test(tc, other_algorithms_skipped);
     tcase_add_test(tc, notary_signature);
     suite_add_tcase(s, tc);
     return s;
