@@ -1813,6 +1813,16 @@ static int check_auth(importer_t *im, ev_t *e)
     json_t *j;
     int k;
 
+    /* Within 255 code points but over 255 bytes, in a version that keeps such events. */
+    if (rv->lenient_byte_limits
+        && (mxf_event_check_field_bytes(p, "sender", e->sender, &why) != APR_SUCCESS
+            || mxf_event_check_field_bytes(p, "room_id", e->room->room_id, &why) != APR_SUCCESS
+            || mxf_event_check_field_bytes(p, "event_id", e->event_id, &why) != APR_SUCCESS
+            || mxf_event_check_field_bytes(p, "type", e->type, &why) != APR_SUCCESS
+            || mxf_event_check_field_bytes(p, "state_key", e->state_key, &why) != APR_SUCCESS)) {
+        reason = apr_pstrcat(p, "size limits: ", why, NULL);
+        goto rejected;
+    }
     j = e->state_key ? ev_json(im, e) : ev_stub(p, e);
     if (!j) {
         if (im->db_failed) {

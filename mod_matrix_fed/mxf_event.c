@@ -574,14 +574,44 @@ apr_status_t mxf_event_sign(apr_pool_t *p, json_t *pdu, const mxf_roomver_t *rv,
 /* ------------------------------------------------------------------------
  * Size limits */
 
+/* Code points of @a len bytes of UTF-8 (jansson has checked the encoding). */
+static apr_size_t utf8_code_points(const char *s, apr_size_t len)
+{
+    apr_size_t i, n = 0;
+
+    for (i = 0; i < len; i++) {
+        n += ((unsigned char)s[i] & 0xc0) != 0x80;
+    }
+    return n;
+}
+
+/*
+ * The cap of @a key: over @a cap bytes fails, unless the room version is
+ * lenient and the value is within @a cap code points (the importer rejects
+ * such an event instead, see mxf_event_check_field_bytes()).
+ */
 static apr_status_t check_str_cap(apr_pool_t *p, const json_t *pdu, const char *key,
-                                  apr_size_t cap, const char **why)
+                                  apr_size_t cap, const mxf_roomver_t *rv, const char **why)
 {
     apr_size_t len;
+    const char *s = str_member(pdu, key, &len);
 
-    if (str_member(pdu, key, &len) && len > cap) {
+    if (s && len > cap && !(rv && rv->lenient_byte_limits && utf8_code_points(s, len) <= cap)) {
         *why = apr_psprintf(p, "%s is %" APR_SIZE_T_FMT " bytes long, over the limit of %"
                             APR_SIZE_T_FMT, key, len, cap);
+        return APR_EINVAL;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t mxf_event_check_field_bytes(apr_pool_t *p, const char *key, const char *value,
+                                         const char **why)
+{
+    apr_size_t len = value ? strlen(value) : 0;
+
+    if (len > MXF_EVENT_MAX_KEY_BYTES) {
+        *why = apr_psprintf(p, "%s is %" APR_SIZE_T_FMT " bytes long, over the limit of %d",
+                            key, len, MXF_EVENT_MAX_KEY_BYTES);
         return APR_EINVAL;
     }
     return APR_SUCCESS;
@@ -610,11 +640,12 @@ apr_status_t mxf_event_check_limits(apr_pool_t *p, const json_t *pdu,
         *why = "event is not a JSON object";
         return APR_EINVAL;
     }
-    if (check_str_cap(p, pdu, "sender", MXF_ID_MAX_BYTES, why) != APR_SUCCESS
-        || check_str_cap(p, pdu, "room_id", MXF_ID_MAX_BYTES, why) != APR_SUCCESS
-        || check_str_cap(p, pdu, "event_id", MXF_ID_MAX_BYTES, why) != APR_SUCCESS
-        || check_str_cap(p, pdu, "type", MXF_EVENT_MAX_KEY_BYTES, why) != APR_SUCCESS
-        || check_str_cap(p, pdu, "state_key", MXF_EVENT_MAX_KEY_BYTES, why) != APR_SUCCESS) {
+    if (check_str_cap(p, pdu, "sender", MXF_ID_MAX_BYTES, rv, why) != APR_SUCCESS
+        || check_str_cap(p, pdu, "room_id", MXF_ID_MAX_BYTES, rv, why) != APR_SUCCESS
+        || check_str_cap(p, pdu, "event_id", MXF_ID_MAX_BYTES, rv, why) != APR_SUCCESS
+        || check_str_cap(p, pdu, "type", MXF_EVENT_MAX_KEY_BYTES, rv, why) != APR_SUCCESS
+        || check_str_cap(p, pdu, "state_key", MXF_EVENT_MAX_KEY_BYTES, rv, why)
+           != APR_SUCCESS) {
         return APR_EINVAL;
     }
     if (!(flags & MXF_EVENT_LIMITS_NO_EDGE_COUNTS)

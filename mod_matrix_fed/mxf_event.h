@@ -207,7 +207,9 @@ apr_status_t mxf_event_sign(apr_pool_t *p, json_t *pdu, const mxf_roomver_t *rv,
  * Checks @a pdu against the size limits: canonical JSON of the whole
  * event (signatures and unsigned included) at most MXF_EVENT_MAX_BYTES;
  * "sender" (user ID), "room_id" (room ID) and "event_id" (event ID) at most
- * 255 bytes, "type" and "state_key" at most 255 bytes; unless @a flags has
+ * 255 bytes, "type" and "state_key" at most 255 bytes (in room versions
+ * with lenient_byte_limits: at most 255 code points, the bytes being left
+ * to mxf_event_check_field_bytes()); unless @a flags has
  * MXF_EVENT_LIMITS_NO_EDGE_COUNTS, at most 20 prev_events and 10
  * auth_events. Only sizes are judged here, not grammar. APR_SUCCESS or
  * APR_EINVAL with *why.
@@ -215,5 +217,14 @@ apr_status_t mxf_event_sign(apr_pool_t *p, json_t *pdu, const mxf_roomver_t *rv,
 apr_status_t mxf_event_check_limits(apr_pool_t *p, const json_t *pdu,
                                     const mxf_roomver_t *rv, unsigned flags,
                                     const char **why);
+
+/*
+ * The byte limit (255) of one of the fields above, @a value (NULL: absent)
+ * under the name @a key: APR_SUCCESS, or APR_EINVAL with *why. An event
+ * that passed mxf_event_check_limits() leniently and fails this is kept as
+ * rejected.
+ */
+apr_status_t mxf_event_check_field_bytes(apr_pool_t *p, const char *key, const char *value,
+                                         const char **why);
 
 #endif /* mxf_event_h */

@@ -81,6 +81,13 @@ typedef struct mxf_roomver {
      * listed in auth_events, and its sender plus additional_creators have
      * infinite power (v12+). */
     unsigned int room_id_is_create_hash:1;
+    /* The 255-byte limits of sender, room_id, event_id, type and state_key
+     * were long enforced in code points by the reference homeserver, so
+     * rooms hold events within 255 code points but over 255 bytes: such an
+     * event is kept and rejected, not dropped, so that the room's history
+     * stays whole (v1 - v10; later versions drop it, as the reference
+     * homeserver and the spec do). */
+    unsigned int lenient_byte_limits:1;
     /* Maximum depth: 2^63 - 1 (v1 - v5) or 2^53 - 1 (v6+). */
     long long max_depth;
 } mxf_roomver_t;

@@ -203,6 +203,12 @@ def crafted(build_env, postgres, tmp_path_factory):
     crafted["child_ok"] = make(admin, "m.room.message", {"body": "ok", "msgtype": "m.text"},
                                [crafted["weak_pl"][1]],
                                [create_id, pl_id, final[f"m.room.member|{admin}"]])
+    # A state key of 70 four-byte characters: within 255 code points, over 255
+    # bytes. Up to v10 kept as rejected (the reference homeserver long counted
+    # code points, so rooms hold such events), not refused.
+    crafted["long_state_key"] = make(admin, "my.room.breaker", {}, [tip],
+                                     [create_id, pl_id, final[f"m.room.member|{admin}"]],
+                                     "\U0001F4A5" * 70)
     # A redaction by the stranger of a message: rejected, so not applied.
     target = next(i for i, e in zip(ids, events) if e["type"] == "m.room.message"
                   and i not in summary["redacted"])
@@ -221,7 +227,8 @@ def crafted(build_env, postgres, tmp_path_factory):
 
 
 REJECTED = {"non_member": "not joined", "weak_pl": "power level",
-            "unknown_auth": "unknown", "cites_rejected": "rejected", "redaction": "not joined"}
+            "unknown_auth": "unknown", "cites_rejected": "rejected", "redaction": "not joined",
+            "long_state_key": "state_key is 280 bytes long"}
 
 
 def test_022_010_rejected_rows(crafted, postgres):

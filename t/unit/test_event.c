@@ -726,7 +726,9 @@ START_TEST(size_limits)
         ck_assert_ptr_nonnull(strstr(why, keys[i]));
         json_object_set_new(ev, keys[i], json_string("k"));
     }
-    /* Multi-byte characters count in bytes: 128 x 2 bytes = 256. */
+    /* Multi-byte characters count in bytes: 128 x 2 bytes = 256. Up to v10 such a
+     * value within 255 code points passes here, and the byte check fails it (the
+     * importer keeps the event as rejected); from v11 it fails here. */
     {
         char *s = apr_palloc(mxf_test_pool, 257);
         for (i = 0; i < 128; i++) {
@@ -735,7 +737,25 @@ START_TEST(size_limits)
         }
         s[256] = '\0';
         json_object_set_new(ev, "state_key", json_string(s));
-        ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, v10, 0, &why), APR_EINVAL);
+        ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, rv("11"), 0, &why),
+                         APR_EINVAL);
+        ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, rv("12"), 0, &why),
+                         APR_EINVAL);
+        ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, v10, 0, &why), APR_SUCCESS);
+        ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, rv("1"), 0, &why),
+                         APR_SUCCESS);
+        ck_assert_int_eq(mxf_event_check_field_bytes(mxf_test_pool, "state_key", s, &why),
+                         APR_EINVAL);
+        ck_assert_ptr_nonnull(strstr(why, "state_key is 256 bytes"));
+        s[254] = '\0';
+        ck_assert_int_eq(mxf_event_check_field_bytes(mxf_test_pool, "state_key", s, &why),
+                         APR_SUCCESS);
+        ck_assert_int_eq(mxf_event_check_field_bytes(mxf_test_pool, "state_key", NULL, &why),
+                         APR_SUCCESS);
+        /* 256 code points are too many in every version. */
+        json_object_set_new(ev, "state_key", json_string(rep('k', 256)));
+        ck_assert_int_eq(mxf_event_check_limits(mxf_test_pool, ev, rv("1"), 0, &why),
+                         APR_EINVAL);
         json_object_set_new(ev, "state_key", json_string(""));
     }
 

@@ -52,6 +52,7 @@ START_TEST(table_per_version)
         ck_assert_int_eq(rv->redaction_auth_rule, i < 2);
         ck_assert_int_eq(rv->aliases_auth_rule, i < 5);
         ck_assert_int_eq(rv->notifications_pl_auth, i >= 5);
+        ck_assert_int_eq(rv->lenient_byte_limits, i < 10);
         ck_assert(rv->max_depth == (i < 5 ? 9223372036854775807LL : 9007199254740991LL));
     }
 }
