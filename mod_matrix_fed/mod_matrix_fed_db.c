@@ -141,20 +141,22 @@ static const struct {
         "mxf_event_auth",
         "SELECT kind, event_id, pdu FROM mxf_event_auth(%s::bigint, %s)"
     },
-    /* args: room nid, ts */
+    /* args: room nid, ts. Ties on the timestamp go to the shallower event
+     * forward and to the deeper one backward, as the reference homeserver
+     * breaks them; then to arrival. */
     [MXF_STMT_TS_FORWARD] = {
         "mxf_ts_forward",
         "SELECT event_id, origin_server_ts FROM mxf_events"
         " WHERE room_nid = %s::bigint AND origin_server_ts >= %s::bigint"
         "   AND rejected_reason IS NULL AND NOT outlier"
-        " ORDER BY origin_server_ts, event_nid LIMIT 1"
+        " ORDER BY origin_server_ts, depth, event_nid LIMIT 1"
     },
     [MXF_STMT_TS_BACKWARD] = {
         "mxf_ts_backward",
         "SELECT event_id, origin_server_ts FROM mxf_events"
         " WHERE room_nid = %s::bigint AND origin_server_ts <= %s::bigint"
         "   AND rejected_reason IS NULL AND NOT outlier"
-        " ORDER BY origin_server_ts DESC, event_nid DESC LIMIT 1"
+        " ORDER BY origin_server_ts DESC, depth DESC, event_nid DESC LIMIT 1"
     },
     /* args: server name, key ID (mod_matrix_fed_keys.c) */
     [MXF_STMT_KEY_GET] = {

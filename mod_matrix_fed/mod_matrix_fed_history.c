@@ -203,12 +203,12 @@ static int json_whole(const json_t *v, apr_int64_t *out)
     return (double)*out == d;
 }
 
-/* The only value of query parameter @a name; *dup set when it is repeated. */
-static const char *query_one(request_rec *r, const char *name, int *dup)
+/* The first value of query parameter @a name (repeats are ignored, as the
+ * reference homeserver ignores them), or NULL. */
+static const char *query_one(request_rec *r, const char *name)
 {
     apr_array_header_t *v = mxf_http_query_values(r, name);
 
-    *dup = v->nelts > 1;
     return v->nelts ? APR_ARRAY_IDX(v, 0, const char *) : NULL;
 }
 
@@ -380,7 +380,7 @@ int mxf_handle_backfill(mxf_req_t *req)
     json_t *vlist;
     walk_rows_t walk;
     apr_bucket_brigade *bb;
-    int i, dup;
+    int i;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
@@ -389,11 +389,11 @@ int mxf_handle_backfill(mxf_req_t *req)
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
                                    "Missing v: the event IDs to backfill from");
     }
-    limit_s = query_one(r, "limit", &dup);
+    limit_s = query_one(r, "limit");
     if (!limit_s) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM, "Missing limit");
     }
-    if (dup || !parse_uint(limit_s, &lim) || lim < 1) {
+    if (!parse_uint(limit_s, &lim) || lim < 1) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "limit must be a positive integer");
     }
@@ -603,17 +603,17 @@ static int state_common(mxf_req_t *req, int ids_only)
     const char *args[2];
     mxf_db_stream_t *st;
     room_ctx_t room;
-    int dup, rc;
+    int rc;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
     }
-    event_id = query_one(r, "event_id", &dup);
+    event_id = query_one(r, "event_id");
     if (!event_id) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
                                    "Missing event_id");
     }
-    if (dup || !mxf_id_event_plausible(event_id, strlen(event_id))) {
+    if (!mxf_id_event_plausible(event_id, strlen(event_id))) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "Malformed event_id");
     }
@@ -685,22 +685,21 @@ int mxf_handle_timestamp_to_event(mxf_req_t *req)
     mxf_db_rows_t *rows;
     room_ctx_t room;
     apr_bucket_brigade *bb;
-    int dup1, dup2;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
     }
-    ts_s = query_one(r, "ts", &dup1);
-    dir = query_one(r, "dir", &dup2);
+    ts_s = query_one(r, "ts");
+    dir = query_one(r, "dir");
     if (!ts_s || !dir) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
                                    "Missing %s", !ts_s ? "ts" : "dir");
     }
-    if (dup1 || !parse_uint(ts_s, &ts)) {
+    if (!parse_uint(ts_s, &ts)) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "ts must be a timestamp in milliseconds");
     }
-    if (dup2 || (strcmp(dir, "f") != 0 && strcmp(dir, "b") != 0)) {
+    if (strcmp(dir, "f") != 0 && strcmp(dir, "b") != 0) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                    "dir must be f or b");
     }

@@ -27,6 +27,18 @@ class TestVersion:
         assert r.header("Content-Type") == JSON
         assert r.json == {"server": {"name": "mod_matrix_fed", "version": build_env.version}}
 
+    def test_001_001b_version_ignores_authorization(self, httpd, build_env):
+        """/version and the key endpoint need no authentication, and an
+        Authorization header that would not verify (or not parse) is ignored
+        there, as the reference homeserver ignores it."""
+        for auth in ('X-Matrix origin="nobody.example",key="ed25519:x",sig="bm9wZQ"',
+                     "X-Matrix garbage", "Bearer abc"):
+            r = httpd.get("/_matrix/federation/v1/version", headers={"Authorization": auth})
+            assert r.status == 200, (auth, r)
+            assert r.json["server"]["name"] == "mod_matrix_fed"
+            r = httpd.get("/_matrix/key/v2/server", headers={"Authorization": auth})
+            assert r.status == 200, (auth, r)
+
     def test_001_002_head_version(self, httpd):
         r = httpd.request("HEAD", "/_matrix/federation/v1/version")
         assert r.status == 200

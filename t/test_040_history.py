@@ -406,6 +406,63 @@ class TestEvent:
 
 # ------------------------------------------------------------------ state, state_ids, event_auth
 
+class Continuation:
+    """Hand-made events appended to a generated room, signed with its
+    servers' keys and imported with it (auth events chosen from the state
+    they build up; each event after the last one unless prevs are given)."""
+
+    def __init__(self, room, version="10"):
+        self.room, self.version = room, version
+        self.keys = server_keys(room.dir)
+        self.cur = dict(room.summary["final_state"])
+        self.depths = {e: room.events[e]["json"]["depth"] for e in room.order}
+        self.tip = room.order[-1]
+        self.ts = max(room.events[e]["json"]["origin_server_ts"] for e in room.order)
+        self.made, self.lines = {}, []
+
+    def membership(self, user):
+        mid = self.cur.get(f"m.room.member|{user}")
+        if mid in self.room.events:
+            return self.room.events[mid]["json"]["content"]["membership"]
+        return None
+
+    def make(self, name, sender, etype, content, state_key=None, prevs=None, ts=None):
+        prevs = prevs or [self.tip]
+        self.ts = ts if ts is not None else self.ts + 1000
+        need = ["m.room.create|", "m.room.power_levels|", f"m.room.member|{sender}"]
+        if etype == "m.room.member":
+            need.append(f"m.room.member|{state_key}")
+            if content["membership"] in ("join", "invite"):
+                need.append("m.room.join_rules|")
+        ev = {"auth_events": sorted({self.cur[k] for k in need if k in self.cur}),
+              "content": content, "depth": 1 + max(self.depths[p] for p in prevs),
+              "origin": server_of(sender), "origin_server_ts": self.ts, "prev_events": prevs,
+              "room_id": self.room.summary["room_id"], "sender": sender, "type": etype}
+        if state_key is not None:
+            ev["state_key"] = state_key
+        ev = resign(ev, self.version, self.keys)
+        eid = event_id(ev, self.version)
+        if state_key is not None:
+            self.cur[f"{etype}|{state_key}"] = eid
+        self.depths[eid], self.tip = ev["depth"], eid
+        if name:
+            self.made[name] = (eid, ev)
+        self.lines.append(json.dumps(ev, separators=(",", ":"), sort_keys=True))
+        return eid
+
+    def import_all(self, build_env, postgres):
+        """Imports the room and the events made, all accepted."""
+        path = os.path.join(self.room.dir, "continued.jsonl")
+        with open(os.path.join(self.room.dir, "room.jsonl")) as f, open(path, "w") as out:
+            out.write(f.read().rstrip("\n") + "\n" + "\n".join(self.lines) + "\n")
+        r = subprocess.run([build_env.cli, "import", "--db", postgres.conninfo(),
+                            "--keys", os.path.join(self.room.dir, "keys", "all.json"),
+                            "--require-signatures", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "auth rules: 0 rejected" in r.stdout, r.stdout
+
+
 @pytest.fixture(scope="module")
 def vis_room(build_env, postgres, workdir):
     """A v10 room continued by hand, so that the state before and the state
@@ -414,79 +471,58 @@ def vis_room(build_env, postgres, workdir):
     while history is "joined"; history goes "shared", then "joined" again
     (with an extra key) while S has nobody in the room; a message; u is
     invited and joins again (with a displayname); a message."""
-    version = "10"
     room = gen_room(build_env.cli, os.path.join(workdir, "room-vis-after"),
                     room_version=10, events=80, servers=3, branchiness=0.0, seed=21)
-    keys = server_keys(room.dir)
-    cur = dict(room.summary["final_state"])
+    c = Continuation(room)
     admin = room.summary["creator"]
-
-    def membership(user):
-        mid = cur.get(f"m.room.member|{user}")
-        return room.events[mid]["json"]["content"]["membership"] if mid else None
-
-    assert membership(admin) == "join"
-    joined = [k.split("|", 1)[1] for k in cur
-              if k.startswith("m.room.member|") and membership(k.split("|", 1)[1]) == "join"]
+    assert c.membership(admin) == "join"
     by_server = {}
-    for user in joined:
-        by_server.setdefault(server_of(user), []).append(user)
+    for key in c.cur:
+        user = key.split("|", 1)[1]
+        if key.startswith("m.room.member|") and c.membership(user) == "join":
+            by_server.setdefault(server_of(user), []).append(user)
     candidates = sorted((len(users), srv) for srv, users in by_server.items()
                         if srv != server_of(admin))
     assert candidates, "the generated room has no other server with a joined member"
     server = candidates[0][1]
     *others, user = sorted(by_server[server])
-    tip = room.order[-1]
-    depth = max(room.events[e]["json"]["depth"] for e in room.order)
-    ts = max(room.events[e]["json"]["origin_server_ts"] for e in room.order)
-    made, lines = {}, []
-
-    def make(name, sender, etype, content, state_key=None):
-        nonlocal tip, depth, ts
-        depth, ts = depth + 1, ts + 1000
-        need = ["m.room.create|", "m.room.power_levels|", f"m.room.member|{sender}"]
-        if etype == "m.room.member":
-            need.append(f"m.room.member|{state_key}")
-            if content["membership"] in ("join", "invite"):
-                need.append("m.room.join_rules|")
-        ev = {"auth_events": sorted({cur[k] for k in need if k in cur}), "content": content,
-              "depth": depth, "origin": server_of(sender), "origin_server_ts": ts,
-              "prev_events": [tip], "room_id": room.summary["room_id"], "sender": sender,
-              "type": etype}
-        if state_key is not None:
-            ev["state_key"] = state_key
-        ev = resign(ev, version, keys)
-        eid = event_id(ev, version)
-        if state_key is not None:
-            cur[f"{etype}|{state_key}"] = eid
-        tip = eid
-        if name:
-            made[name] = (eid, ev)
-        lines.append(json.dumps(ev, separators=(",", ":"), sort_keys=True))
-
     hv = "m.room.history_visibility"
-    make("hv_joined", admin, hv, {"history_visibility": "joined", "note": "1"}, "")
+    c.make("hv_joined", admin, hv, {"history_visibility": "joined", "note": "1"}, "")
     for other in others:        # S's other members leave first: u is its last
-        make(None, other, "m.room.member", {"membership": "leave"}, other)
-    make("leave", user, "m.room.member", {"membership": "leave", "reason": "gone for now"}, user)
-    make("hv_shared", admin, hv, {"history_visibility": "shared", "note": "2"}, "")
-    make("hv_tightened", admin, hv, {"history_visibility": "joined", "note": "while S is away"},
-         "")
-    make("away", admin, "m.room.message", {"body": "while S is away", "msgtype": "m.text"})
-    make("invite", admin, "m.room.member", {"membership": "invite", "displayname": "U"}, user)
-    make("join", user, "m.room.member", {"membership": "join", "displayname": "U"}, user)
-    make("back", admin, "m.room.message", {"body": "welcome back", "msgtype": "m.text"})
-    path = os.path.join(room.dir, "continued.jsonl")
-    with open(os.path.join(room.dir, "room.jsonl")) as f, open(path, "w") as out:
-        out.write(f.read().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
-    r = subprocess.run([build_env.cli, "import", "--db", postgres.conninfo(),
-                        "--keys", os.path.join(room.dir, "keys", "all.json"),
-                        "--require-signatures", path],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "auth rules: 0 rejected" in r.stdout, r.stdout
-    return {"server": server, "key": load_key(room.key_path(server)), "made": made,
-            "version": version}
+        c.make(None, other, "m.room.member", {"membership": "leave"}, other)
+    c.make("leave", user, "m.room.member", {"membership": "leave", "reason": "gone for now"},
+           user)
+    c.make("hv_shared", admin, hv, {"history_visibility": "shared", "note": "2"}, "")
+    c.make("hv_tightened", admin, hv,
+           {"history_visibility": "joined", "note": "while S is away"}, "")
+    c.make("away", admin, "m.room.message", {"body": "while S is away", "msgtype": "m.text"})
+    c.make("invite", admin, "m.room.member", {"membership": "invite", "displayname": "U"}, user)
+    c.make("join", user, "m.room.member", {"membership": "join", "displayname": "U"}, user)
+    c.make("back", admin, "m.room.message", {"body": "welcome back", "msgtype": "m.text"})
+    c.import_all(build_env, postgres)
+    return {"server": server, "key": load_key(room.key_path(server)), "made": c.made,
+            "version": c.version}
+
+
+@pytest.fixture(scope="module")
+def tie_room(build_env, postgres, workdir):
+    """A fork after a generated room's last event: a1 (a topic) then a2 on
+    one branch, b1 on the other, a2 and b1 at the same timestamp, a2 deeper
+    and arriving first."""
+    room = gen_room(build_env.cli, os.path.join(workdir, "room-ts-ties"),
+                    room_version=10, events=30, servers=2, branchiness=0.0, seed=5)
+    c = Continuation(room)
+    admin, base = room.summary["creator"], c.tip
+    msg = {"body": "tie", "msgtype": "m.text"}
+    a1 = c.make(None, admin, "m.room.topic", {"topic": "on branch a"}, "", prevs=[base])
+    tie = c.ts + 5000
+    a2 = c.make(None, admin, "m.room.message", msg, prevs=[a1], ts=tie)
+    b1 = c.make(None, admin, "m.room.message", msg, prevs=[base], ts=tie)
+    c.make(None, admin, "m.room.message", msg, prevs=[a2, b1], ts=tie + 1000)
+    c.import_all(build_env, postgres)
+    server = server_of(admin)
+    return {"room_id": room.room_id, "server": server, "key": load_key(room.key_path(server)),
+            "a1": a1, "a2": a2, "b1": b1, "ts": tie}
 
 
 class TestVisibilityAfterEvent:
@@ -721,6 +757,26 @@ class TestTimestampToEvent:
         r = client.get(f"{base}?ts=99999999999999999999999&dir=b")
         assert r.status == 200 and r.json["event_id"] == max(
             room.order, key=lambda e: (room.events[e]["json"]["origin_server_ts"], room.idx(e)))
+
+    def test_040_053_ties_and_repeated_parameters(self, httpd, tie_room):
+        """Events with the same timestamp: forward the shallower, backward the
+        deeper (as the reference homeserver breaks ties), whatever the order
+        they arrived in; a repeated parameter counts once, its first value."""
+        t = tie_room
+        c = Client(httpd, t["server"], t["key"])
+        base = f"{FED}/timestamp_to_event/{q(t['room_id'])}"
+        for ts in (t["ts"], t["ts"] - 1):
+            r = c.get(f"{base}?ts={ts}&dir=f")
+            assert r.status == 200 and r.json == {"event_id": t["b1"], "origin_server_ts": t["ts"]}
+        r = c.get(f"{base}?ts={t['ts']}&dir=b")
+        assert r.status == 200 and r.json == {"event_id": t["a2"], "origin_server_ts": t["ts"]}
+        r = c.get(f"{base}?ts={t['ts']}&dir=b&dir=f&ts=1")
+        assert r.status == 200 and r.json["event_id"] == t["a2"]
+        r = c.get(f"{FED}/state_ids/{q(t['room_id'])}?event_id={q(t['a2'])}"
+                  f"&event_id={q(t['b1'])}")
+        assert r.status == 200 and t["a1"] in r.json["pdu_ids"]
+        r = c.get(f"{FED}/backfill/{q(t['room_id'])}?v={q(t['a2'])}&limit=1&limit=50")
+        assert r.status == 200 and len(r.json["pdus"]) == 1
 
     def test_040_052_unknown_room_is_not_found(self, client):
         """The spec lists 404 M_NOT_FOUND: a room not known here has no event."""
