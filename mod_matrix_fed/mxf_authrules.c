@@ -436,9 +436,7 @@ static int tpi_signature_ok(ctx_t *c, const json_t *signed_, const json_t *tpi)
     }
     for (i = 0; i < pks->nelts; i++) {
         pk_b64 = APR_ARRAY_IDX(pks, i, const char *);
-        if (mxf_b64_decode_exact(pk_b64, strlen(pk_b64), MXF_B64_STANDARD, pk, sizeof(pk))
-            != APR_SUCCESS
-            && mxf_b64_decode_exact(pk_b64, strlen(pk_b64), MXF_B64_URLSAFE, pk, sizeof(pk))
+        if (mxf_b64_decode_exact(pk_b64, strlen(pk_b64), MXF_B64_ANY, pk, sizeof(pk))
             != APR_SUCCESS) {
             continue;
         }

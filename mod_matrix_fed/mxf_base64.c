@@ -54,8 +54,8 @@ static apr_status_t decode_into(const char *text, apr_size_t textlen,
                                 mxf_b64_alphabet_t alphabet, unsigned char *out,
                                 apr_size_t max, apr_size_t *outlen)
 {
-    const char *c62 = alphabet == MXF_B64_URLSAFE ? "-" : "+";
-    const char *c63 = alphabet == MXF_B64_URLSAFE ? "_" : "/";
+    const char *c62 = alphabet == MXF_B64_URLSAFE ? "-" : alphabet == MXF_B64_ANY ? "+-" : "+";
+    const char *c63 = alphabet == MXF_B64_URLSAFE ? "_" : alphabet == MXF_B64_ANY ? "/_" : "/";
     char stackbuf[256], *tmp = stackbuf;
     apr_size_t i, need;
     int n;
@@ -75,10 +75,10 @@ static apr_status_t decode_into(const char *text, apr_size_t textlen,
         if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) {
             tmp[i] = c;
         }
-        else if (c == c62[0]) {
+        else if (c && strchr(c62, c)) {
             tmp[i] = '+';
         }
-        else if (c == c63[0]) {
+        else if (c && strchr(c63, c)) {
             tmp[i] = '/';
         }
         else {

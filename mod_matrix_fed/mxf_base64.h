@@ -12,16 +12,20 @@
 
 typedef enum {
     MXF_B64_STANDARD = 0,   /* A-Z a-z 0-9 + / */
-    MXF_B64_URLSAFE         /* A-Z a-z 0-9 - _ */
+    MXF_B64_URLSAFE,        /* A-Z a-z 0-9 - _ */
+    /* Decoding only: either alphabet, as the reference implementations
+     * decode what other servers send (signatures, hashes, keys). */
+    MXF_B64_ANY
 } mxf_b64_alphabet_t;
 
-/* Unpadded Base64 text of @a len bytes, NUL-terminated, from @a p. */
+/* Unpadded Base64 text of @a len bytes, NUL-terminated, from @a p
+ * (MXF_B64_ANY encodes as MXF_B64_STANDARD). */
 char *mxf_b64_encode(apr_pool_t *p, const unsigned char *data, apr_size_t len,
                      mxf_b64_alphabet_t alphabet);
 
 /*
- * Decodes @a text (padded or unpadded; no whitespace, no mixing of
- * alphabets). On success *out (from @a p) and *outlen are set. Returns
+ * Decodes @a text (padded or unpadded; no whitespace; the alphabets
+ * mixed only with MXF_B64_ANY). On success *out (from @a p) and *outlen are set. Returns
  * APR_EINVAL for text that is not Base64 of the alphabet.
  */
 apr_status_t mxf_b64_decode(apr_pool_t *p, const char *text, apr_size_t textlen,

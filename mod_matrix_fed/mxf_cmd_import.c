@@ -98,6 +98,12 @@
 #define MAX_THREADS 32
 /* Parsed PDUs kept for the auth checks and state resolution before the cache is emptied. */
 #define JSON_CACHE_MAX 20000
+/*
+ * How PDUs are parsed: with U+0000 in strings, which senders' content may
+ * hold and the reference homeserver keeps; check_line() refuses it where
+ * the importer reads a string (see nul_where_read()).
+ */
+#define PDU_PARSE MXF_JSON_ALLOW_NUL
 
 typedef struct room {
     const char *room_id;
@@ -252,6 +258,7 @@ struct importer {
     /* summary */
     long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
+    long n_dup_other;                   /* repeated with other bytes (one copy kept) */
     apr_time_t t_start, t_checked, t_ordered, t_written;
     double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
     double c_resolving;                 /* main thread's CPU seconds in state resolution */
@@ -381,16 +388,21 @@ static apr_array_header_t *split_lines(apr_pool_t *p, const char *buf, apr_size_
     const char *s = buf, *end = buf + len;
     long no = 0;
 
+    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+        s += 3;                         /* a UTF-8 byte order mark, as some editors write */
+    }
     while (s < end) {
         const char *nl = memchr(s, '\n', (apr_size_t)(end - s));
-        const char *e = nl ? nl : end;
+        const char *e = nl ? nl : end, *t;
         line_t *l;
 
         no++;
         if (e > s && e[-1] == '\r') {
             e--;
         }
-        if (e > s) {
+        for (t = s; t < e && (*t == ' ' || *t == '\t'); t++) {
+        }
+        if (t < e) {                    /* blank lines, or only spaces and tabs: skipped */
             l = apr_array_push(lines);
             l->text = s;
             l->len = (apr_size_t)(e - s);
@@ -467,7 +479,7 @@ static void scan_creates(importer_t *im)
         if (!mxf_memmem(l->text, l->len, "\"m.room.create\"")) {
             continue;
         }
-        if (mxf_json_parse(tmp, l->text, l->len, 0, &j, &why) != APR_SUCCESS
+        if (mxf_json_parse(tmp, l->text, l->len, PDU_PARSE, &j, &why) != APR_SUCCESS
             || !jstr(j, "type") || strcmp(jstr(j, "type"), "m.room.create") != 0
             || !jstr(j, "state_key") || *jstr(j, "state_key")) {
             apr_pool_clear(tmp);
@@ -531,7 +543,7 @@ static void scan_visibility(importer_t *im)
                  || mxf_memmem(l->text, l->len, "\"joined\""))) {
             continue;
         }
-        if (mxf_json_parse(im->scratch, l->text, l->len, 0, &j, &why) == APR_SUCCESS
+        if (mxf_json_parse(im->scratch, l->text, l->len, PDU_PARSE, &j, &why) == APR_SUCCESS
             && (r = room_get(im, jstr(j, "room_id") ? jstr(j, "room_id") : "")) != NULL) {
             r->may_restrict = 1;
         }
@@ -706,7 +718,7 @@ static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv, ev
             }
             sc = apr_array_push(checks);
             if (mxf_b64_decode_exact(json_string_value(sig), json_string_length(sig),
-                                     MXF_B64_STANDARD, sc->sig, sizeof(sc->sig))
+                                     MXF_B64_ANY, sc->sig, sizeof(sc->sig))
                 != APR_SUCCESS) {
                 *why = apr_psprintf(c->scratch, "signature %s of %s does not verify: "
                                     "signature is not base64 of 64 bytes", key_id, server);
@@ -892,21 +904,75 @@ static void keep_signed_bytes(ev_t *e, apr_pool_t *p)
  * Parses and checks one line (any thread). NULL with *why (in the
  * checker's scratch pool) when it cannot be imported.
  */
+/* Whether a string anywhere in @a v holds U+0000. */
+static int has_nul(const json_t *v)
+{
+    const char *key;
+    json_t *x;
+    size_t i;
+
+    if (json_is_string(v)) {
+        return strlen(json_string_value(v)) != json_string_length(v);
+    }
+    if (json_is_array(v)) {
+        json_array_foreach((json_t *)v, i, x) {
+            if (has_nul(x)) {
+                return 1;
+            }
+        }
+    }
+    else if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, key, x) {
+            if (has_nul(x)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/*
+ * Whether @a j holds U+0000 where the importer reads strings as C strings
+ * (and a NUL would cut them short): a top-level value, or anything in a
+ * state event or a redaction (whose content the authorization rules and
+ * the state read). The content of other events is only hashed and served.
+ */
+static const char *nul_where_read(const json_t *j)
+{
+    const char *key;
+    json_t *x;
+
+    const char *type = jstr(j, "type");
+
+    if (json_object_get(j, "state_key") || (type && !strcmp(type, "m.room.redaction"))) {
+        return has_nul(j) ? "U+0000 in a string of a state event or a redaction" : NULL;
+    }
+    json_object_foreach((json_t *)j, key, x) {
+        if (strcmp(key, "content") != 0 && strcmp(key, "unsigned") != 0 && has_nul(x)) {
+            return "U+0000 in a string outside the event's content";
+        }
+    }
+    return NULL;
+}
+
 static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
 {
     importer_t *im = c->im;
     apr_pool_t *p = c->pool, *tmp = c->scratch;
     ev_t *e;
     const char *room_id, *s, *bytes;
-    json_t *j, *ref;
+    json_t *j, *ref, *checked;
     room_t *r;
     apr_size_t len;
     apr_status_t rv;
     int verified;
 
     *why = NULL;
-    if (mxf_json_parse(tmp, l->text, l->len, 0, &j, why) != APR_SUCCESS) {
+    if (mxf_json_parse(tmp, l->text, l->len, PDU_PARSE, &j, why) != APR_SUCCESS) {
         *why = apr_pstrcat(tmp, "not a JSON object: ", *why, NULL);
+        return NULL;
+    }
+    if ((*why = nul_where_read(j)) != NULL) {
         return NULL;
     }
     if (!(s = jstr(j, "type"))) {
@@ -937,7 +1003,21 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
                             "database", room_id);
         return NULL;
     }
-    if (r->rv->strict_canonical_json && mxf_json_check_ints(j, why) != APR_SUCCESS) {
+    /*
+     * The event as its receivers check it: without "unsigned", which is not
+     * signed, which other servers strip (or reduce to a few known keys)
+     * before the JSON and size checks, and which may carry copies of other
+     * events (prev_content, redacted_because) as their senders wrote them.
+     */
+    checked = j;
+    if (json_object_get(j, "unsigned")) {
+        if ((checked = mxf_json_own(tmp, json_copy(j))) == NULL) {
+            *why = "out of memory";
+            return NULL;
+        }
+        json_object_del(checked, "unsigned");
+    }
+    if (r->rv->strict_canonical_json && mxf_json_check_ints(checked, why) != APR_SUCCESS) {
         *why = apr_psprintf(tmp, "not canonical JSON for room version %s: %s", r->rv->id, *why);
         return NULL;
     }
@@ -946,7 +1026,7 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
      * when that has no floats (strict versions have none: checked above):
      * a line within the size limit needs no encoding to show it.
      */
-    if (mxf_event_check_limits(tmp, j, r->rv, MXF_EVENT_LIMITS_NO_EDGE_COUNTS
+    if (mxf_event_check_limits(tmp, checked, r->rv, MXF_EVENT_LIMITS_NO_EDGE_COUNTS
                                | (r->rv->strict_canonical_json && l->len <= MXF_EVENT_MAX_BYTES
                                   ? MXF_EVENT_LIMITS_SIZE_KNOWN : 0u), why)
         != APR_SUCCESS) {
@@ -982,10 +1062,12 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
         s = apr_pstrcat(tmp, "$", mxf_b64_encode(tmp, h, sizeof(h),
                                                  r->rv->event_id_format == MXF_EVID_HASH_STD
                                                  ? MXF_B64_STANDARD : MXF_B64_URLSAFE), NULL);
-        if (json_object_get(j, "event_id") && (!carried || strcmp(carried, s) != 0)) {
-            *why = apr_psprintf(tmp, "event ID: the PDU carries \"event_id\" %s, but in room "
-                                "version %s its event ID is its reference hash, %s",
-                                carried ? carried : "(not a string)", r->rv->id, s);
+        if (json_object_get(j, "event_id")) {
+            /* It would be part of what is hashed: no carried ID can be right. */
+            *why = apr_psprintf(tmp, "event ID: the PDU carries \"event_id\" %s, which PDUs "
+                                "of room version %s must not (their event ID is the reference "
+                                "hash of the PDU without it)",
+                                carried ? carried : "(not a string)", r->rv->id);
             return NULL;
         }
     }
@@ -1274,8 +1356,16 @@ static int check_all(importer_t *im)
         }
         if ((seen = apr_hash_get(im->events, e->event_id, APR_HASH_KEY_STRING)) != NULL) {
             if (seen->pdu_len != e->pdu_len || memcmp(seen->pdu, e->pdu, e->pdu_len) != 0) {
-                bad_line(im, l->no, "%s appears again (line %ld) with other content",
-                         e->event_id, seen->line);
+                /*
+                 * Another copy of the event (its ID and signatures cover only
+                 * the redacted form and unsigned is not covered at all), as
+                 * servers pass events on: like a homeserver, keep one - the
+                 * one whose content hash matches, else the first.
+                 */
+                if (seen->hash_mismatch && !e->hash_mismatch) {
+                    *seen = *e;
+                }
+                im->n_dup_other++;
             }
             im->n_dup++;
             continue;
@@ -1422,7 +1512,7 @@ static int load_refills(importer_t *im)
                 e->room = r;
                 e->pdu = pdu;
                 e->pdu_len = (apr_size_t)PQgetlength(res, i, 2);
-                if (mxf_json_parse(im->scratch, e->pdu, e->pdu_len, 0, &j, &why) != APR_SUCCESS
+                if (mxf_json_parse(im->scratch, e->pdu, e->pdu_len, PDU_PARSE, &j, &why) != APR_SUCCESS
                     || !jstr(j, "type")
                     || (e->type = apr_pstrdup(im->p, jstr(j, "type")),
                         !extract_fields(im->p, im->scratch, j, e, &why))) {
@@ -1693,7 +1783,7 @@ static json_t *ev_json(importer_t *im, ev_t *e)
         text = PQgetvalue(res, 0, 0);
         len = (apr_size_t)PQgetlength(res, 0, 0);
     }
-    if (mxf_json_parse(im->cache, text, len, 0, &j, &why) != APR_SUCCESS) {
+    if (mxf_json_parse(im->cache, text, len, PDU_PARSE, &j, &why) != APR_SUCCESS) {
         j = NULL;
     }
     PQclear(res);
@@ -2141,7 +2231,7 @@ static const char *redacted_text(importer_t *im, apr_pool_t *p, const char *even
     json_t *j, *red;
     const char *text = NULL;
 
-    if (mxf_json_parse(im->scratch, pdu, pdu_len, 0, &j, &why) == APR_SUCCESS
+    if (mxf_json_parse(im->scratch, pdu, pdu_len, PDU_PARSE, &j, &why) == APR_SUCCESS
         && (red = mxf_event_redact(im->scratch, j, rv)) != NULL) {
         text = mxf_canonical_encode_ex(p, red, canon_flags(rv), NULL, &why);
     }
@@ -3291,6 +3381,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_refilled) {
         printf("  state now known for %ld stored events that were missing prev_events\n",
                im.n_refilled);
+    }
+    if (im.n_dup_other) {
+        printf("  %ld events repeated with other bytes: one copy kept (the one whose content"
+               " hash matches, else the first)\n", im.n_dup_other);
     }
     if (im.n_rooms_folded) {
         printf("  current state: %ld room(s) with over %d forward extremities, resolved in"

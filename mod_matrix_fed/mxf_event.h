@@ -35,7 +35,9 @@
 /* ------------------------------------------------------------------------
  * Content hash: SHA-256 of the canonical JSON of the event without
  * "unsigned", "signatures" and "hashes" (the unredacted event; in v1/v2 that
- * includes "event_id").
+ * includes "event_id"), nor the top-level "age_ts", "outlier" and
+ * "destinations" that old servers added after hashing (left out by the
+ * reference homeserver and gomatrixserverlib alike).
  *
  * Number encoding, here and for every hash or signature below: in rooms
  * with strict canonical JSON (v6+) a real or an integer beyond +-(2^53-1)
@@ -56,8 +58,9 @@ const char *mxf_event_content_hash_b64(apr_pool_t *p, const json_t *pdu,
 /*
  * Checks hashes.sha256 against the computed content hash. APR_SUCCESS on a
  * match; APR_EMISMATCH (*why says so) on a mismatch, which per the spec means
- * the event must be replaced by its redacted form; APR_EINVAL when hashes or
- * hashes.sha256 is missing or is not base64 of 32 bytes, or the event
+ * the event must be replaced by its redacted form (also when hashes.sha256
+ * is a string but not base64 of 32 bytes, in either alphabet); APR_EINVAL
+ * when hashes or hashes.sha256 is missing or not a string, or the event
  * cannot be encoded.
  */
 apr_status_t mxf_event_check_content_hash(apr_pool_t *p, const json_t *pdu,

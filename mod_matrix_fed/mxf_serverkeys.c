@@ -15,7 +15,7 @@ static int decode_entry_key(const json_t *entry, unsigned char pk[MXF_ED25519_PK
 
     return json_is_string(k)
         && mxf_b64_decode_exact(json_string_value(k), json_string_length(k),
-                                MXF_B64_STANDARD, pk, MXF_ED25519_PK_BYTES) == APR_SUCCESS;
+                                MXF_B64_ANY, pk, MXF_ED25519_PK_BYTES) == APR_SUCCESS;
 }
 
 /*

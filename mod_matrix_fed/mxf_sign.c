@@ -36,7 +36,7 @@ static apr_status_t verify_b64n(const void *data, apr_size_t len, const char *si
 {
     unsigned char sig[crypto_sign_BYTES];
 
-    if (mxf_b64_decode_exact(sig_b64, sig_len, MXF_B64_STANDARD,
+    if (mxf_b64_decode_exact(sig_b64, sig_len, MXF_B64_ANY,
                              sig, sizeof(sig)) != APR_SUCCESS) {
         *why = "signature is not base64 of 64 bytes";
         return MXF_SIG_MALFORMED;

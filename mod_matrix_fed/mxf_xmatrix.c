@@ -359,7 +359,7 @@ static apr_status_t xmatrix_from_cred(apr_pool_t *p, const xm_cred_t *cred,
         *why = "key is not a key ID 'ed25519:' + [A-Za-z0-9_]";
         return APR_EINVAL;
     }
-    if (mxf_b64_decode_exact(vals[3], strlen(vals[3]), MXF_B64_STANDARD, sig,
+    if (mxf_b64_decode_exact(vals[3], strlen(vals[3]), MXF_B64_ANY, sig,
                              sizeof(sig)) != APR_SUCCESS) {
         *why = "sig is not base64 of a 64-byte ed25519 signature";
         return APR_EINVAL;

@@ -125,9 +125,15 @@ def py_redact(event, version):
     return out
 
 
+def content_hash_input(event):
+    # Without the spec's three keys, and the three the reference homeserver's
+    # compute_content_hash also pops.
+    return {k: v for k, v in event.items()
+            if k not in ("unsigned", "signatures", "hashes", "age_ts", "outlier", "destinations")}
+
+
 def py_content_hash(event):
-    e = {k: v for k, v in event.items() if k not in ("unsigned", "signatures", "hashes")}
-    return hashlib.sha256(canonicaljson.encode_canonical_json(e)).digest()
+    return hashlib.sha256(canonicaljson.encode_canonical_json(content_hash_input(event))).digest()
 
 
 def py_reference_hash(event, version):
@@ -323,7 +329,7 @@ def test_mxf_011_001_hashes_redaction_ids():
     for n, (version, ev) in enumerate(events):
         ch, red, eid = results[3 * n:3 * n + 3]
         label = f"v{version} event {n}: {json.dumps(ev)[:300]}"
-        if int(version) >= 6 and has_big_int(ev):
+        if int(version) >= 6 and has_big_int(content_hash_input(ev)):
             # Not canonical JSON in a strict room: the C side must refuse to
             # hash it; the event ID only covers the redacted form.
             assert not ch["ok"], label

@@ -737,6 +737,16 @@ def _not_object(ev, line, room):
     return b"[1, 2, 3]"
 
 
+def _nul_outside_content(ev, line, room):
+    ev = dict(ev, origin=ev["sender"].split(":", 1)[1] + "\u0000x")
+    return canonical(resign(ev, room["version"], room["signing"]))
+
+
+def _nul_in_state_event(ev, line, room):
+    ev = dict(ev, type="x.custom.state", state_key="", content={"v": "a\u0000b"})
+    return canonical(resign(ev, room["version"], room["signing"]))
+
+
 SPOILERS = [
     ("broken-json", "10", _broken_json, "JSON"),
     ("malformed-hashes", "10", _malformed_hashes, "hash"),
@@ -753,6 +763,8 @@ SPOILERS = [
     ("big-int-in-v10", "10", _big_int, "room version 10"),
     ("unknown-room", "10", _unknown_room, "!unknown:hs1.example"),
     ("not-an-object", "10", _not_object, "object"),
+    ("nul-outside-content", "10", _nul_outside_content, "U+0000"),
+    ("nul-in-state-event", "10", _nul_in_state_event, "U+0000"),
 ]
 
 
@@ -853,6 +865,103 @@ class TestBadLines:
         assert row["redacted_because"] == "content-hash"
         assert row["pdu"].encode() == lines[k]
         assert json.loads(row["redacted_pdu"]) == redact(spoilt, "10")
+
+    @pytest.mark.parametrize("name", ["big-unsigned", "float-in-unsigned", "urlsafe-signature",
+                                      "urlsafe-hash", "not-a-hash", "age-ts-after-hashing",
+                                      "nul-in-message"])
+    def test_021_026_accepted_as_other_servers_accept(self, bad_base, build_env, postgres,
+                                                      tmp_path, name):
+        """What the reference homeserver persists is imported, not refused:
+        an unsigned part beyond the size limit or with reals (receivers strip
+        it before those checks), base64 in the URL-safe alphabet, a hash that
+        is no hash (a mismatch: served redacted), a top-level age_ts added
+        after hashing (left out of the hash), U+0000 in a message's content."""
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        targets = {json.loads(x).get("redacts") for x in lines} | \
+            {json.loads(x)["content"].get("redacts") for x in lines}
+
+        def pick(pred):
+            return next(i for i, line in enumerate(lines)
+                        if json.loads(line)["type"] == "m.room.message"
+                        and event_id(json.loads(line), "10") not in targets
+                        and pred(json.loads(line)))
+
+        def sig_of(ev):
+            server = ev["sender"].split(":", 1)[1]
+            return server, next(iter(ev["signatures"][server].items()))
+
+        if name == "urlsafe-signature":
+            k = pick(lambda ev: set(sig_of(ev)[1][1]) & set("+/"))
+            ev = json.loads(lines[k])
+            server, (key_id, sig) = sig_of(ev)
+            ev["signatures"][server][key_id] = sig.replace("+", "-").replace("/", "_")
+        elif name == "urlsafe-hash":
+            k = pick(lambda ev: set(ev["hashes"]["sha256"]) & set("+/"))
+            ev = json.loads(lines[k])
+            ev["hashes"]["sha256"] = ev["hashes"]["sha256"].replace("+", "-").replace("/", "_")
+            ev = resign(ev, "10", room["signing"], rehash=False)
+        else:
+            k = pick(lambda ev: True)
+            ev = json.loads(lines[k])
+            if name == "big-unsigned":
+                ev["unsigned"] = {"prev_content": {"pad": "x" * 70000}, "age": 5}
+            elif name == "float-in-unsigned":
+                ev["unsigned"] = {"age": 12.25}
+            elif name == "nul-in-message":
+                ev = resign(dict(ev, content=dict(ev["content"], body="a\u0000b")), "10",
+                            room["signing"])
+            elif name == "not-a-hash":
+                ev = resign(dict(ev, hashes={"sha256": "AAAA"}), "10", room["signing"],
+                            rehash=False)
+            else:
+                ev["age_ts"] = 5
+        lines[k] = canonical(ev) if name != "float-in-unsigned" else \
+            json.dumps(ev, separators=(",", ":"), sort_keys=True).encode()
+        path = write_lines(tmp_path / "lenient.jsonl", lines)
+        db = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db, path, room["keys"], extra=["--require-signatures"])
+        [row] = query_json(postgres, db, "SELECT redacted_because, signatures_verified, pdu"
+                                         f" FROM mxf_events WHERE event_id ="
+                                         f" '{event_id(ev, '10')}'")
+        assert row["signatures_verified"] is True
+        assert row["pdu"].encode() == lines[k]
+        assert row["redacted_because"] == ("content-hash" if name == "not-a-hash" else None)
+
+    def test_021_028_same_event_with_other_bytes(self, bad_base, build_env, postgres,
+                                                 tmp_path):
+        """An event given twice with other bytes (another unsigned, or content
+        altered in transit: its ID and signatures cover only the redacted
+        form): one copy is kept, the one whose content hash matches."""
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        k = next(i for i, line in enumerate(lines)
+                 if json.loads(line)["type"] == "m.room.message")
+        ev = json.loads(lines[k])
+        tampered = canonical(dict(ev, content=dict(ev["content"], body="tampered")))
+        other_unsigned = canonical(dict(ev, unsigned={"age": 1}))
+        path = write_lines(tmp_path / "twice.jsonl",
+                           lines[:k] + [tampered] + lines[k:] + [other_unsigned])
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, path, room["keys"],
+                        extra=["--require-signatures"])
+        assert f"imported {len(lines)} new events" in out
+        assert "2 events repeated with other bytes" in out
+        [row] = query_json(postgres, db, "SELECT redacted_because, pdu FROM mxf_events"
+                                         f" WHERE event_id = '{event_id(ev, '10')}'")
+        assert row["pdu"].encode() == lines[k]
+        assert row["redacted_because"] != "content-hash"
+
+    def test_021_027_byte_order_mark_and_blank_lines(self, bad_base, build_env, postgres,
+                                                     tmp_path):
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        path = tmp_path / "bom.jsonl"
+        path.write_bytes(b"\xef\xbb\xbf" + b"\n \t \n".join(lines) + b"\n   \n")
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, str(path), room["keys"],
+                        extra=["--require-signatures"])
+        assert f"imported {len(lines)} new events" in out
 
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with

@@ -40,6 +40,19 @@ START_TEST(alphabets)
                                     &out, &outlen), APR_EINVAL);
     ck_assert_int_eq(mxf_b64_decode(mxf_test_pool, "+/+/", 4, MXF_B64_URLSAFE,
                                     &out, &outlen), APR_EINVAL);
+    /* Either alphabet, even mixed, when decoding what others send. */
+    {
+        static const char *const any[] = { "+/+/", "-_-_", "+_-/" };
+        size_t i;
+        for (i = 0; i < sizeof(any) / sizeof(any[0]); i++) {
+            ck_assert_int_eq(mxf_b64_decode(mxf_test_pool, any[i], 4, MXF_B64_ANY,
+                                            &out, &outlen), APR_SUCCESS);
+            ck_assert_uint_eq(outlen, 3);
+            ck_assert_mem_eq(out, bytes, 3);
+        }
+        ck_assert_int_eq(mxf_b64_decode(mxf_test_pool, "+/.-", 4, MXF_B64_ANY,
+                                        &out, &outlen), APR_EINVAL);
+    }
 }
 END_TEST
 

@@ -124,10 +124,18 @@ START_TEST(spec_content_hash)
     ck_assert_str_eq(mxf_event_content_hash_b64(mxf_test_pool, mxf_test_parse(EV2_IN), NULL, &why),
                      EV2_HASH);
 
-    /* check: missing, malformed, matching, mismatching. */
+    /* check: missing or not a string (refused), not a hash (a mismatch: served
+     * redacted), matching in either alphabet, mismatching. */
+    ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, NULL, &why), APR_EINVAL);
+    json_object_set_new(ev, "hashes", json_pack("{s:i}", "sha256", 5));
     ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, NULL, &why), APR_EINVAL);
     json_object_set_new(ev, "hashes", json_pack("{s:s}", "sha256", "abc"));
-    ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, NULL, &why), APR_EINVAL);
+    ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, NULL, &why), APR_EMISMATCH);
+    json_object_set_new(ev, "hashes", json_pack("{s:s}", "sha256", ""));
+    ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, NULL, &why), APR_EMISMATCH);
+    json_object_set_new(ev, "hashes",
+                        json_pack("{s:s}", "sha256", "5jM4wQpv6lnBo7CLIghJuHdW-s2CMBJPUOGOC89ncos"));
+    ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, NULL, &why), APR_SUCCESS);
     json_object_set_new(ev, "hashes", json_pack("{s:s}", "sha256", EV1_HASH));
     ck_assert_int_eq(mxf_event_check_content_hash(mxf_test_pool, ev, NULL, &why), APR_SUCCESS);
     /* unsigned and signatures are not covered. */
