@@ -22,6 +22,27 @@ static mxf_signing_key_t *spec_key(void)
     return key;
 }
 
+/* A freshly generated key, not the spec's. */
+static mxf_signing_key_t *another_key(void)
+{
+    mxf_signing_key_t *other = NULL;
+    const char *why = NULL;
+
+    ck_assert_int_eq(mxf_key_generate(mxf_test_pool, "x", &other, &why), APR_SUCCESS);
+    return other;
+}
+
+/* example.org's Server Keys object with @a key, valid for a second after NOW. */
+static json_t *spec_keys_object(const mxf_signing_key_t *key)
+{
+    const char *why = NULL;
+    json_t *obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key, NOW + 1000, NULL,
+                                       &why);
+
+    ck_assert_ptr_nonnull(obj);
+    return obj;
+}
+
 static apr_array_header_t *one_old_key(void)
 {
     apr_array_header_t *old = apr_array_make(mxf_test_pool, 1, sizeof(mxf_server_key_t));
@@ -84,13 +105,10 @@ END_TEST
 
 START_TEST(verify_rejects)
 {
-    mxf_signing_key_t *key = spec_key(), *other = NULL;
+    mxf_signing_key_t *key = spec_key(), *other = another_key();
     apr_array_header_t *keys = NULL;
     const char *why = NULL;
-    json_t *obj, *copy;
-
-    ck_assert_int_eq(mxf_key_generate(mxf_test_pool, "x", &other, &why), APR_SUCCESS);
-    obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key, NOW + 1000, NULL, &why);
+    json_t *obj = spec_keys_object(key), *copy;
 
     /* Another server's name. */
     ck_assert_int_eq(mxf_serverkeys_verify(mxf_test_pool, obj, "evil.example", NOW, &keys,
@@ -141,13 +159,10 @@ END_TEST
 
 START_TEST(other_algorithms_skipped)
 {
-    mxf_signing_key_t *key = spec_key(), *other = NULL;
+    mxf_signing_key_t *key = spec_key(), *other = another_key();
     apr_array_header_t *keys = NULL;
     const char *why = NULL;
-    json_t *obj, *copy;
-
-    ck_assert_int_eq(mxf_key_generate(mxf_test_pool, "x", &other, &why), APR_SUCCESS);
-    obj = mxf_serverkeys_build(mxf_test_pool, "example.org", key, NOW + 1000, NULL, &why);
+    json_t *obj = spec_keys_object(key), *copy;
     /* Keys of another algorithm, or IDs this server cannot use, beside the ed25519 key;
      * an old key that expired at 0. Signed again after the change. */
     json_object_set_new(json_object_get(obj, "verify_keys"), "curve25519:x",
