@@ -54,20 +54,27 @@ static void log_print(const char *file, int line, mxf_log_level_t level,
 
 /* ------------------------------------------------------------------ hooks */
 
+/*
+ * Checks of the whole configuration that need every virtual host merged.
+ * In check_config, not post_config: "apachectl configtest" runs them too, so
+ * a configuration that would not start is caught before a reload takes
+ * the running server down.
+ */
+static int mxf_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                            apr_pool_t *ptemp, server_rec *s)
+{
+    return mxf_config_check(ptemp, s);
+}
+
 static int mxf_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                            apr_pool_t *ptemp, server_rec *s)
 {
-    int status;
-
     if (sodium_init() < 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(20007)
                      "libsodium could not be initialised");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     mxf_log_set(log_is_level, log_print, s);
-    if ((status = mxf_config_check(ptemp, s)) != OK) {
-        return status;
-    }
     ap_add_version_component(pconf, MXF_PACKAGE_NAME "/" MXF_PACKAGE_VERSION);
     return OK;
 }
@@ -148,6 +155,7 @@ static void mxf_register_hooks(apr_pool_t *p)
 {
     static const char *const before_proxy[] = { "mod_proxy.c", "mod_alias.c", NULL };
 
+    ap_hook_check_config(mxf_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(mxf_post_config, NULL, NULL, APR_HOOK_MIDDLE);
 #if AP_MODULE_MAGIC_AT_LEAST(20120211, 109)
     ap_hook_pre_translate_name(mxf_pre_translate_name, NULL, before_proxy, APR_HOOK_FIRST);

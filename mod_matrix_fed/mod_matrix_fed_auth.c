@@ -340,8 +340,9 @@ static apr_status_t json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
     return ap_pass_brigade(f->next, bb);
 }
 
-static int auth_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
-                            server_rec *s)
+/* In check_config, so that configtest catches it (see mxf_check_config()). */
+static int auth_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                             server_rec *s)
 {
     server_rec *v;
 
@@ -370,5 +371,5 @@ void mxf_auth_register_hooks(apr_pool_t *p)
     ap_hook_insert_error_filter(auth_insert_error_filter, NULL, NULL, APR_HOOK_MIDDLE);
     ap_register_output_filter(JSON_ERROR_FILTER, json_error_filter, NULL,
                               AP_FTYPE_CONTENT_SET);
-    ap_hook_post_config(auth_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(auth_check_config, NULL, NULL, APR_HOOK_MIDDLE);
 }

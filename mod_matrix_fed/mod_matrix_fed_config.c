@@ -8,6 +8,7 @@
 #include <apr_strings.h>
 #include <http_core.h>
 
+#include "mxf_id.h"
 #include "mod_matrix_fed_config.h"
 #include "mod_matrix_fed_db.h"
 #include "mod_matrix_fed_keys.h"
@@ -118,8 +119,8 @@ static const char *set_enabled(cmd_parms *cmd, void *dconf, int flag)
 
 /*
  * A server name as the spec's grammar has it: a DNS name, an IPv4 literal or
- * a bracketed IPv6 literal, with an optional port. The full grammar check
- * lives in the core; here we reject what could never be one.
+ * a bracketed IPv6 literal, with an optional port of 1-65535 (the core's
+ * check, which requests' origins pass too).
  */
 static const char *check_server_name(apr_pool_t *p, const char *name)
 {
@@ -132,6 +133,10 @@ static const char *check_server_name(apr_pool_t *p, const char *name)
         if (!apr_isalnum(*c) && !strchr("-.:[]", *c)) {
             return apr_psprintf(p, "contains the character '%c', not allowed in a server name", *c);
         }
+    }
+    if (!mxf_id_server_name_valid(name, strlen(name))) {
+        return "is not a server name (hostname, IPv4 or [IPv6] literal, optional :port "
+               "of 1-65535)";
     }
     return NULL;
 }
@@ -307,9 +312,9 @@ const command_rec mxf_cmds[] = {
                   RSRC_CONF, "How long a failed key fetch is remembered before the "
                   "server is asked again (default 60s)"),
     AP_INIT_ITERATE("MatrixFedKeyFetchDeny", mxf_keys_set_fetch_deny, NULL, RSRC_CONF,
-                    "IP address ranges key fetches may not connect to (CIDR), or none "
-                    "(default: loopback, private, link-local and other reserved ranges; "
-                    "MatrixFedKeyServerURL targets are exempt)"),
+                    "IP address ranges key fetches may not connect to (CIDR; default for "
+                    "the default list), or none (default: loopback, private, link-local "
+                    "and other reserved ranges; MatrixFedKeyServerURL targets are exempt)"),
     AP_INIT_FLAG("MatrixFedNotary", mxf_keys_set_notary_on, NULL, RSRC_CONF,
                  "Answer the notary endpoints /_matrix/key/v2/query here (default On); "
                  "Off leaves them to whatever else serves the host"),

@@ -61,6 +61,7 @@ mxf_keys_conf_t *mxf_keys_conf_merge(apr_pool_t *p, const mxf_keys_conf_t *base,
     KMERGE(retry_interval, UNSET);
     KMERGE(notary, UNSET);
     KMERGE(fetch_deny, NULL);
+    kc->fetch_deny_none = add->fetch_deny ? add->fetch_deny_none : base->fetch_deny_none;
     KMERGE(old_keys, NULL);
     KMERGE(notaries, NULL);
     KMERGE(key_urls, NULL);
@@ -248,15 +249,27 @@ const char *mxf_keys_set_fetch_deny(cmd_parms *cmd, void *dconf, const char *arg
     if (err) {
         return err;
     }
+    /* Given here, the list replaces the default one; "default" puts that back in. */
     if (!kc->fetch_deny) {
         kc->fetch_deny = apr_array_make(cmd->pool, 8, sizeof(mxf_iprange_t));
     }
     if (ap_cstr_casecmp(arg, "none") == 0) {
+        if (kc->fetch_deny->nelts) {
+            return "MatrixFedKeyFetchDeny: none cannot be combined with ranges";
+        }
+        kc->fetch_deny_none = 1;
         return NULL;                    /* an empty list: key fetches go anywhere */
+    }
+    if (kc->fetch_deny_none) {
+        return "MatrixFedKeyFetchDeny: none cannot be combined with ranges";
+    }
+    if (ap_cstr_casecmp(arg, "default") == 0) {
+        apr_array_cat(kc->fetch_deny, mxf_iprange_defaults(cmd->pool));
+        return NULL;
     }
     if (mxf_iprange_parse(arg, &r) != APR_SUCCESS) {
         return apr_psprintf(cmd->pool, "MatrixFedKeyFetchDeny '%s': expected an IP address "
-                            "range (e.g. 10.0.0.0/8, fc00::/7) or none", arg);
+                            "range (e.g. 10.0.0.0/8, fc00::/7), default or none", arg);
     }
     *(mxf_iprange_t *)apr_array_push(kc->fetch_deny) = r;
     return NULL;
@@ -1043,11 +1056,64 @@ static int keys_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptem
                ? OK : HTTP_INTERNAL_SERVER_ERROR;
 }
 
+/* MatrixFedKeyCache of the main server, or the default: shmcb when loaded, else none. */
+static const char *cache_spec(server_rec *s)
+{
+    const char *spec = mxf_config_get(s)->keys->cache_spec;
+
+    if (!spec) {
+        spec = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
+                                  AP_SOCACHE_PROVIDER_VERSION) ? "shmcb" : "none";
+    }
+    return spec;
+}
+
+/* Splits "provider[:args]" into *name and *args (NULL when none). */
+static void cache_split(apr_pool_t *p, const char *spec, const char **name, const char **args)
+{
+    const char *colon = strchr(spec, ':');
+
+    *name = colon ? apr_pstrmemdup(p, spec, (apr_size_t)(colon - spec)) : spec;
+    *args = colon ? colon + 1 : NULL;
+}
+
+/*
+ * What configtest can tell of MatrixFedKeyCache (see mxf_check_config()):
+ * that its provider is loaded and takes its arguments. The cache itself is
+ * made in post_config.
+ */
+static int keys_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                             server_rec *s)
+{
+    const ap_socache_provider_t *prov;
+    ap_socache_instance_t *inst = NULL;
+    const char *spec, *name, *args, *err;
+    server_rec *v;
+
+    for (v = s; v && !mxf_config_enabled(mxf_config_get(v)); v = v->next) {
+    }
+    if (!v || strcasecmp((spec = cache_spec(s)), "none") == 0) {
+        return OK;
+    }
+    cache_split(ptemp, spec, &name, &args);
+    prov = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name, AP_SOCACHE_PROVIDER_VERSION);
+    if (!prov) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25023)
+                     "MatrixFedKeyCache: cache type %s is not available", name);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if ((err = prov->create(&inst, args, ptemp, ptemp)) != NULL) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25024)
+                     "MatrixFedKeyCache %s: %s", spec, err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    return OK;
+}
+
 static int keys_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                             server_rec *s)
 {
-    const mxf_srv_conf_t *main_conf = mxf_config_get(s);
-    const char *spec = main_conf->keys->cache_spec, *why = NULL, *err;
+    const char *spec = mxf_config_get(s)->keys->cache_spec, *why = NULL, *err;
     const char *name, *args = NULL;
     int dry_run = ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG;
     int any = 0;
@@ -1089,8 +1155,7 @@ static int keys_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
 
     if (!spec) {
-        spec = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, "shmcb",
-                                  AP_SOCACHE_PROVIDER_VERSION) ? "shmcb" : "none";
+        spec = cache_spec(s);
         if (!dry_run && strcmp(spec, "none") == 0) {
             ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, MXFLOGNO(25022)
                          "mod_socache_shmcb is not loaded: other servers' keys are cached "
@@ -1100,18 +1165,11 @@ static int keys_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     if (strcasecmp(spec, "none") == 0) {
         return OK;
     }
-    if ((args = strchr(spec, ':')) != NULL) {
-        name = apr_pstrmemdup(ptemp, spec, (apr_size_t)(args - spec));
-        args++;
-    }
-    else {
-        name = spec;
-    }
+    cache_split(ptemp, spec, &name, &args);
+    /* keys_check_config() found the provider; it is still there. */
     keys_g->sc_prov = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
                                          AP_SOCACHE_PROVIDER_VERSION);
     if (!keys_g->sc_prov) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25023)
-                     "MatrixFedKeyCache: cache type %s is not available", name);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if ((err = keys_g->sc_prov->create(&keys_g->sc, args, ptemp, pconf)) != NULL) {
@@ -1170,6 +1228,7 @@ static void keys_child_init(apr_pool_t *pchild, server_rec *s)
 void mxf_keys_register_hooks(apr_pool_t *p)
 {
     ap_hook_pre_config(keys_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(keys_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(keys_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(keys_child_init, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -109,13 +109,17 @@ class HttpdFactory:
 
     def assert_start_fails(self, name, site, expect, **kw):
         """httpd refuses to start with configuration @site, and its output
-        or error log says @expect."""
+        or error log says @expect; so does configtest (httpd -t), so that
+        an operator who tests before a reload never takes the server down."""
         h = self.new(name)
         ok, out = h.try_start(site, timeout=15, **kw)
         h.stop()
         text = out + "\n".join(h.new_log_lines())
         assert not ok, f"httpd started with a broken configuration: {site[-300:]}"
         assert expect in text, (expect, text)
+        status, out = h.config_test(site, **kw)
+        assert status != 0, f"configtest passed a broken configuration: {site[-300:]}"
+        assert expect in out, (expect, out)
 
     def stop_all(self):
         for h in self.servers:

@@ -173,15 +173,25 @@ class TestStartupErrors:
         self._fails(httpd_factory, "httpd-nodbd", site, "MatrixFederation needs mod_dbd",
                     modules=["mpm_event", "authz_core", "proxy", "proxy_http"])
 
+    def test_001_032b_without_mod_authz_core(self, httpd_factory, postgres, signing_key,
+                                            backend):
+        from mxftest.httpd import BASE_MODULES
+        self._fails(httpd_factory, "httpd-noauthz", site_config(postgres, signing_key, backend),
+                    "MatrixFederation needs mod_authz_core",
+                    modules=[m for m in BASE_MODULES if m != "authz_core"])
+
     def test_001_033_missing_server_name(self, httpd_factory, postgres, signing_key, backend):
         site = "\n".join(l for l in site_config(postgres, signing_key, backend).splitlines()
                          if not l.startswith("MatrixFedServerName"))
         self._fails(httpd_factory, "httpd-noname", site, "MatrixFedServerName is not set")
 
-    def test_001_034_invalid_server_name(self, httpd_factory, postgres, signing_key, backend):
+    @pytest.mark.parametrize("name", ["bad/name", "example.org:99999", "..:", "[::1",
+                                      "example.org:"])
+    def test_001_034_invalid_server_name(self, httpd_factory, postgres, signing_key, backend,
+                                         name):
         self._fails(httpd_factory, "httpd-badname",
-                    site_config(postgres, signing_key, backend, server_name="bad/name"),
-                    "MatrixFedServerName 'bad/name'")
+                    site_config(postgres, signing_key, backend, server_name=name),
+                    f"MatrixFedServerName '{name}'")
 
 
 class TestSchema:

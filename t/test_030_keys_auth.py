@@ -446,6 +446,31 @@ class TestFetchDeny:
                 site_config(postgres, signing_key, backend,
                             extra=f"MatrixFedKeyFetchDeny {bad}"),
                 "expected an IP address range")
+        for i, bad in enumerate(["none 10.0.0.0/8", "10.0.0.0/8 none", "none default"]):
+            httpd_factory.assert_start_fails(
+                f"httpd-baddeny-none-{i}",
+                site_config(postgres, signing_key, backend,
+                            extra=f"MatrixFedKeyFetchDeny {bad}"),
+                "none cannot be combined with ranges")
+
+    def test_030_053_default_ranges_kept_with_one_more(self, httpd_factory, postgres,
+                                                       signing_key, backend, fakes, certs):
+        """`default` puts the default ranges back in beside one's own: loopback
+        stays denied."""
+        f = fakes["iplit"]
+        h = httpd_factory.new("httpd-deny-default")
+        extra = key_site(fakes, certs, f"MatrixFedKeyFetchCAFile {certs['good'][0]}\n"
+                                       "MatrixFedKeyFetchDeny default 198.51.100.0/24")
+        h.start(site_config(postgres, signing_key, backend, extra=extra), modules=MODULES)
+        postgres.psql(postgres.DBNAME, "DELETE FROM mxf_server_keys"
+                                       f" WHERE server_name = '{f.name}'")
+        try:
+            before = f.hits
+            r = self.call(h, f)
+            assert_error(r, 401, "M_UNAUTHORIZED", "MatrixFedKeyFetchDeny")
+            assert f.hits == before
+        finally:
+            h.stop()
 
 
 class TestKeyFileChecks:

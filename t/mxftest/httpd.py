@@ -115,6 +115,14 @@ class Httpd:
         self.stop()
         return False, "timed out waiting for httpd"
 
+    def config_test(self, site, **kw):
+        """"apachectl configtest" of @site: (exit status, output)."""
+        self.render(site, **kw)
+        r = subprocess.run([self.env.httpd, "-d", self.dir, "-f", self.conf, "-t"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=self.env.sanitizer_env(self.dir), timeout=60)
+        return r.returncode, r.stdout
+
     def _answers(self):
         """Whether the server answers an HTTP request: a listening socket
         alone is not enough (it opens before the configuration is checked)."""
