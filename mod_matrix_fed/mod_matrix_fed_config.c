@@ -334,16 +334,19 @@ int mxf_config_check(apr_pool_t *ptemp, server_rec *s)
         if (!mxf_config_enabled(conf)) {
             continue;
         }
+        const char *host = s->port ? apr_psprintf(ptemp, "%s:%u", s->server_hostname, s->port)
+                                   : s->server_hostname;
+
         if (!conf->server_name) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(20001)
-                         "MatrixFederation is On for %s:%u but MatrixFedServerName is not set",
-                         s->server_hostname, s->port);
+                         "MatrixFederation is On for %s but MatrixFedServerName is not set",
+                         host);
             status = HTTP_INTERNAL_SERVER_ERROR;
         }
         if (!conf->signing_key) {
             ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(20002)
-                         "MatrixFederation is On for %s:%u but MatrixFedSigningKey is not set",
-                         s->server_hostname, s->port);
+                         "MatrixFederation is On for %s but MatrixFedSigningKey is not set",
+                         host);
             status = HTTP_INTERNAL_SERVER_ERROR;
         }
     }
