@@ -468,7 +468,13 @@ static apr_status_t check_member(ctx_t *c)
     }
     target_m = membership_of(c, target);
     sender_m = self ? target_m : membership_of(c, c->sender);
-    jr = jstr(jobj(state(c, T_JR, ""), "content"), "join_rule");
+    {
+        /* No join rules event, or one without join_rule: "invite", as the
+         * reference homeserver reads it (a value that is no string stays none). */
+        const json_t *jr_content = jobj(state(c, T_JR, ""), "content");
+        jr = json_object_get(jr_content, "join_rule") ? jstr(jr_content, "join_rule")
+                                                      : "invite";
+    }
 
     if (strcmp(membership, "join") == 0) {
         apr_array_header_t *prev = mxf_auth_event_refs(c->p, c->ev, "prev_events");

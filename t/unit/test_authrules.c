@@ -161,6 +161,16 @@ static const row_t rows[] = {
     { "join knock rule invited (before v7)", 1, 6, 0,
       { JR("knock"), BOB "|m.room.member|" DAVE "|" M("invite") }, DAVE, "m.room.member", DAVE, M("join") },
     { "join private rule", ALL, 0, { JR("private") }, DAVE, "m.room.member", DAVE, M("join") },
+    /* No join_rule in the join rules event (nor an event): "invite", as the reference
+     * homeserver reads it; a join_rule that is no string is no rule. */
+    { "join no join_rule invited", ALL, 1,
+      { ALICE "|m.room.join_rules||{}", BOB "|m.room.member|" DAVE "|" M("invite") },
+      DAVE, "m.room.member", DAVE, M("join") },
+    { "join no join_rule uninvited", ALL, 0, { ALICE "|m.room.join_rules||{}" },
+      DAVE, "m.room.member", DAVE, M("join") },
+    { "join join_rule not a string", ALL, 0,
+      { ALICE "|m.room.join_rules||{\"join_rule\":5}", BOB "|m.room.member|" DAVE "|" M("invite") },
+      DAVE, "m.room.member", DAVE, M("join") },
     { "restricted join via a member who may invite (v8+)", 8, 12, 1, { JR("restricted") },
       DAVE, "m.room.member", DAVE, "{\"membership\":\"join\",\"join_authorised_via_users_server\":\"" BOB "\"}" },
     { "restricted join (before v8)", 1, 7, 0, { JR("restricted") },
