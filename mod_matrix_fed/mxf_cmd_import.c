@@ -900,10 +900,6 @@ static void keep_signed_bytes(ev_t *e, apr_pool_t *p)
     e->signed_bytes = apr_pmemdup(p, sb, n);
 }
 
-/*
- * Parses and checks one line (any thread). NULL with *why (in the
- * checker's scratch pool) when it cannot be imported.
- */
 /* Whether a string anywhere in @a v holds U+0000. */
 static int has_nul(const json_t *v)
 {
@@ -939,10 +935,8 @@ static int has_nul(const json_t *v)
  */
 static const char *nul_where_read(const json_t *j)
 {
-    const char *key;
+    const char *key, *type = jstr(j, "type");
     json_t *x;
-
-    const char *type = jstr(j, "type");
 
     if (json_object_get(j, "state_key") || (type && !strcmp(type, "m.room.redaction"))) {
         return has_nul(j) ? "U+0000 in a string of a state event or a redaction" : NULL;
@@ -955,6 +949,10 @@ static const char *nul_where_read(const json_t *j)
     return NULL;
 }
 
+/*
+ * Parses and checks one line (any thread). NULL with *why (in the
+ * checker's scratch pool) when it cannot be imported.
+ */
 static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
 {
     importer_t *im = c->im;
@@ -1512,7 +1510,8 @@ static int load_refills(importer_t *im)
                 e->room = r;
                 e->pdu = pdu;
                 e->pdu_len = (apr_size_t)PQgetlength(res, i, 2);
-                if (mxf_json_parse(im->scratch, e->pdu, e->pdu_len, PDU_PARSE, &j, &why) != APR_SUCCESS
+                if (mxf_json_parse(im->scratch, e->pdu, e->pdu_len, PDU_PARSE, &j, &why)
+                        != APR_SUCCESS
                     || !jstr(j, "type")
                     || (e->type = apr_pstrdup(im->p, jstr(j, "type")),
                         !extract_fields(im->p, im->scratch, j, e, &why))) {

@@ -226,10 +226,12 @@ static json_t *redact_content(const json_t *pdu, const json_t *content,
         json_t *signed_ = json_object_get(given, "signed");
         if (json_is_object(given)) {
             json_t *tpi = json_object();
-            if (tpi == NULL
-                || (signed_ && json_object_set_new(tpi, "signed", deep ? json_deep_copy(signed_)
-                                                                       : json_incref(signed_)) != 0)
-                || json_object_set_new(out, "third_party_invite", tpi) != 0) {
+            /* Both calls take the reference they are given, failing or not. */
+            if (json_object_set_new(out, "third_party_invite", tpi) != 0
+                || (signed_
+                    && json_object_set_new(tpi, "signed",
+                                           deep ? json_deep_copy(signed_) : json_incref(signed_))
+                       != 0)) {
                 json_decref(out);
                 return NULL;
             }
