@@ -344,18 +344,11 @@ static apr_status_t json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
 static int auth_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
                              server_rec *s)
 {
-    server_rec *v;
-
-    for (v = s; v; v = v->next) {
-        if (mxf_config_enabled(mxf_config_get(v))) {
-            if (!ap_find_linked_module("mod_authz_core.c")) {
-                ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25051)
-                             "MatrixFederation needs mod_authz_core for X-Matrix request "
-                             "authentication: LoadModule authz_core_module");
-                return HTTP_INTERNAL_SERVER_ERROR;
-            }
-            break;
-        }
+    if (mxf_config_any_enabled(s) && !ap_find_linked_module("mod_authz_core.c")) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25051)
+                     "MatrixFederation needs mod_authz_core for X-Matrix request "
+                     "authentication: LoadModule authz_core_module");
+        return HTTP_INTERNAL_SERVER_ERROR;
     }
     return OK;
 }

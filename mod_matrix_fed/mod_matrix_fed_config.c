@@ -324,6 +324,16 @@ const command_rec mxf_cmds[] = {
     { NULL }
 };
 
+int mxf_config_any_enabled(server_rec *s)
+{
+    for (; s; s = s->next) {
+        if (mxf_config_enabled(mxf_config_get(s))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int mxf_config_check(apr_pool_t *ptemp, server_rec *s)
 {
     int status = OK;

@@ -35,6 +35,9 @@ const mxf_srv_conf_t *mxf_config_get(const server_rec *s);
 
 int mxf_config_enabled(const mxf_srv_conf_t *conf);
 
+/* Whether MatrixFederation is On for @a s or any virtual host after it. */
+int mxf_config_any_enabled(server_rec *s);
+
 /* Typed getters: the configured value or the default. */
 apr_off_t mxf_config_max_body(const mxf_srv_conf_t *conf);
 int mxf_config_gme_limit(const mxf_srv_conf_t *conf);

@@ -61,7 +61,6 @@ mxf_keys_conf_t *mxf_keys_conf_merge(apr_pool_t *p, const mxf_keys_conf_t *base,
     KMERGE(retry_interval, UNSET);
     KMERGE(notary, UNSET);
     KMERGE(fetch_deny, NULL);
-    kc->fetch_deny_none = add->fetch_deny ? add->fetch_deny_none : base->fetch_deny_none;
     KMERGE(old_keys, NULL);
     KMERGE(notaries, NULL);
     KMERGE(key_urls, NULL);
@@ -1088,11 +1087,8 @@ static int keys_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pt
     const ap_socache_provider_t *prov;
     ap_socache_instance_t *inst = NULL;
     const char *spec, *name, *args, *err;
-    server_rec *v;
 
-    for (v = s; v && !mxf_config_enabled(mxf_config_get(v)); v = v->next) {
-    }
-    if (!v || strcasecmp((spec = cache_spec(s)), "none") == 0) {
+    if (!mxf_config_any_enabled(s) || strcasecmp((spec = cache_spec(s)), "none") == 0) {
         return OK;
     }
     cache_split(ptemp, spec, &name, &args);

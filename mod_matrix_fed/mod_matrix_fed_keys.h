@@ -52,7 +52,7 @@ typedef struct mxf_keys_conf {
     const char *cache_spec;             /* MatrixFedKeyCache (main server only) */
     int notary;                         /* MatrixFedNotary, -1 unset */
     apr_array_header_t *fetch_deny;     /* MatrixFedKeyFetchDeny (mxf_iprange_t); NULL unset */
-    int fetch_deny_none;                /* "none" given: no range may follow */
+    int fetch_deny_none;                /* "none" given: no range may follow (parsing only) */
 } mxf_keys_conf_t;
 
 #define MXF_DEFAULT_KEY_VALIDITY_MS   (24LL * 3600 * 1000)
