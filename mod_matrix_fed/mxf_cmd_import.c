@@ -150,6 +150,7 @@ typedef struct ev {
     unsigned redacted_now:1;            /* redacted_because set by this import */
     unsigned rejected:1;                /* rejected (by this import, or in the database) */
     unsigned accepted_child:1;          /* an accepted event of this import lists it as a prev */
+    unsigned event_id_taken:1;          /* its PDU carried its (v3+) event_id: taken off */
     json_t *json;                       /* the parsed PDU while cached (im->cache) */
     const char *rejected_reason;        /* why this import rejects it */
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
@@ -259,6 +260,7 @@ struct importer {
     long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
     long n_dup_other;                   /* repeated with other bytes (one copy kept) */
+    long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
     apr_time_t t_start, t_checked, t_ordered, t_written;
     double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
     double c_resolving;                 /* main thread's CPU seconds in state resolution */
@@ -494,6 +496,9 @@ static void scan_creates(importer_t *im)
             bad_line(im, l->no, "m.room.create names unknown room version '%s'", version);
             apr_pool_clear(tmp);
             continue;
+        }
+        if (rv->event_id_format != MXF_EVID_CARRIED) {
+            json_object_del(j, "event_id");     /* see take_event_id() */
         }
         room_id = rv->room_id_is_create_hash
                   ? mxf_event_room_id_from_create(tmp, j, rv, &why)
@@ -950,6 +955,26 @@ static const char *nul_where_read(const json_t *j)
 }
 
 /*
+ * Takes "event_id" off a PDU of a room version whose event IDs are hashes
+ * (3 and later). Such PDUs must not carry one, but dumps of rooms often add
+ * it, as other tools do, and a receiving server strips it before hashing;
+ * the caller accepts the PDU when the ID it carried is the one computed
+ * without it. Returns 1 if it was there, with its value (NULL if not a
+ * string) in *carried.
+ */
+static int take_event_id(apr_pool_t *tmp, json_t *j, const char **carried)
+{
+    json_t *v = json_object_get(j, "event_id");
+
+    if (v == NULL) {
+        return 0;
+    }
+    *carried = json_is_string(v) ? apr_pstrdup(tmp, json_string_value(v)) : NULL;
+    json_object_del(j, "event_id");
+    return 1;
+}
+
+/*
  * Parses and checks one line (any thread). NULL with *why (in the
  * checker's scratch pool) when it cannot be imported.
  */
@@ -963,7 +988,8 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     room_t *r;
     apr_size_t len;
     apr_status_t rv;
-    int verified;
+    int verified, has_carried = 0;
+    const char *carried = NULL;
 
     *why = NULL;
     if (mxf_json_parse(tmp, l->text, l->len, PDU_PARSE, &j, why) != APR_SUCCESS) {
@@ -981,6 +1007,7 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     if (!room_id && !strcmp(s, "m.room.create")) {
         /* v12: the create event carries no room ID; it is its hash. */
         apr_hash_index_t *hi;
+        has_carried = take_event_id(tmp, j, &carried);
         for (hi = apr_hash_first(tmp, im->rooms); hi; hi = apr_hash_next(hi)) {
             room_t *cand = apr_hash_this_val(hi);
             if (cand->rv->room_id_is_create_hash) {
@@ -1000,6 +1027,9 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
         *why = apr_psprintf(tmp, "room %s has no m.room.create event in the input or the "
                             "database", room_id);
         return NULL;
+    }
+    if (r->rv->event_id_format != MXF_EVID_CARRIED && !has_carried) {
+        has_carried = take_event_id(tmp, j, &carried);
     }
     /*
      * The event as its receivers check it: without "unsigned", which is not
@@ -1045,6 +1075,14 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     e->line = l->no;
     e->pdu = l->text;
     e->pdu_len = l->len;
+    if (has_carried) {
+        /* Stored, served and exported as the PDU should have been sent. */
+        if ((e->pdu = mxf_json_dump(p, j, &e->pdu_len)) == NULL) {
+            *why = "cannot encode the PDU without its \"event_id\"";
+            return NULL;
+        }
+        e->event_id_taken = 1;
+    }
     e->room = r;
     e->type = apr_pstrdup(p, s);
     if (r->rv->event_id_format == MXF_EVID_CARRIED) {
@@ -1055,17 +1093,15 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     }
     else {
         unsigned char h[MXF_SHA256_BYTES];
-        const char *carried = jstr(j, "event_id");
         mxf_sha256(h, bytes, len);
         s = apr_pstrcat(tmp, "$", mxf_b64_encode(tmp, h, sizeof(h),
                                                  r->rv->event_id_format == MXF_EVID_HASH_STD
                                                  ? MXF_B64_STANDARD : MXF_B64_URLSAFE), NULL);
-        if (json_object_get(j, "event_id")) {
-            /* It would be part of what is hashed: no carried ID can be right. */
-            *why = apr_psprintf(tmp, "event ID: the PDU carries \"event_id\" %s, which PDUs "
-                                "of room version %s must not (their event ID is the reference "
-                                "hash of the PDU without it)",
-                                carried ? carried : "(not a string)", r->rv->id);
+        if (has_carried && (carried == NULL || strcmp(carried, s) != 0)) {
+            *why = apr_psprintf(tmp, "event ID: the PDU carries \"event_id\" %s, but its "
+                                "event ID in room version %s, the reference hash of the PDU "
+                                "without it, is %s", carried ? carried : "(not a string)",
+                                r->rv->id, s);
             return NULL;
         }
     }
@@ -1370,6 +1406,7 @@ static int check_all(importer_t *im)
         }
         apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
         APR_ARRAY_PUSH(im->order, ev_t *) = e;
+        im->n_event_id_taken += e->event_id_taken;
     }
     return im->errors == 0;
 }
@@ -3384,6 +3421,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_dup_other) {
         printf("  %ld events repeated with other bytes: one copy kept (the one whose content"
                " hash matches, else the first)\n", im.n_dup_other);
+    }
+    if (im.n_event_id_taken) {
+        printf("  %ld PDUs of room version 3 or later carried their event_id: stored"
+               " without it\n", im.n_event_id_taken);
     }
     if (im.n_rooms_folded) {
         printf("  current state: %ld room(s) with over %d forward extremities, resolved in"

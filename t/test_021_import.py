@@ -963,6 +963,44 @@ class TestBadLines:
                         extra=["--require-signatures"])
         assert f"imported {len(lines)} new events" in out
 
+    @pytest.mark.parametrize("version", ["4", "10", "12"])
+    def test_021_029_carried_event_id_taken_off(self, build_env, postgres, tmp_path, version):
+        """PDUs of room versions 3 and later must not carry event_id, but
+        dumps of rooms often add it: when it is the event's ID it is taken
+        off (as gomatrixserverlib does before hashing) and the PDU is stored,
+        served and exported without it, as if it had come without; when it
+        is not, the line is refused (test_021_020 carried-event-id)."""
+        d = gen(build_env, tmp_path / "room", version, seed=29, events=120, branchiness=0.2)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        keys = os.path.join(d, "keys", "all.json")
+        evs = [json.loads(x) for x in lines]
+        assert not any("event_id" in ev for ev in evs)
+        if version == "12":
+            assert "room_id" not in evs[0] and evs[0]["type"] == "m.room.create"
+        carrying = [canonical(dict(ev, event_id=event_id(ev, version))) for ev in evs]
+        plain_db, carried_db = new_db(postgres, build_env), new_db(postgres, build_env)
+        import_ok(build_env, postgres, plain_db, write_lines(tmp_path / "plain.jsonl", lines),
+                  keys, extra=["--require-signatures"])
+        out = import_ok(build_env, postgres, carried_db,
+                        write_lines(tmp_path / "carried.jsonl", carrying), keys,
+                        extra=["--require-signatures"])
+        assert f"imported {len(lines)} new events" in out
+        assert f"{len(lines)} PDUs of room version 3 or later carried their event_id" in out
+        assert load_db(postgres, carried_db) == load_db(postgres, plain_db)
+        stored = query_json(postgres, carried_db, "SELECT event_id, pdu FROM mxf_events")
+        assert {r["event_id"]: json.loads(r["pdu"]) for r in stored} == \
+            {event_id(ev, version): ev for ev in evs}
+        room_id = evs[1]["room_id"]
+        exported = cli(build_env, "export", "--db", postgres.conninfo(carried_db),
+                       "--room", room_id)
+        assert exported.returncode == 0, exported.stderr.decode()
+        assert sorted(canonical(json.loads(x)) for x in exported.stdout.splitlines()
+                      if x.strip()) == sorted(canonical(ev) for ev in evs)
+        # Imported again without event_id: nothing new.
+        out = import_ok(build_env, postgres, carried_db,
+                        write_lines(tmp_path / "again.jsonl", lines), keys)
+        assert "imported 0 new events" in out
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
