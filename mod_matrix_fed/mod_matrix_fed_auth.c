@@ -267,11 +267,25 @@ static const char *errcode_of(int status)
     }
 }
 
-/* The path of the request target as received (signed_uri() less its query), or NULL. */
+/*
+ * The path of the request target as received (signed_uri() less its
+ * query), or NULL. A request line httpd refused before parsing it (longer
+ * than LimitRequestLine: 414) is read for its target as far as httpd kept
+ * it, so a path under /_matrix/ is still told.
+ */
 static const char *raw_path(request_rec *r)
 {
     const char *u = r->unparsed_uri ? signed_uri(r) : NULL, *q;
 
+    if (u == NULL && r->the_request != NULL) {
+        const char *t = ap_strchr_c(r->the_request, ' ');
+        if (t != NULL && t[1] == '/') {
+            u = t + 1;
+            q = u + strcspn(u, " ?");
+            return apr_pstrmemdup(r->pool, u, (apr_size_t)(q - u));
+        }
+        return NULL;
+    }
     q = u ? strchr(u, '?') : NULL;
     return q ? apr_pstrmemdup(r->pool, u, (apr_size_t)(q - u)) : u;
 }

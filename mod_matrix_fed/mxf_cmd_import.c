@@ -3070,9 +3070,9 @@ static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *bat
         if (e->redacts) {
             e->by_power = redaction_by_power(e) != 0;
         }
-        /* Served redacted when its visibility is restricted, or not known (its state
-         * is not: a gap behind it). */
-        restricted = !e->before || mxf_rs_vis_restricted(e->before)
+        /* Served redacted when its visibility is restricted (an event whose
+         * state is not known, behind a gap, is served whole: sql/014). */
+        restricted = (e->before && mxf_rs_vis_restricted(e->before))
                      || (e->after && mxf_rs_vis_restricted(e->after));
         if (e->refill) {
             need_text = restricted && !e->had_redacted;

@@ -974,6 +974,29 @@ class TestEncodedIds:
         # Percent-encoding decoded once: %2524 is "%24", not "$".
         assert_error(c.get(f"{FED}/event/%2524{q(slashed[0][1:])}"), 400, "M_INVALID_PARAM")
 
+    @pytest.mark.parametrize("what", ["request-line", "header"])
+    def test_040_073_over_httpd_limits_matrix_errors(self, httpd, room3, what):
+        """A request line over LimitRequestLine (a backfill with many v, 414)
+        or a header over LimitRequestFieldSize (400) is refused by httpd
+        before any module runs; under /_matrix/ the answer is still a
+        Matrix error, elsewhere httpd's own page."""
+        server = room3.summary["joined_servers"][-1]
+        c = Client(httpd, server, load_key(room3.key_path(server)))
+        v = "&".join(f"v={q(room3.order[-1])}" for _ in range(200))
+        path = f"{FED}/backfill/{q(room3.room_id)}?{v}&limit=2"
+        if what == "request-line":
+            assert len(path) > 8190
+            r, status, other = c.get(path), 414, httpd.get("/x?" + "a" * 9000)
+        else:
+            big = {"X-Padding": "p" * 9000}
+            path = f"{FED}/backfill/{q(room3.room_id)}?v={q(room3.order[-1])}&limit=2"
+            r = httpd.get(path, headers={"Authorization": xmatrix(
+                server, load_key(room3.key_path(server)), SERVER_NAME, "GET", path), **big})
+            status, other = 400, httpd.get("/x", headers=big)
+        assert_error(r, status, "M_UNKNOWN")
+        assert set(r.json) == {"errcode", "error"}, r
+        assert other.status == status and "text/html" in other.header("Content-Type"), other
+
     @pytest.mark.parametrize("path,status", [
         (FED + "/event/%ZZabc", 400),                   # not an escape
         (FED + "/event/%24a%00b", 400),                 # an encoded NUL
