@@ -205,11 +205,23 @@ static int json_whole(const json_t *v, apr_int64_t *out)
 
 /* The first value of query parameter @a name (repeats are ignored, as the
  * reference homeserver ignores them), or NULL. */
-static const char *query_one(request_rec *r, const char *name)
+/*
+ * The first value of query parameter @a name (servers repeating it mean
+ * the first), or NULL when absent; *malformed counts the values whose
+ * percent-encoding is malformed or encodes a NUL (see bad_query()).
+ */
+static const char *query_one(request_rec *r, const char *name, int *malformed)
 {
-    apr_array_header_t *v = mxf_http_query_values(r, name);
+    apr_array_header_t *v = mxf_http_query_values(r, name, 0, malformed);
 
     return v->nelts ? APR_ARRAY_IDX(v, 0, const char *) : NULL;
+}
+
+/* The answer to a query parameter given with a malformed percent-encoding. */
+static int bad_query(request_rec *r, const char *name)
+{
+    return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                               "Malformed percent-encoding in query parameter %s", name);
 }
 
 /*
@@ -373,23 +385,35 @@ int mxf_handle_backfill(mxf_req_t *req)
 {
     request_rec *r = req->r;
     const char *room_id = req->params[0], *limit_s;
-    apr_array_header_t *v = mxf_http_query_values(r, "v");
+    int bad_v, bad_limit, i;
+    /*
+     * v repeated (v=$a&v=$b, as servers send it) or comma-separated
+     * (v=$a,$b, the spec's form with explode: false). A value with commas
+     * is taken whole and in its parts: IDs that are not events of the room
+     * are ignored, so an ID that itself holds a comma still works.
+     */
+    apr_array_header_t *v = mxf_http_query_values(r, "v", MXF_QUERY_SPLIT_COMMAS, &bad_v);
     apr_int64_t lim;
     char lim_buf[32];
     const char *args[5];
     json_t *vlist;
     walk_rows_t walk;
     apr_bucket_brigade *bb;
-    int i;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
+    }
+    if (bad_v) {
+        return bad_query(r, "v");
     }
     if (v->nelts == 0) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
                                    "Missing v: the event IDs to backfill from");
     }
-    limit_s = query_one(r, "limit");
+    limit_s = query_one(r, "limit", &bad_limit);
+    if (bad_limit) {
+        return bad_query(r, "limit");
+    }
     if (!limit_s) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM, "Missing limit");
     }
@@ -400,22 +424,9 @@ int mxf_handle_backfill(mxf_req_t *req)
     if (lim > mxf_config_backfill_limit(req->conf)) {
         lim = mxf_config_backfill_limit(req->conf);
     }
-    /*
-     * v repeated (v=$a&v=$b, as servers send it) or comma-separated
-     * (v=$a,$b, the spec's form with explode: false). A value with a comma
-     * is taken whole and in its parts: IDs that are not events of the room
-     * are ignored, so an ID that itself holds a comma still works.
-     */
     vlist = mxf_json_own(r->pool, json_array());
     for (i = 0; i < v->nelts; i++) {
-        const char *val = APR_ARRAY_IDX(v, i, const char *);
-        json_array_append_new(vlist, json_string(val));
-        if (strchr(val, ',')) {
-            char *last, *part, *copy = apr_pstrdup(r->pool, val);
-            for (part = apr_strtok(copy, ",", &last); part; part = apr_strtok(NULL, ",", &last)) {
-                json_array_append_new(vlist, json_string(part));
-            }
-        }
+        json_array_append_new(vlist, json_string(APR_ARRAY_IDX(v, i, const char *)));
     }
     apr_snprintf(lim_buf, sizeof(lim_buf), "%" APR_INT64_T_FMT, lim);
     args[0] = origin_of(req);
@@ -603,12 +614,15 @@ static int state_common(mxf_req_t *req, int ids_only)
     const char *args[2];
     mxf_db_stream_t *st;
     room_ctx_t room;
-    int rc;
+    int rc, bad;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
     }
-    event_id = query_one(r, "event_id");
+    event_id = query_one(r, "event_id", &bad);
+    if (bad) {
+        return bad_query(r, "event_id");
+    }
     if (!event_id) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
                                    "Missing event_id");
@@ -685,12 +699,16 @@ int mxf_handle_timestamp_to_event(mxf_req_t *req)
     mxf_db_rows_t *rows;
     room_ctx_t room;
     apr_bucket_brigade *bb;
+    int bad_ts, bad_dir;
 
     if (bad_room_id(req, room_id, req->param_lens[0]) != OK) {
         return OK;
     }
-    ts_s = query_one(r, "ts");
-    dir = query_one(r, "dir");
+    ts_s = query_one(r, "ts", &bad_ts);
+    dir = query_one(r, "dir", &bad_dir);
+    if (bad_ts || bad_dir) {
+        return bad_query(r, bad_ts ? "ts" : "dir");
+    }
     if (!ts_s || !dir) {
         return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_MISSING_PARAM,
                                    "Missing %s", !ts_s ? "ts" : "dir");

@@ -120,13 +120,29 @@ int mxf_http_read_body(mxf_req_t *req)
     apr_bucket_brigade *bb;
     apr_size_t total = 0;
     int seen_eos = 0;
-    char *buf;
-    const char *why = NULL;
+    char *buf, *end;
+    const char *why = NULL, *cl;
+    apr_off_t announced;
+    apr_status_t parsed;
 
     if (req->body_read) {
         return req->body_read == 1 ? OK : req->body_read;
     }
     req->body_read = 1;
+    if ((cl = apr_table_get(r->headers_in, "Content-Length")) != NULL
+        && !apr_table_get(r->headers_in, "Transfer-Encoding")
+        && apr_strtoff(&announced, cl, &end, 10) == APR_SUCCESS && !*end && announced > max) {
+        /*
+         * Refused before reading: waiting for a body that will be refused
+         * anyway would hold a worker until Timeout. httpd does not read the
+         * rest of it: a 413 closes the connection.
+         */
+        req->body_read = HTTP_REQUEST_ENTITY_TOO_LARGE;
+        r->connection->keepalive = AP_CONN_CLOSE;
+        return mxf_http_send_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, MXF_M_TOO_LARGE,
+                                   "Request body exceeds %" APR_OFF_T_FMT " bytes", max),
+               HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
     buf = apr_palloc(r->pool, (apr_size_t)max + 1);
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     do {
@@ -180,11 +196,17 @@ int mxf_http_read_body(mxf_req_t *req)
     }
     req->body = buf;
     req->body_len = total;
-    if (mxf_json_parse(r->pool, buf, total, MXF_JSON_ANY, &req->body_json, &why) != APR_SUCCESS) {
+    if ((parsed = mxf_json_parse(r->pool, buf, total, MXF_JSON_ANY, &req->body_json, &why))
+        != APR_SUCCESS) {
+        /* JSON the parser refuses (integers beyond 64 bits, duplicate keys,
+         * U+0000) is JSON all the same: M_BAD_JSON, not M_NOT_JSON. */
         req->body_json = NULL;
         req->body_read = HTTP_BAD_REQUEST;
-        return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_NOT_JSON,
-                                   "Request body is not valid JSON: %s", why),
+        return mxf_http_send_error(r, HTTP_BAD_REQUEST,
+                                   parsed == APR_ERANGE ? MXF_M_BAD_JSON : MXF_M_NOT_JSON,
+                                   "Request body is %s: %s",
+                                   parsed == APR_ERANGE ? "JSON this server does not take"
+                                                    : "not valid JSON", why),
                HTTP_BAD_REQUEST;
     }
     if (!json_is_object(req->body_json)) {
@@ -233,12 +255,30 @@ static char *query_decode(apr_pool_t *p, const char *s, apr_size_t n)
     return out;
 }
 
-apr_array_header_t *mxf_http_query_values(request_rec *r, const char *name)
+/* Appends the decoded value of @a n bytes at @a s, or counts it as malformed. */
+static void query_push(request_rec *r, apr_array_header_t *out, const char *s, apr_size_t n,
+                       int *malformed)
+{
+    char *v = query_decode(r->pool, s, n);
+
+    if (v) {
+        APR_ARRAY_PUSH(out, const char *) = v;
+    }
+    else if (malformed) {
+        ++*malformed;
+    }
+}
+
+apr_array_header_t *mxf_http_query_values(request_rec *r, const char *name, unsigned flags,
+                                          int *malformed)
 {
     apr_array_header_t *out = apr_array_make(r->pool, 2, sizeof(const char *));
     const char *q = r->args, *amp;
     apr_size_t nlen = strlen(name);
 
+    if (malformed) {
+        *malformed = 0;
+    }
     while (q && *q) {
         const char *eq;
         apr_size_t len;
@@ -246,9 +286,18 @@ apr_array_header_t *mxf_http_query_values(request_rec *r, const char *name)
         len = amp ? (apr_size_t)(amp - q) : strlen(q);
         eq = memchr(q, '=', len);
         if (eq && (apr_size_t)(eq - q) == nlen && !memcmp(q, name, nlen)) {
-            char *v = query_decode(r->pool, eq + 1, len - nlen - 1);
-            if (v) {
-                APR_ARRAY_PUSH(out, const char *) = v;
+            const char *val = eq + 1, *end = q + len, *part, *comma;
+            query_push(r, out, val, (apr_size_t)(end - val), malformed);
+            if ((flags & MXF_QUERY_SPLIT_COMMAS) && memchr(val, ',', (apr_size_t)(end - val))) {
+                for (part = val; part <= end; part = comma + 1) {
+                    comma = memchr(part, ',', (apr_size_t)(end - part));
+                    if (comma == NULL) {
+                        comma = end;
+                    }
+                    if (comma > part) {
+                        query_push(r, out, part, (apr_size_t)(comma - part), malformed);
+                    }
+                }
             }
         }
         q = amp ? amp + 1 : NULL;

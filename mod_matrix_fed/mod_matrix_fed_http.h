@@ -46,10 +46,19 @@ struct mxf_req;
  */
 int mxf_http_read_body(struct mxf_req *req);
 
+/* mxf_http_query_values() flags. */
+#define MXF_QUERY_SPLIT_COMMAS 0x1u     /* a value with literal ',' also gives its parts */
+
 /*
  * The query-string values of @a name (percent-decoded; '+' stays '+', as
- * Matrix IDs need), in order. Empty array when absent.
+ * Matrix IDs need), in order. Empty array when absent. Values whose
+ * percent-encoding is malformed or encodes a NUL are left out and counted
+ * in *malformed (when not NULL). With MXF_QUERY_SPLIT_COMMAS, a value
+ * holding literal commas (the form style of OpenAPI lists) is given whole
+ * and then each of its parts, decoded apart: an encoded comma (%2C)
+ * separates nothing.
  */
-apr_array_header_t *mxf_http_query_values(request_rec *r, const char *name);
+apr_array_header_t *mxf_http_query_values(request_rec *r, const char *name, unsigned flags,
+                                          int *malformed);
 
 #endif /* mod_matrix_fed_http_h */

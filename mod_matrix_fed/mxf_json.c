@@ -147,7 +147,18 @@ apr_status_t mxf_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     j = json_loadb(buf, len, jflags, &err);
     if (!j) {
         *why = apr_psprintf(p, "invalid JSON at byte %d: %s", err.position, err.text);
-        return APR_EINVAL;
+        switch (json_error_code(&err)) {
+        case json_error_numeric_overflow:
+        case json_error_duplicate_key:
+        case json_error_null_character:
+        case json_error_null_byte_in_key:
+        case json_error_stack_overflow:
+            /* The grammar allows it; the parser refuses it. */
+            *why = apr_psprintf(p, "JSON refused at byte %d: %s", err.position, err.text);
+            return APR_ERANGE;
+        default:
+            return APR_EINVAL;
+        }
     }
     mxf_json_own(p, j);
     if (!(flags & MXF_JSON_ANY) && !json_is_object(j)) {
@@ -156,7 +167,7 @@ apr_status_t mxf_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
     }
     if (check_value(j, 1, (flags & MXF_JSON_STRICT_INTS) != 0, &reason) != APR_SUCCESS) {
         *why = reason;
-        return APR_EINVAL;
+        return APR_ERANGE;
     }
     *out = j;
     return APR_SUCCESS;

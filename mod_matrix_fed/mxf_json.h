@@ -70,8 +70,12 @@ const char *mxf_json_dump(apr_pool_t *p, const json_t *j, apr_size_t *len);
 /*
  * Parses the JSON document in @a buf (@a len bytes, need not be
  * NUL-terminated) under @a flags (MXF_JSON_*). On success *out holds the
- * value, owned by @a p. On failure returns APR_EINVAL and sets *why (from
- * @a p) to the reason with its byte position.
+ * value, owned by @a p. On failure sets *why (from @a p) to the reason with
+ * its byte position and returns APR_EINVAL for text that is not JSON, or
+ * APR_ERANGE for JSON refused (an integer jansson cannot hold, a duplicate
+ * key, U+0000 without MXF_JSON_ALLOW_NUL, nesting too deep, a number the
+ * flags rule out); a document that is not an object without MXF_JSON_ANY
+ * is APR_EINVAL.
  */
 apr_status_t mxf_json_parse(apr_pool_t *p, const char *buf, apr_size_t len,
                             unsigned flags, json_t **out, const char **why);

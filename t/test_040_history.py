@@ -244,6 +244,34 @@ class TestGetMissingEvents:
         assert_error(r, 400, "M_NOT_JSON")
         big = {"earliest_events": ["$" + "a" * 100] * 1000, "latest_events": []}
         assert_error(client.post(path, big), 413, "M_TOO_LARGE")
+        # JSON that the server does not take is JSON all the same: M_BAD_JSON.
+        for body in ('{"earliest_events":[],"latest_events":[],"limit":9223372036854775808}',
+                     '{"earliest_events":[],"latest_events":[],"x":1180591620717411303424}',
+                     '{"earliest_events":[],"latest_events":["$a\\u0000b"]}',
+                     '{"earliest_events":[],"earliest_events":[],"latest_events":[]}'):
+            r = client.httpd.post(path, body=body, headers={"Authorization": auth})
+            assert_error(r, 400, "M_BAD_JSON")
+
+    def test_040_011_announced_body_too_large(self, client, room):
+        """A Content-Length over MatrixFedMaxBodySize is refused at once
+        (413), not after waiting for a body until httpd's Timeout."""
+        path = f"{FED}/get_missing_events/{q(room.room_id)}"
+        auth = xmatrix(client.origin, client.key, SERVER_NAME, "POST", path, {})
+        with socket.create_connection(("127.0.0.1", client.httpd.port), timeout=10) as s:
+            s.sendall((f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth}\r\n"
+                       "Content-Type: application/json\r\nContent-Length: 99999999\r\n"
+                       "\r\n{}").encode())
+            start, data = time.monotonic(), b""
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            assert time.monotonic() - start < 5
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 413 "), data
+        assert b"Connection: close" in head, head
+        assert json.loads(body)["errcode"] == "M_TOO_LARGE"
 
 
 # ------------------------------------------------------------------ backfill
@@ -335,6 +363,25 @@ class TestBackfill:
         assert got[0] == v[1]           # the tip, from the second part of the list
         assert_error(client.get(f"{FED}/backfill/not-a-room?v=x&limit=1"), 400,
                      "M_INVALID_PARAM")
+        # An encoded comma is part of the value: one (unknown) event ID.
+        r = client.get(f"{FED}/backfill/{q(room.room_id)}?v={q(v[0] + ',' + v[1])}&limit=30")
+        assert r.status == 200 and r.json["pdus"] == [], r
+
+    def test_040_028_malformed_query_parameters(self, client, room):
+        """A parameter whose percent-encoding is malformed (or encodes a NUL)
+        is there but invalid: 400 M_INVALID_PARAM, whether or not a good
+        value comes with it."""
+        base, tip = f"{FED}/backfill/{q(room.room_id)}", q(room.order[-1])
+        for qs in ("v=%ZZ&limit=2", "v=%24a%00b&limit=2", f"v={tip}&v=%ZZ&limit=2",
+                   f"v={tip},%ZZ&limit=2", f"v={tip}&limit=%3"):
+            r = client.get(f"{base}?{qs}")
+            assert_error(r, 400, "M_INVALID_PARAM")
+            assert "percent-encoding" in r.json["error"], (qs, r.json)
+        for path in (f"{FED}/state_ids/{q(room.room_id)}?event_id=%24a%ZZ",
+                     f"{FED}/state/{q(room.room_id)}?event_id=%24a%00",
+                     f"{FED}/timestamp_to_event/{q(room.room_id)}?ts=1%G0&dir=f",
+                     f"{FED}/timestamp_to_event/{q(room.room_id)}?ts=1&dir=%"):
+            assert_error(client.get(path), 400, "M_INVALID_PARAM")
 
 
 # ------------------------------------------------------------------ event
