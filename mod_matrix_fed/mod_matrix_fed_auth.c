@@ -187,7 +187,7 @@ int mxf_auth_ensure(mxf_req_t *req)
     }
     if (req->r->main) {
         fail(req, "Subrequests are not authenticated");
-        return OK;
+        return DONE;                    /* answered: the handler must not run */
     }
     status = mxf_auth_authenticate(req);
     return status == OK ? OK : status == AP_FILTER_ERROR ? status : DONE;

@@ -201,16 +201,20 @@ static const struct {
  */
 static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *dbd_prepare_fn;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *dbd_acquire_fn;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open_fn;
+static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close_fn;
 
 const char *mxf_db_prepare_statements(cmd_parms *cmd)
 {
     int i;
 
-    if (!dbd_prepare_fn || !dbd_acquire_fn) {
+    if (!dbd_prepare_fn || !dbd_acquire_fn || !dbd_open_fn || !dbd_close_fn) {
         dbd_prepare_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_prepare);
         dbd_acquire_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
+        dbd_open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
+        dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     }
-    if (!dbd_prepare_fn || !dbd_acquire_fn) {
+    if (!dbd_prepare_fn || !dbd_acquire_fn || !dbd_open_fn || !dbd_close_fn) {
         return "MatrixFederation needs mod_dbd: load it before this directive "
                "(LoadModule dbd_module modules/mod_dbd.so) and configure "
                "DBDriver pgsql and DBDParams";
@@ -313,6 +317,24 @@ ap_dbd_t *mxf_db_acquire(request_rec *r)
     return dbd;
 }
 
+ap_dbd_t *mxf_db_open(request_rec *r)
+{
+    ap_dbd_t *dbd = dbd_open_fn ? dbd_open_fn(r->pool, r->server) : NULL;
+
+    if (!dbd) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25067)
+                      "no database connection available (see mod_dbd's messages)");
+    }
+    return dbd;
+}
+
+void mxf_db_close(request_rec *r, ap_dbd_t *dbd)
+{
+    if (dbd && dbd_close_fn) {
+        dbd_close_fn(r->server, dbd);
+    }
+}
+
 int mxf_db_unavailable(request_rec *r, int answered)
 {
     apr_table_setn(r->err_headers_out, "Retry-After", "5");
@@ -334,15 +356,39 @@ apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
     return stmt;
 }
 
-/*
- * After a failed statement: make the connection usable again (libpq resets
- * a broken one) and prepare our statements on it anew, since a reset
- * connection has lost them. Returns 1 if a retry makes sense.
- */
-static int recover(request_rec *r, ap_dbd_t *dbd)
+/* Whether statement @a label is prepared on the (sound) connection @a pg. */
+static int statement_exists(PGconn *pg, const char *label)
 {
+    const char *params[1];
+    PGresult *res;
+    int exists;
+
+    params[0] = label;
+    res = PQexecParams(pg, "SELECT 1 FROM pg_prepared_statements WHERE name = $1", 1, NULL,
+                       params, NULL, NULL, 0);
+    exists = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0;
+    PQclear(res);
+    return exists;
+}
+
+/*
+ * After statement @a id failed: when the connection was reset (by mod_dbd
+ * when it was handed out, or now by libpq if it is broken), it has lost
+ * our statements: prepare them anew, and return 1, a retry makes sense.
+ * A statement that failed on a sound connection where it is still
+ * prepared (a timeout, a lock, a cancel) is not run again, nor is
+ * anything prepared again: returns 0.
+ */
+static int recover(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
+{
+    PGconn *pg = strcmp(apr_dbd_name(dbd->driver), "pgsql") == 0
+                 ? apr_dbd_native_handle(dbd->driver, dbd->handle) : NULL;
     int i;
 
+    if (pg != NULL && PQstatus(pg) == CONNECTION_OK
+        && statement_exists(pg, statements[id].label)) {
+        return 0;
+    }
     if (apr_dbd_check_conn(dbd->driver, r->pool, dbd->handle) != APR_SUCCESS) {
         return 0;
     }
@@ -357,19 +403,16 @@ static int recover(request_rec *r, ap_dbd_t *dbd)
     return 1;
 }
 
-int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
-                  mxf_db_rows_t **out)
+/* mxf_db_select() on connection @a dbd. */
+static int select_on(mxf_req_t *req, ap_dbd_t *dbd, mxf_stmt_t id, int nargs,
+                     const char **args, mxf_db_rows_t **out)
 {
     request_rec *r = req->r;
-    ap_dbd_t *dbd = mxf_db_acquire(r);
     apr_dbd_results_t *res = NULL;
     apr_dbd_prepared_t *stmt;
     mxf_db_rows_t *rows;
     int rv = -1, attempt, i;
 
-    if (!dbd) {
-        return mxf_db_unavailable(r, 0);
-    }
     if ((rv = gate_enter(r, id)) != OK) {
         return rv;
     }
@@ -392,7 +435,7 @@ int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
                           "statement %s is not prepared on this connection",
                           statements[id].label);
         }
-        if (attempt == 0 && !recover(r, dbd)) {
+        if (attempt == 0 && !recover(r, dbd, id)) {
             break;
         }
     }
@@ -415,6 +458,28 @@ int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
     }
     *out = rows;
     return OK;
+}
+
+int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
+                  mxf_db_rows_t **out)
+{
+    ap_dbd_t *dbd = mxf_db_acquire(req->r);
+
+    return dbd ? select_on(req, dbd, id, nargs, args, out) : mxf_db_unavailable(req->r, 0);
+}
+
+int mxf_db_select_brief(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,
+                        mxf_db_rows_t **out)
+{
+    ap_dbd_t *dbd = mxf_db_open(req->r);
+    int status;
+
+    if (!dbd) {
+        return mxf_db_unavailable(req->r, 0);
+    }
+    status = select_on(req, dbd, id, nargs, args, out);
+    mxf_db_close(req->r, dbd);
+    return status;
 }
 
 const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col)
@@ -534,7 +599,7 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
         if ((first = stream_start(r, s->conn, id, nargs, args, attempt)) != NULL) {
             break;
         }
-        if (attempt == 0 && !recover(r, dbd)) {
+        if (attempt == 0 && !recover(r, dbd, id)) {
             break;
         }
     }

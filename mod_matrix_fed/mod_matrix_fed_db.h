@@ -61,6 +61,15 @@ typedef struct mxf_db_rows {
 int mxf_db_select(struct mxf_req *req, mxf_stmt_t id, int nargs, const char **args,
                   mxf_db_rows_t **out);
 
+/*
+ * The same on a connection of its own, given back to the pool as soon as
+ * the rows are read (they stay valid), for statements made around a slow
+ * step such as a key fetch: the request holds no connection while it
+ * waits, so it cannot starve the others of the pool.
+ */
+int mxf_db_select_brief(struct mxf_req *req, mxf_stmt_t id, int nargs, const char **args,
+                        mxf_db_rows_t **out);
+
 /* Column @a col of row @a row (0-based); NULL for SQL NULL. */
 const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col);
 
@@ -103,5 +112,13 @@ const char *mxf_db_prepare_statements(cmd_parms *cmd);
  * database cannot be reached: answer 503 then.
  */
 ap_dbd_t *mxf_db_acquire(request_rec *r);
+
+/*
+ * A connection of the pool for one short use, not tied to the request:
+ * give it back with mxf_db_close() as soon as the statement's rows are
+ * read. NULL (logged) when the database cannot be reached.
+ */
+ap_dbd_t *mxf_db_open(request_rec *r);
+void mxf_db_close(request_rec *r, ap_dbd_t *dbd);
 
 #endif /* mod_matrix_fed_db_h */

@@ -231,7 +231,10 @@ static int is_ip_literal(const char *host)
 static apr_status_t srv_lookup(apr_pool_t *p, const char *name, const char **target)
 {
     struct __res_state st;
-    unsigned char answer[4096];
+    /* The largest DNS message (over TCP); res_nquery() returns an answer's
+     * full length even when it kept only what fits. */
+    const int size = 65536;
+    unsigned char *answer = apr_palloc(p, (apr_size_t)size);
     ns_msg msg;
     int len, i, best_prio = 65536, best_weight = -1;
 
@@ -241,9 +244,9 @@ static apr_status_t srv_lookup(apr_pool_t *p, const char *name, const char **tar
     }
     st.retrans = 2;
     st.retry = 1;
-    len = res_nquery(&st, name, ns_c_in, ns_t_srv, answer, sizeof(answer));
+    len = res_nquery(&st, name, ns_c_in, ns_t_srv, answer, size);
     res_nclose(&st);
-    if (len <= 0 || ns_initparse(answer, len, &msg) < 0) {
+    if (len <= 0 || len > size || ns_initparse(answer, len, &msg) < 0) {
         return APR_NOTFOUND;
     }
     *target = NULL;

@@ -641,27 +641,31 @@ static int hexnib(char c)
 static int db_key_get(request_rec *r, const char *server, const char *key_id, centry_t *e,
                       apr_int64_t *expired_ts)
 {
-    ap_dbd_t *dbd = mxf_db_acquire(r);
+    /* A connection of its own, given back at once: a key fetch may follow. */
+    ap_dbd_t *dbd = mxf_db_open(r);
     apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_GET) : NULL;
     apr_dbd_results_t *res = NULL;
     apr_dbd_row_t *row = NULL;
+    const apr_dbd_driver_t *driver = dbd ? dbd->driver : NULL;
     const char *args[2] = { server, key_id }, *hex, *v;
     int rv, i;
 
     if (!stmt) {
+        mxf_db_close(r, dbd);
         return 0;
     }
-    rv = apr_dbd_pselect(dbd->driver, r->pool, dbd->handle, &res, stmt, 1, 2, args);
+    rv = apr_dbd_pselect(driver, r->pool, dbd->handle, &res, stmt, 1, 2, args);
     if (rv != 0) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25012)
                       "reading the key %s of %s from the key table failed: %s", key_id,
-                      server, apr_dbd_error(dbd->driver, dbd->handle, rv));
+                      server, apr_dbd_error(driver, dbd->handle, rv));
+    }
+    /* The result is libpq's own, independent of the connection. */
+    mxf_db_close(r, dbd);
+    if (rv != 0 || apr_dbd_get_row(driver, r->pool, res, &row, 1) != 0) {
         return 0;
     }
-    if (apr_dbd_get_row(dbd->driver, r->pool, res, &row, 1) != 0) {
-        return 0;
-    }
-    hex = apr_dbd_get_entry(dbd->driver, row, 0);
+    hex = apr_dbd_get_entry(driver, row, 0);
     if (!hex || strlen(hex) != 2 * MXF_ED25519_PK_BYTES) {
         return 0;
     }
@@ -672,9 +676,9 @@ static int db_key_get(request_rec *r, const char *server, const char *key_id, ce
         }
         e->pk[i] = (unsigned char)(hi * 16 + lo);
     }
-    v = apr_dbd_get_entry(dbd->driver, row, 1);
+    v = apr_dbd_get_entry(driver, row, 1);
     e->valid_until_ts = v ? apr_atoi64(v) : 0;
-    v = apr_dbd_get_entry(dbd->driver, row, 2);
+    v = apr_dbd_get_entry(driver, row, 2);
     *expired_ts = v ? apr_atoi64(v) : 0;
     return 1;
 }
@@ -683,13 +687,14 @@ static void db_key_put(request_rec *r, const char *server, const mxf_server_key_
                        const char *source)
 {
     static const char hexdigits[] = "0123456789abcdef";
-    ap_dbd_t *dbd = mxf_db_acquire(r);
+    ap_dbd_t *dbd = mxf_db_open(r);
     apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_PUT) : NULL;
     char hex[2 * MXF_ED25519_PK_BYTES + 1];
     const char *args[7];
     int nrows = 0, rv, i;
 
     if (!stmt) {
+        mxf_db_close(r, dbd);
         return;
     }
     for (i = 0; i < MXF_ED25519_PK_BYTES; i++) {
@@ -711,12 +716,13 @@ static void db_key_put(request_rec *r, const char *server, const mxf_server_key_
                       "storing the key %s of %s in the key table failed: %s", k->key_id,
                       server, apr_dbd_error(dbd->driver, dbd->handle, rv));
     }
+    mxf_db_close(r, dbd);
 }
 
 /* Keeps the Server Keys object @a obj of @a server (verified) for the notary endpoints. */
 static void db_key_response_put(request_rec *r, const char *server, const json_t *obj)
 {
-    ap_dbd_t *dbd = mxf_db_acquire(r);
+    ap_dbd_t *dbd = mxf_db_open(r);
     apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_RESPONSE_PUT) : NULL;
     const json_t *valid = json_object_get(obj, "valid_until_ts");
     const char *args[4];
@@ -724,6 +730,7 @@ static void db_key_response_put(request_rec *r, const char *server, const json_t
 
     if (!stmt || !json_is_integer(valid)
         || !(args[1] = mxf_json_dump(r->pool, obj, NULL))) {
+        mxf_db_close(r, dbd);
         return;
     }
     args[0] = server;
@@ -736,6 +743,7 @@ static void db_key_response_put(request_rec *r, const char *server, const json_t
                       "storing the key response of %s failed: %s", server,
                       apr_dbd_error(dbd->driver, dbd->handle, rv));
     }
+    mxf_db_close(r, dbd);
 }
 
 /* ================================================================ lookup */
@@ -914,14 +922,14 @@ static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_val
         *out = own_keys(r, conf);
         return OK;
     }
-    if ((status = mxf_db_select(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
+    if ((status = mxf_db_select_brief(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
         return status;
     }
     if ((!rows->nrows || apr_atoi64(mxf_db_get(rows, 0, 1)) < min_valid)
         && *fetches_left > 0 && keys_g && keys_g->tmutex) {
         (*fetches_left)--;
         if (refresh_server(r, conf, server, &why) == APR_SUCCESS
-            && (status = mxf_db_select(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
+            && (status = mxf_db_select_brief(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
             return status;
         }
     }

@@ -1,0 +1,147 @@
+"""Robustness of the httpd glue under adverse conditions: a slow key fetch
+must not hold a database connection, a statement failing on a sound
+connection is not prepared and run again, and a subrequest to a module path
+is answered once (401) without running the handler."""
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+import signedjson.key
+
+from conftest import site_config
+from mxftest.httpd import BASE_MODULES
+from test_030_keys_auth import (FED, FakeKeyServer, assert_error, certs, ev,  # noqa: F401
+                                insert_key, now_ms, xmatrix)
+
+
+@pytest.fixture(scope="module")
+def slow(certs):  # noqa: F811
+    s = FakeKeyServer("slow.test", certs["good"], delay=4.0)
+    yield s
+    s.stop()
+
+
+def test_042_001_key_fetch_holds_no_db_connection(httpd_factory, postgres, signing_key,
+                                                   backend, slow, certs):  # noqa: F811
+    """Requests waiting for a key fetch hold no pooled connection: with a
+    pool of two, two origins whose keys are being fetched (slowly) leave
+    the requests of a known origin answered at once."""
+    names = ["slowa.test", "slowb.test"]
+    urls = "\n".join(f"MatrixFedKeyServerURL {n} {slow.url()}" for n in names)
+    extra = f"""
+{urls}
+MatrixFedKeyFetchCAFile {certs["good"][0]}
+MatrixFedKeyFetchTimeout 5
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16
+DBDKeep 2
+DBDMax 2
+"""
+    h = httpd_factory.new("httpd-dbd-hold")
+    h.start(site_config(postgres, signing_key, backend, extra=extra))
+    try:
+        known = signedjson.key.generate_signing_key("kk")
+        insert_key(postgres, "known.test", known, now_ms() + 3600_000)
+        path = FED + "/event/" + ev("x")
+        known_auth = {"Authorization": xmatrix("known.test", known, "GET", path)}
+        assert_error(h.get(path, headers=known_auth), 404, "M_NOT_FOUND")
+        hits, threads = slow.hits, []
+        for n in names:
+            k = signedjson.key.generate_signing_key("s")
+            th = threading.Thread(target=h.get, args=(path,), kwargs={
+                "headers": {"Authorization": xmatrix(n, k, "GET", path)}})
+            th.start()
+            threads.append(th)
+        deadline = time.time() + 3
+        while slow.hits < hits + 2 and time.time() < deadline:
+            time.sleep(0.02)
+        assert slow.hits == hits + 2, "the two key fetches did not start"
+        t0 = time.time()
+        r = h.get(path, headers=known_auth)
+        took = time.time() - t0
+        for th in threads:
+            th.join(20)
+        assert_error(r, 404, "M_NOT_FOUND")
+        assert took < 1.0, f"a known origin's request waited {took:.1f} s for a connection"
+    finally:
+        h.stop()
+
+
+def test_042_002_statement_failing_on_sound_connection(httpd_factory, postgres, signing_key,
+                                                       backend):
+    """A statement that fails on a sound connection (a lock timeout) is
+    answered 503 after one wait: not run again, nothing prepared again."""
+    site = site_config(postgres, signing_key, backend)
+    assert "connect_timeout=5" in site
+    site = site.replace("connect_timeout=5", "connect_timeout=5 options='-c lock_timeout=300'")
+    h = httpd_factory.new("httpd-lock-timeout")
+    h.start(site)
+    try:
+        known = signedjson.key.generate_signing_key("kr")
+        insert_key(postgres, "known2.test", known, now_ms() + 3600_000)
+        path = FED + "/event/" + ev("y")
+        hdr = {"Authorization": xmatrix("known2.test", known, "GET", path)}
+        assert_error(h.get(path, headers=hdr), 404, "M_NOT_FOUND")
+        log0 = os.path.getsize(postgres.logfile)
+        locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo()],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            locker.stdin.write("BEGIN;\nLOCK TABLE mxf_events IN ACCESS EXCLUSIVE MODE;\n"
+                               "SELECT 'locked';\n")
+            locker.stdin.flush()
+            assert locker.stdout.readline().strip() == "locked"
+            t0 = time.time()
+            r = h.get(path, headers=hdr)
+            took = time.time() - t0
+        finally:
+            locker.stdin.write("ROLLBACK;\n\\q\n")
+            locker.stdin.flush()
+            locker.wait(10)
+        with open(postgres.logfile, errors="replace") as f:
+            f.seek(log0)
+            log = f.read()
+        assert_error(r, 503, "M_UNKNOWN")
+        assert log.count("canceling statement due to lock timeout") == 1, log
+        assert "already exists" not in log, log
+        assert took < 0.9, took
+        # The connection is sound: the next request is served.
+        assert_error(h.get(path, headers=hdr), 404, "M_NOT_FOUND")
+    finally:
+        h.stop()
+
+
+def test_042_003_subrequest_answered_once(httpd_factory, postgres, signing_key, backend,
+                                          workdir):
+    """An SSI include of a module path (a subrequest, which carries no
+    X-Matrix credentials of its own) is answered 401, once: the handler
+    does not run after it."""
+    docs = os.path.join(workdir, "ssi")
+    os.makedirs(docs, exist_ok=True)
+    os.chmod(docs, 0o755)
+    with open(os.path.join(docs, "page.shtml"), "w") as f:
+        f.write('BEGIN <!--#include virtual="/_matrix/federation/v1/event/%24'
+                + "A" * 43 + '" --> END\n')
+    os.chmod(os.path.join(docs, "page.shtml"), 0o644)
+    extra = f"""
+TypesConfig /etc/mime.types
+ProxyPass /ssi !
+Alias /ssi {docs}
+<Directory {docs}>
+  Options +Includes
+  AddOutputFilter INCLUDES .shtml
+  Require all granted
+</Directory>
+"""
+    h = httpd_factory.new("httpd-ssi")
+    h.start(site_config(postgres, signing_key, backend, extra=extra),
+            modules=BASE_MODULES + ["include", "alias", "mime"])
+    try:
+        r = h.get("/ssi/page.shtml")
+        assert r.status == 200, r
+        assert r.body.startswith("BEGIN ") and r.body.rstrip().endswith(" END"), r.body
+        assert r.body.count("errcode") == 1 and "M_UNAUTHORIZED" in r.body, r.body
+    finally:
+        h.stop()
