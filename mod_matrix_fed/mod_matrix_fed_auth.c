@@ -14,6 +14,7 @@
 #include "mxf_xmatrix.h"
 #include "mod_matrix_fed_auth.h"
 #include "mod_matrix_fed_config.h"
+#include "mod_matrix_fed_db.h"
 #include "mod_matrix_fed_http.h"
 #include "mod_matrix_fed_keys.h"
 #include "mod_matrix_fed_router.h"
@@ -115,7 +116,7 @@ int mxf_auth_authenticate(mxf_req_t *req)
     apr_array_header_t *creds = NULL;
     const char *why = NULL, *origin, *skipped = NULL;
     unsigned char pk[MXF_ED25519_PK_BYTES];
-    int status, i, verified = 0;
+    int status, i, verified = 0, no_database = 0;
     apr_status_t rv;
 
     /*
@@ -152,6 +153,10 @@ int mxf_auth_authenticate(mxf_req_t *req)
     for (i = 0; i < creds->nelts; i++) {
         const mxf_xmatrix_t *c = APR_ARRAY_IDX(creds, i, mxf_xmatrix_t *);
         rv = mxf_keys_get(r, conf, origin, c->key_id, pk, &why);
+        if (rv == MXF_KEY_NO_DATABASE) {
+            no_database = 1;
+            continue;
+        }
         if (rv != APR_SUCCESS) {
             if (!skipped) {
                 skipped = rv == MXF_KEY_UNKNOWN
@@ -167,6 +172,13 @@ int mxf_auth_authenticate(mxf_req_t *req)
                         why);
         }
         verified++;
+    }
+    if (!verified && no_database) {
+        /* Not the requester's fault: 503, as any request the database cannot answer. */
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25068)
+                      "X-Matrix keys of %s cannot be looked up: the database is not "
+                      "available", origin);
+        return mxf_db_unavailable(r, 0);
     }
     if (!verified) {
         return fail(req, "%s", skipped ? skipped : "No usable X-Matrix credential");

@@ -403,26 +403,30 @@ static int recover(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
     return 1;
 }
 
-/* mxf_db_select() on connection @a dbd. */
-static int select_on(mxf_req_t *req, ap_dbd_t *dbd, mxf_stmt_t id, int nargs,
-                     const char **args, mxf_db_rows_t **out)
+/*
+ * Runs statement @a id on @a dbd: a query when @a res is not NULL (its
+ * result in *res), else a command. A statement that failed because the
+ * connection was reset is prepared again and retried once (recover()).
+ * 0, or the driver's error code (logged).
+ */
+static int run_on(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id, int nargs, const char **args,
+                  apr_dbd_results_t **res)
 {
-    request_rec *r = req->r;
-    apr_dbd_results_t *res = NULL;
     apr_dbd_prepared_t *stmt;
-    mxf_db_rows_t *rows;
-    int rv = -1, attempt, i;
+    int rv = -1, attempt, nrows;
 
-    if ((rv = gate_enter(r, id)) != OK) {
-        return rv;
-    }
-    rv = -1;
     for (attempt = 0; attempt < 2; attempt++) {
         stmt = apr_hash_get(dbd->prepared, statements[id].label, APR_HASH_KEY_STRING);
         if (stmt) {
-            res = NULL;
-            rv = apr_dbd_pselect(dbd->driver, r->pool, dbd->handle, &res, stmt, 1,
-                                 nargs, args);
+            if (res) {
+                *res = NULL;
+                rv = apr_dbd_pselect(dbd->driver, r->pool, dbd->handle, res, stmt, 1,
+                                     nargs, args);
+            }
+            else {
+                rv = apr_dbd_pquery(dbd->driver, r->pool, dbd->handle, &nrows, stmt,
+                                    nargs, args);
+            }
             if (rv == 0) {
                 break;
             }
@@ -439,25 +443,67 @@ static int select_on(mxf_req_t *req, ap_dbd_t *dbd, mxf_stmt_t id, int nargs,
             break;
         }
     }
+    return rv;
+}
+
+/* The rows of @a res, for random access (the result stays alive in r->pool). */
+static mxf_db_rows_t *rows_of(request_rec *r, const apr_dbd_driver_t *driver,
+                              apr_dbd_results_t *res)
+{
+    mxf_db_rows_t *rows = apr_pcalloc(r->pool, sizeof(*rows));
+    int i;
+
+    rows->driver = driver;
+    rows->res = res;
+    rows->nrows = apr_dbd_num_tuples(driver, res);
+    rows->rows = apr_pcalloc(r->pool, sizeof(apr_dbd_row_t *) * (apr_size_t)(rows->nrows + 1));
+    for (i = 0; i < rows->nrows; i++) {
+        /* Random access by 1-based row number. */
+        if (apr_dbd_get_row(driver, r->pool, res, &rows->rows[i], i + 1) != 0) {
+            rows->nrows = i;
+            break;
+        }
+    }
+    return rows;
+}
+
+/* mxf_db_select() on connection @a dbd. */
+static int select_on(mxf_req_t *req, ap_dbd_t *dbd, mxf_stmt_t id, int nargs,
+                     const char **args, mxf_db_rows_t **out)
+{
+    request_rec *r = req->r;
+    apr_dbd_results_t *res = NULL;
+    int rv;
+
+    if ((rv = gate_enter(r, id)) != OK) {
+        return rv;
+    }
+    rv = run_on(r, dbd, id, nargs, args, &res);
     /* Every row is in libpq's result now: the statement is done. */
     gate_leave();
     if (rv != 0) {
         return mxf_db_unavailable(r, 1);
     }
-    rows = apr_pcalloc(r->pool, sizeof(*rows));
-    rows->driver = dbd->driver;
-    rows->res = res;
-    rows->nrows = apr_dbd_num_tuples(dbd->driver, res);
-    rows->rows = apr_pcalloc(r->pool, sizeof(apr_dbd_row_t *) * (apr_size_t)(rows->nrows + 1));
-    for (i = 0; i < rows->nrows; i++) {
-        /* Random access by 1-based row number: the result stays alive. */
-        if (apr_dbd_get_row(dbd->driver, r->pool, res, &rows->rows[i], i + 1) != 0) {
-            rows->nrows = i;
-            break;
-        }
-    }
-    *out = rows;
+    *out = rows_of(r, dbd->driver, res);
     return OK;
+}
+
+apr_status_t mxf_db_brief(request_rec *r, mxf_stmt_t id, int nargs, const char **args,
+                          mxf_db_rows_t **out)
+{
+    ap_dbd_t *dbd = mxf_db_open(r);
+    apr_dbd_results_t *res = NULL;
+    int rv;
+
+    if (!dbd) {
+        return APR_EGENERAL;
+    }
+    rv = run_on(r, dbd, id, nargs, args, out ? &res : NULL);
+    if (rv == 0 && out) {
+        *out = rows_of(r, dbd->driver, res);
+    }
+    mxf_db_close(r, dbd);
+    return rv == 0 ? APR_SUCCESS : APR_EGENERAL;
 }
 
 int mxf_db_select(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **args,

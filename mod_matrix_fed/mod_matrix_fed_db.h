@@ -70,6 +70,16 @@ int mxf_db_select(struct mxf_req *req, mxf_stmt_t id, int nargs, const char **ar
 int mxf_db_select_brief(struct mxf_req *req, mxf_stmt_t id, int nargs, const char **args,
                         mxf_db_rows_t **out);
 
+/*
+ * Statement @a id on a connection of its own, given back at once, without
+ * answering the request: for the key table, read and written around key
+ * fetches. A query when @a out is not NULL (its rows in *out), else a
+ * command. APR_SUCCESS, or APR_EGENERAL when no connection could be had or
+ * the statement failed (logged).
+ */
+apr_status_t mxf_db_brief(request_rec *r, mxf_stmt_t id, int nargs, const char **args,
+                          mxf_db_rows_t **out);
+
 /* Column @a col of row @a row (0-based); NULL for SQL NULL. */
 const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col);
 

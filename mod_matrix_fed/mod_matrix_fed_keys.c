@@ -635,37 +635,27 @@ static int hexnib(char c)
 }
 
 /*
- * Reads (server, key_id) from the key table. 1 if found (*e, *expired_ts),
- * 0 if not found or the database cannot be asked (logged).
+ * Reads (server, key_id) from the key table: 1 if found (*e, *expired_ts),
+ * 0 if not, -1 if the database cannot be asked (logged). Each key-table
+ * statement runs on a connection given back at once: a key fetch may
+ * follow, and the request must not hold a connection while it waits.
  */
 static int db_key_get(request_rec *r, const char *server, const char *key_id, centry_t *e,
                       apr_int64_t *expired_ts)
 {
-    /* A connection of its own, given back at once: a key fetch may follow. */
-    ap_dbd_t *dbd = mxf_db_open(r);
-    apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_GET) : NULL;
-    apr_dbd_results_t *res = NULL;
-    apr_dbd_row_t *row = NULL;
-    const apr_dbd_driver_t *driver = dbd ? dbd->driver : NULL;
     const char *args[2] = { server, key_id }, *hex, *v;
-    int rv, i;
+    mxf_db_rows_t *rows;
+    int i;
 
-    if (!stmt) {
-        mxf_db_close(r, dbd);
-        return 0;
-    }
-    rv = apr_dbd_pselect(driver, r->pool, dbd->handle, &res, stmt, 1, 2, args);
-    if (rv != 0) {
+    if (mxf_db_brief(r, MXF_STMT_KEY_GET, 2, args, &rows) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25012)
-                      "reading the key %s of %s from the key table failed: %s", key_id,
-                      server, apr_dbd_error(driver, dbd->handle, rv));
+                      "reading the key %s of %s from the key table failed", key_id, server);
+        return -1;
     }
-    /* The result is libpq's own, independent of the connection. */
-    mxf_db_close(r, dbd);
-    if (rv != 0 || apr_dbd_get_row(driver, r->pool, res, &row, 1) != 0) {
+    if (rows->nrows < 1) {
         return 0;
     }
-    hex = apr_dbd_get_entry(driver, row, 0);
+    hex = mxf_db_get(rows, 0, 0);
     if (!hex || strlen(hex) != 2 * MXF_ED25519_PK_BYTES) {
         return 0;
     }
@@ -676,9 +666,9 @@ static int db_key_get(request_rec *r, const char *server, const char *key_id, ce
         }
         e->pk[i] = (unsigned char)(hi * 16 + lo);
     }
-    v = apr_dbd_get_entry(driver, row, 1);
+    v = mxf_db_get(rows, 0, 1);
     e->valid_until_ts = v ? apr_atoi64(v) : 0;
-    v = apr_dbd_get_entry(driver, row, 2);
+    v = mxf_db_get(rows, 0, 2);
     *expired_ts = v ? apr_atoi64(v) : 0;
     return 1;
 }
@@ -687,16 +677,10 @@ static void db_key_put(request_rec *r, const char *server, const mxf_server_key_
                        const char *source)
 {
     static const char hexdigits[] = "0123456789abcdef";
-    ap_dbd_t *dbd = mxf_db_open(r);
-    apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_PUT) : NULL;
     char hex[2 * MXF_ED25519_PK_BYTES + 1];
     const char *args[7];
-    int nrows = 0, rv, i;
+    int i;
 
-    if (!stmt) {
-        mxf_db_close(r, dbd);
-        return;
-    }
     for (i = 0; i < MXF_ED25519_PK_BYTES; i++) {
         hex[2 * i] = hexdigits[k->pk[i] >> 4];
         hex[2 * i + 1] = hexdigits[k->pk[i] & 15];
@@ -710,40 +694,29 @@ static void db_key_put(request_rec *r, const char *server, const mxf_server_key_
                             : NULL;
     args[5] = source;
     args[6] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, apr_time_as_msec(apr_time_now()));
-    rv = apr_dbd_pquery(dbd->driver, r->pool, dbd->handle, &nrows, stmt, 7, args);
-    if (rv != 0) {
+    if (mxf_db_brief(r, MXF_STMT_KEY_PUT, 7, args, NULL) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25013)
-                      "storing the key %s of %s in the key table failed: %s", k->key_id,
-                      server, apr_dbd_error(dbd->driver, dbd->handle, rv));
+                      "storing the key %s of %s in the key table failed", k->key_id, server);
     }
-    mxf_db_close(r, dbd);
 }
 
 /* Keeps the Server Keys object @a obj of @a server (verified) for the notary endpoints. */
 static void db_key_response_put(request_rec *r, const char *server, const json_t *obj)
 {
-    ap_dbd_t *dbd = mxf_db_open(r);
-    apr_dbd_prepared_t *stmt = dbd ? mxf_db_stmt(r, dbd, MXF_STMT_KEY_RESPONSE_PUT) : NULL;
     const json_t *valid = json_object_get(obj, "valid_until_ts");
     const char *args[4];
-    int nrows = 0, rv;
 
-    if (!stmt || !json_is_integer(valid)
-        || !(args[1] = mxf_json_dump(r->pool, obj, NULL))) {
-        mxf_db_close(r, dbd);
+    if (!json_is_integer(valid) || !(args[1] = mxf_json_dump(r->pool, obj, NULL))) {
         return;
     }
     args[0] = server;
     args[2] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT,
                            (apr_int64_t)json_integer_value(valid));
     args[3] = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, apr_time_as_msec(apr_time_now()));
-    rv = apr_dbd_pquery(dbd->driver, r->pool, dbd->handle, &nrows, stmt, 4, args);
-    if (rv != 0) {
+    if (mxf_db_brief(r, MXF_STMT_KEY_RESPONSE_PUT, 4, args, NULL) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25065)
-                      "storing the key response of %s failed: %s", server,
-                      apr_dbd_error(dbd->driver, dbd->handle, rv));
+                      "storing the key response of %s failed", server);
     }
-    mxf_db_close(r, dbd);
 }
 
 /* ================================================================ lookup */
@@ -808,15 +781,24 @@ static apr_status_t refresh_server(request_rec *r, const mxf_srv_conf_t *conf,
     return APR_SUCCESS;
 }
 
-/* Cache, then table: 1 if a key valid at @a now was found. */
+/*
+ * Cache, then table: 1 if a key valid at @a now was found. *db_down is set
+ * when the table could not be read.
+ */
 static int lookup_known(request_rec *r, const char *server, const char *key_id,
-                        apr_int64_t now, centry_t *e, apr_int64_t *expired_ts, int *known)
+                        apr_int64_t now, centry_t *e, apr_int64_t *expired_ts, int *known,
+                        int *db_down)
 {
+    int found;
+
     *expired_ts = 0;
     if (key_cache_get(r, server, key_id, e) && e->valid_until_ts >= now) {
         return 1;
     }
-    if (db_key_get(r, server, key_id, e, expired_ts)) {
+    if ((found = db_key_get(r, server, key_id, e, expired_ts)) < 0) {
+        *db_down = 1;
+    }
+    else if (found) {
         *known = 1;
         if (!*expired_ts && e->valid_until_ts >= now) {
             key_cache_put(r, server, key_id, e);
@@ -833,7 +815,7 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
     apr_int64_t now = apr_time_as_msec(apr_time_now()), expired_ts = 0;
     const char *reason = NULL;
     centry_t e;
-    int known = 0, i;
+    int known = 0, db_down = 0, i;
     apr_status_t rv;
 
     if (strcmp(server, conf->server_name) == 0) {
@@ -857,13 +839,19 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
         return MXF_KEY_UNAVAILABLE;
     }
     memset(&e, 0, sizeof(e));
-    if (lookup_known(r, server, key_id, now, &e, &expired_ts, &known)) {
+    if (lookup_known(r, server, key_id, now, &e, &expired_ts, &known, &db_down)) {
         memcpy(pk, e.pk, MXF_ED25519_PK_BYTES);
         return APR_SUCCESS;
     }
+    if (db_down) {
+        /* Every request that needs a key needs the database too: no fetch. */
+        *why = apr_psprintf(r->pool, "the key table cannot be read (key %s of %s)", key_id,
+                            server);
+        return MXF_KEY_NO_DATABASE;
+    }
     rv = refresh_server(r, conf, server, &reason);
     now = apr_time_as_msec(apr_time_now());
-    if (lookup_known(r, server, key_id, now, &e, &expired_ts, &known)) {
+    if (lookup_known(r, server, key_id, now, &e, &expired_ts, &known, &db_down)) {
         memcpy(pk, e.pk, MXF_ED25519_PK_BYTES);
         return APR_SUCCESS;
     }
@@ -881,7 +869,7 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
     if (rv != APR_SUCCESS) {
         *why = apr_psprintf(r->pool, "the keys of %s could not be fetched: %s", server,
                             reason);
-        return MXF_KEY_UNAVAILABLE;
+        return db_down ? MXF_KEY_NO_DATABASE : MXF_KEY_UNAVAILABLE;
     }
     *why = apr_psprintf(r->pool, "%s does not publish a key %s", server, key_id);
     return MXF_KEY_UNKNOWN;

@@ -104,6 +104,7 @@ const char *mxf_keys_check_key_file(apr_pool_t *p, const char *path);
 #define MXF_KEY_UNKNOWN      APR_NOTFOUND   /* the server does not publish it */
 #define MXF_KEY_EXPIRED      APR_TIMEUP     /* known, but not valid now */
 #define MXF_KEY_UNAVAILABLE  APR_EGENERAL   /* the server's keys could not be fetched */
+#define MXF_KEY_NO_DATABASE  APR_EAGAIN     /* the key table cannot be read (no fetch made) */
 
 /*
  * The public key @a key_id of @a server, valid now, for verifying a request

@@ -966,6 +966,30 @@ class TestDatabaseOutage:
         statuses = [client.get(path).status for _ in range(3)]
         assert statuses[-1] == 200, statuses
 
+    def test_040_091_outage_and_origins_not_yet_seen(self, httpd, client, room, postgres):
+        """The keys of an origin this httpd has not seen yet are in the key
+        table: with the database down the answer is 503 (try again), not
+        401, and no key fetch is tried; after the restart each such
+        origin's first request is authenticated at once (the key statement
+        is prepared again on the reset connection)."""
+        path = f"{FED}/event/{q(room.order[-1])}"
+        others = [s for s in room.summary["joined_servers"] if s != client.origin]
+        assert len(others) >= 2
+        clients = [Client(httpd, s, load_key(room.key_path(s))) for s in others]
+        assert client.get(path).status == 200
+        postgres.stop()
+        try:
+            r = clients[0].get(path)
+            assert_error(r, 503, "M_UNKNOWN")
+            assert r.header("Retry-After")
+        finally:
+            postgres.restart()
+        for c in clients:
+            r = c.get(path)
+            assert r.status == 200, (c.origin, r)
+        log = "\n".join(httpd.new_log_lines())
+        assert "MXF25068" in log and "could not be fetched" not in log, log
+
 
 # ------------------------------------------------------------------ room version 3 IDs
 
