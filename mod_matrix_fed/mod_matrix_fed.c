@@ -85,6 +85,23 @@ static mxf_req_t *claimed(request_rec *r)
 }
 
 /*
+ * Takes @a r as the module's: every answer to it, errors included, carries
+ * the CORS headers the client-server spec asks of homeservers (so that a
+ * browser-based tool can read /version or the keys, as from the homeserver
+ * behind) and, as the homeserver's answers do, is not to be cached.
+ */
+static void claim(request_rec *r, mxf_req_t *req)
+{
+    ap_set_module_config(r->request_config, &matrix_fed_module, req);
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Origin", "*");
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods",
+                   "GET, POST, PUT, DELETE, OPTIONS");
+    apr_table_setn(r->err_headers_out, "Access-Control-Allow-Headers",
+                   "X-Requested-With, Content-Type, Authorization");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-cache, no-store, must-revalidate");
+}
+
+/*
  * Claims the module's requests before httpd percent-decodes the path, and
  * keeps it from doing so (DONE): the router decodes each path segment
  * itself, so an event ID holding "/" (room version 3, sent as %2F) reaches
@@ -103,7 +120,7 @@ static int mxf_pre_translate_name(request_rec *r)
     if ((req = mxf_router_match(r, conf)) == NULL) {
         return DECLINED;
     }
-    ap_set_module_config(r->request_config, &matrix_fed_module, req);
+    claim(r, req);
     return DONE;
 }
 #endif
@@ -125,7 +142,7 @@ static int mxf_translate_name(request_rec *r)
     if ((req = mxf_router_match(r, conf)) == NULL) {
         return DECLINED;
     }
-    ap_set_module_config(r->request_config, &matrix_fed_module, req);
+    claim(r, req);
 #endif
     r->handler = MATRIX_FED_HANDLER;
     r->filename = apr_pstrcat(r->pool, MATRIX_FED_HANDLER ":", r->uri, NULL);

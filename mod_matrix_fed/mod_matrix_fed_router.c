@@ -227,6 +227,14 @@ int mxf_router_dispatch(mxf_req_t *req)
     int i;
 
     if (!req->route) {
+        if (req->allowed && r->method_number == M_OPTIONS) {
+            /* A CORS preflight (or a plain OPTIONS): the methods, no body. */
+            apr_table_setn(r->headers_out, "Allow",
+                           apr_pstrcat(r->pool, allow_header(r, req->allowed), ", OPTIONS",
+                                       NULL));
+            r->status = HTTP_NO_CONTENT;
+            return OK;
+        }
         if (req->allowed) {
             apr_table_setn(r->headers_out, "Allow", allow_header(r, req->allowed));
             return mxf_http_send_error(r, HTTP_METHOD_NOT_ALLOWED, MXF_M_UNRECOGNIZED,

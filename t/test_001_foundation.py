@@ -51,6 +51,30 @@ class TestVersion:
             assert_matrix_error(r, 405, "M_UNRECOGNIZED")
             assert "GET" in r.header("Allow")
 
+    @pytest.mark.parametrize("path,allow", [
+        ("/_matrix/federation/v1/version", "GET, HEAD, OPTIONS"),
+        ("/_matrix/key/v2/server", "GET, HEAD, OPTIONS"),
+        ("/_matrix/federation/v1/get_missing_events/%21r%3Ahs1.example", "POST, OPTIONS"),
+        ("/_matrix/federation/v1/event/%24abc", "GET, HEAD, OPTIONS"),
+    ])
+    def test_001_003b_options_and_cors(self, httpd, path, allow):
+        """OPTIONS (a browser's CORS preflight) is answered 204 with the
+        methods and no authentication, as the homeserver answers it; every
+        answer of the module, errors included, carries the CORS headers of
+        the client-server spec and is not to be cached."""
+        r = httpd.request("OPTIONS", path)
+        assert r.status == 204, r
+        assert r.header("Allow") == allow
+        assert r.body == ""
+        for resp in (r, httpd.get("/_matrix/federation/v1/version"),
+                     httpd.get("/_matrix/federation/v1/event/%24abc"),       # 401
+                     httpd.get("/_matrix/federation/v1/version/extra")):     # 404
+            assert resp.header("Access-Control-Allow-Origin") == "*", resp
+            assert "OPTIONS" in resp.header("Access-Control-Allow-Methods")
+            assert "Authorization" in resp.header("Access-Control-Allow-Headers")
+        assert httpd.get("/_matrix/federation/v1/version").header("Cache-Control") == \
+            "no-cache, no-store, must-revalidate"
+
     @pytest.mark.parametrize("path", [
         "/_matrix/federation/v1/version/",
         "/_matrix/federation/v1/version/extra",
