@@ -16,6 +16,17 @@ from test_030_keys_auth import (FED, FakeKeyServer, assert_error, certs, ev,  # 
                                 insert_key, now_ms, xmatrix)
 
 
+def known_origin(postgres, h, name):
+    """An origin whose key is in the key table: the path of an unknown
+    event and the headers of its signed GET, checked to be answered (404)."""
+    key = signedjson.key.generate_signing_key("k" + name.split(".")[0])
+    insert_key(postgres, name, key, now_ms() + 3600_000)
+    path = FED + "/event/" + ev(name.split(".")[0])
+    headers = {"Authorization": xmatrix(name, key, "GET", path)}
+    assert_error(h.get(path, headers=headers), 404, "M_NOT_FOUND")
+    return path, headers
+
+
 @pytest.fixture(scope="module")
 def slow(certs):  # noqa: F811
     s = FakeKeyServer("slow.test", certs["good"], delay=4.0)
@@ -43,11 +54,7 @@ DBDMax 2
     h = httpd_factory.new("httpd-dbd-hold")
     h.start(site_config(postgres, signing_key, backend, extra=extra))
     try:
-        known = signedjson.key.generate_signing_key("kk")
-        insert_key(postgres, "known.test", known, now_ms() + 3600_000)
-        path = FED + "/event/" + ev("x")
-        known_auth = {"Authorization": xmatrix("known.test", known, "GET", path)}
-        assert_error(h.get(path, headers=known_auth), 404, "M_NOT_FOUND")
+        path, known_auth = known_origin(postgres, h, "known.test")
         hits, threads = slow.hits, []
         for n in names:
             k = signedjson.key.generate_signing_key("s")
@@ -80,11 +87,7 @@ def test_042_002_statement_failing_on_sound_connection(httpd_factory, postgres, 
     h = httpd_factory.new("httpd-lock-timeout")
     h.start(site)
     try:
-        known = signedjson.key.generate_signing_key("kr")
-        insert_key(postgres, "known2.test", known, now_ms() + 3600_000)
-        path = FED + "/event/" + ev("y")
-        hdr = {"Authorization": xmatrix("known2.test", known, "GET", path)}
-        assert_error(h.get(path, headers=hdr), 404, "M_NOT_FOUND")
+        path, hdr = known_origin(postgres, h, "known2.test")
         log0 = os.path.getsize(postgres.logfile)
         locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo()],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
