@@ -2721,9 +2721,13 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
         ev_t *t = ev_get(im, target_id);
         const char *text;
 
-        /* Same server as the target's sender, or enough power. */
-        if (!by_power && strcmp(server_of(PQgetvalue(res, i, 3)),
-                                server_of(PQgetvalue(res, i, 5))) != 0) {
+        /*
+         * Room versions 1 and 2: auth rule 11 accepted it (enough power, or
+         * the event IDs' domains match), which is all it takes. From 3 on:
+         * the same server as the target's sender, or enough power.
+         */
+        if (!by_power && !(rv && rv->redaction_auth_rule)
+            && strcmp(server_of(PQgetvalue(res, i, 3)), server_of(PQgetvalue(res, i, 5))) != 0) {
             continue;
         }
         if (t && t->redacted_now) {

@@ -12,8 +12,9 @@ import os
 import random
 
 import pytest
+import signedjson.sign
 
-from test_020_genroom import event_id, gen
+from test_020_genroom import b64, event_id, gen, redact, reference_hash
 from test_021_import import (import_ok, load_db, new_db, query_json, read_lines, resign,
                              server_keys, state_map, write_lines)
 
@@ -281,3 +282,86 @@ def test_022_013_rejected_order_independent(crafted, build_env, postgres, tmp_pa
     got = load_db(postgres, db)
     assert states_by_event(got) == states_by_event(crafted["dbd"])
     assert current_state(got) == crafted["final"]
+
+
+# ---------------------------------------------------------------------------
+# Redactions in room versions 1 and 2
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_022_020_v1_redaction_by_event_id_domain(build_env, postgres, tmp_path, version):
+    """In room versions 1 and 2 a redaction is checked by auth rule 11: a
+    sender without the redact level may redact an event whose event ID has
+    the domain of the redaction's own ID, whoever sent it. Accepted, it is
+    applied (the target is served redacted); the sender-domain condition of
+    later versions does not apply. One with another domain is rejected."""
+    d = gen(build_env, tmp_path / "room", version, seed=21, events=200, branchiness=0.0)
+    lines = read_lines(os.path.join(d, "room.jsonl"))
+    events = [json.loads(x) for x in lines]
+    by_id = {e["event_id"]: e for e in events}
+    with open(os.path.join(d, "expected.json")) as f:
+        summary = json.load(f)
+    keys = server_keys(str(d))
+    final = summary["final_state"]
+    create_id, pl_id = final["m.room.create|"], final["m.room.power_levels|"]
+    pl = by_id[pl_id]["content"]
+    admin = summary["creator"]
+    admin_server = admin.split(":", 1)[1]
+    redact_level = int(pl.get("redact", 50))
+    weak = sorted(k.split("|", 1)[1] for k, v in final.items()
+                  if k.startswith("m.room.member|")
+                  and by_id[v]["content"]["membership"] == "join"
+                  and k.split("|", 1)[1].split(":", 1)[1] != admin_server
+                  and int(pl["users"].get(k.split("|", 1)[1], pl.get("users_default", 0)))
+                  < redact_level)[0]
+    weak_server = weak.split(":", 1)[1]
+    tip, depth = events[-1]["event_id"], max(e["depth"] for e in events)
+    ts = max(e["origin_server_ts"] for e in events)
+
+    def pair(eid):
+        return [eid, {"sha256": b64(reference_hash(by_id[eid], version))}]
+
+    def make(eid, sender, etype, content, prevs, auths, **extra):
+        nonlocal ts, depth
+        ts += 1000
+        depth += 1
+        ev = {"auth_events": [pair(a) for a in auths], "content": content, "depth": depth,
+              "event_id": eid, "origin": sender.split(":")[1], "origin_server_ts": ts,
+              "prev_events": [pair(p) for p in prevs], "room_id": summary["room_id"],
+              "sender": sender, "type": etype, **extra}
+        ev = resign(ev, version, keys)
+        domain = eid.split(":", 1)[1]
+        if domain != sender.split(":", 1)[1]:
+            ev["signatures"].update(signedjson.sign.sign_json(
+                redact(ev, version), domain, keys[domain])["signatures"])
+        by_id[eid] = ev
+        return ev
+
+    member = final[f"m.room.member|{admin}"]
+    # Sent by the admin, with an event ID of the weak member's server.
+    target = make(f"$target:{weak_server}", admin, "m.room.message",
+                  {"body": "secret", "msgtype": "m.text"}, [tip], [create_id, pl_id, member])
+    other = make(f"$other:{admin_server}", admin, "m.room.message",
+                 {"body": "kept", "msgtype": "m.text"}, [target["event_id"]],
+                 [create_id, pl_id, member])
+    weak_member = final[f"m.room.member|{weak}"]
+    allowed = make(f"$red1:{weak_server}", weak, "m.room.redaction", {}, [other["event_id"]],
+                   [create_id, pl_id, weak_member], redacts=target["event_id"])
+    refused = make(f"$red2:{weak_server}", weak, "m.room.redaction", {}, [allowed["event_id"]],
+                   [create_id, pl_id, weak_member], redacts=other["event_id"])
+    crafted = [target, other, allowed, refused]
+    path = write_lines(tmp_path / "crafted.jsonl",
+                       lines + [json.dumps(e, sort_keys=True).encode() for e in crafted])
+    db = new_db(postgres, build_env)
+    import_ok(build_env, postgres, db, path, os.path.join(d, "keys", "all.json"),
+              extra=["--require-signatures"])
+    rows = {r["event_id"]: r for r in query_json(
+        postgres, db, "SELECT event_id, rejected_reason, redacted_because, redacted_pdu"
+                      "  FROM mxf_events")}
+    assert rows[allowed["event_id"]]["rejected_reason"] is None
+    assert "redact" in (rows[refused["event_id"]]["rejected_reason"] or ""), rows[refused[
+        "event_id"]]
+    assert rows[target["event_id"]]["redacted_because"] == allowed["event_id"]
+    assert json.loads(rows[target["event_id"]]["redacted_pdu"]) == \
+        dict(redact(target, version), signatures=target["signatures"])
+    assert rows[other["event_id"]]["redacted_because"] is None
