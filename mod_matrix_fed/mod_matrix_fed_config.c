@@ -31,6 +31,7 @@ void *mxf_config_create_srv(apr_pool_t *p, server_rec *s)
     conf->backfill_limit = UNSET_INT;
     conf->query_slots = UNSET_INT;
     conf->query_wait = UNSET_INT;
+    conf->query_timeout = UNSET_INT;
     return conf;
 }
 
@@ -49,6 +50,7 @@ void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     /* Global only: only the main server's values are ever read. */
     MERGE_INT(query_slots);
     MERGE_INT(query_wait);
+    MERGE_INT(query_timeout);
     /* The key file and the key loaded from it always travel together. */
     if (add->signing_key_file) {
         conf->signing_key_file = add->signing_key_file;
@@ -94,6 +96,11 @@ int mxf_config_query_slots(const mxf_srv_conf_t *conf)
 apr_interval_time_t mxf_config_query_wait(const mxf_srv_conf_t *conf)
 {
     return conf->query_wait != UNSET_INT ? conf->query_wait : MXF_DEFAULT_QUERY_WAIT;
+}
+
+apr_interval_time_t mxf_config_query_timeout(const mxf_srv_conf_t *conf)
+{
+    return conf->query_timeout != UNSET_INT ? conf->query_timeout : MXF_DEFAULT_QUERY_TIMEOUT;
 }
 
 static mxf_srv_conf_t *conf_of(cmd_parms *cmd)
@@ -268,6 +275,17 @@ static const char *set_query_wait(cmd_parms *cmd, void *dconf, const char *arg)
                                      &conf_of(cmd)->query_wait);
 }
 
+static const char *set_query_timeout(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    if (err) {
+        return err;
+    }
+    return mxf_config_parse_duration(cmd, arg, apr_time_from_msec(100), apr_time_from_sec(3600),
+                                     "100ms to 3600s", &conf_of(cmd)->query_timeout);
+}
+
 const command_rec mxf_cmds[] = {
     AP_INIT_FLAG("MatrixFederation", set_enabled, NULL, RSRC_CONF,
                  "On to answer the Matrix federation and key endpoints this module "
@@ -289,6 +307,10 @@ const command_rec mxf_cmds[] = {
     AP_INIT_TAKE1("MatrixFedQueryWait", set_query_wait, NULL, RSRC_CONF,
                   "How long a request waits for its turn under MatrixFedQueryConcurrency "
                   "before it is answered 503 (default 5s; suffixes ms, s, mi, h)"),
+    AP_INIT_TAKE1("MatrixFedQueryTimeout", set_query_timeout, NULL, RSRC_CONF,
+                  "How long a short database statement may take before the request is "
+                  "answered 503 and the connection dropped (default 10s; suffixes ms, s, "
+                  "mi, h)"),
     /* Server keys and key fetching (mod_matrix_fed_keys.c) */
     AP_INIT_TAKE1("MatrixFedKeyValidity", mxf_keys_set_validity, NULL, RSRC_CONF,
                   "How long the keys this server publishes stay valid (valid_until_ts "

@@ -17,6 +17,7 @@ typedef struct mxf_srv_conf {
     int backfill_limit;                 /* MatrixFedBackfillLimit */
     int query_slots;                    /* MatrixFedQueryConcurrency (0: off; main server) */
     apr_interval_time_t query_wait;     /* MatrixFedQueryWait (main server) */
+    apr_interval_time_t query_timeout;  /* MatrixFedQueryTimeout (main server) */
 } mxf_srv_conf_t;
 
 /* Defaults of the directives above. */
@@ -24,6 +25,7 @@ typedef struct mxf_srv_conf {
 #define MXF_DEFAULT_GME_LIMIT       20
 #define MXF_DEFAULT_BACKFILL_LIMIT  100
 #define MXF_DEFAULT_QUERY_WAIT      apr_time_from_sec(5)
+#define MXF_DEFAULT_QUERY_TIMEOUT   apr_time_from_sec(10)
 
 extern const command_rec mxf_cmds[];
 
@@ -44,6 +46,7 @@ int mxf_config_gme_limit(const mxf_srv_conf_t *conf);
 int mxf_config_backfill_limit(const mxf_srv_conf_t *conf);
 int mxf_config_query_slots(const mxf_srv_conf_t *conf);
 apr_interval_time_t mxf_config_query_wait(const mxf_srv_conf_t *conf);
+apr_interval_time_t mxf_config_query_timeout(const mxf_srv_conf_t *conf);
 
 /*
  * A duration for directive @a cmd (a number of seconds, or with a unit:

@@ -5,7 +5,10 @@
 #include <apr_optional.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include "mxf_error.h"
 #include "mxf_gate.h"
@@ -233,12 +236,16 @@ const char *mxf_db_prepare_statements(cmd_parms *cmd)
 static mxf_gate_t *db_gate;
 static apr_interval_time_t db_gate_wait;
 
+/* MatrixFedQueryTimeout, set with them. */
+static apr_interval_time_t db_query_timeout = MXF_DEFAULT_QUERY_TIMEOUT;
+
 static void db_child_init(apr_pool_t *pchild, server_rec *s)
 {
     const mxf_srv_conf_t *conf = mxf_config_get(s);
     int slots = mxf_config_query_slots(conf);
     apr_status_t rv;
 
+    db_query_timeout = mxf_config_query_timeout(conf);
     if (slots <= 0) {
         return;
     }
@@ -344,18 +351,6 @@ int mxf_db_unavailable(request_rec *r, int answered)
     return HTTP_SERVICE_UNAVAILABLE;
 }
 
-apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
-{
-    apr_dbd_prepared_t *stmt = apr_hash_get(dbd->prepared, statements[id].label,
-                                            APR_HASH_KEY_STRING);
-    if (!stmt) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(20004)
-                      "statement %s is not prepared on this connection",
-                      statements[id].label);
-    }
-    return stmt;
-}
-
 /* Whether statement @a label is prepared on the (sound) connection @a pg. */
 static int statement_exists(PGconn *pg, const char *label)
 {
@@ -403,67 +398,135 @@ static int recover(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
     return 1;
 }
 
+/* The libpq connection of @a dbd, or NULL (logged) when the driver is not pgsql. */
+static PGconn *native_conn(request_rec *r, ap_dbd_t *dbd)
+{
+    if (strcmp(apr_dbd_name(dbd->driver), "pgsql") != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25055)
+                      "the DBD driver is %s; the module needs pgsql", apr_dbd_name(dbd->driver));
+        return NULL;
+    }
+    return apr_dbd_native_handle(dbd->driver, dbd->handle);
+}
+
+static apr_status_t clear_result(void *res)
+{
+    PQclear(res);
+    return APR_SUCCESS;
+}
+
+/* How run_once() ended. */
+typedef enum { RUN_OK, RUN_FAILED, RUN_TIMED_OUT } run_t;
+
 /*
- * Runs statement @a id on @a dbd: a query when @a res is not NULL (its
- * result in *res), else a command. A statement that failed because the
- * connection was reset is prepared again and retried once (recover()).
- * 0, or the driver's error code (logged).
+ * Sends statement @a id and waits for its result until MatrixFedQueryTimeout
+ * has passed (libpq's asynchronous calls: apr_dbd's would wait for ever on
+ * a database that stopped answering). On time-out the connection is shut
+ * down under libpq, which then sees it broken: mod_dbd resets it before it
+ * hands it out again, and the statement on the server ends when it finds
+ * its client gone. *out: the last result (owned by r->pool).
+ */
+static run_t run_once(request_rec *r, PGconn *pg, mxf_stmt_t id, int nargs, const char **args,
+                      PGresult **out)
+{
+    apr_time_t deadline = apr_time_now() + db_query_timeout;
+    PGresult *res, *last = NULL;
+    int ok = 1;
+
+    *out = NULL;
+    if (!PQsendQueryPrepared(pg, statements[id].label, nargs, args, NULL, NULL, 0)) {
+        return RUN_FAILED;
+    }
+    while (PQisBusy(pg)) {
+        apr_interval_time_t left = deadline - apr_time_now();
+        struct pollfd pfd;
+        int n;
+
+        pfd.fd = PQsocket(pg);
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        n = left > 0 ? poll(&pfd, 1, (int)((left + 999) / 1000)) : 0;
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n == 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25069)
+                          "statement %s: no answer from the database within %" APR_TIME_T_FMT
+                          " ms (MatrixFedQueryTimeout); the connection is dropped",
+                          statements[id].label, apr_time_as_msec(db_query_timeout));
+            shutdown(PQsocket(pg), SHUT_RDWR);
+            PQconsumeInput(pg);
+            while ((res = PQgetResult(pg)) != NULL) {
+                PQclear(res);
+            }
+            return RUN_TIMED_OUT;
+        }
+        if (n < 0 || !PQconsumeInput(pg)) {
+            break;                      /* PQgetResult() below reports it */
+        }
+    }
+    while ((res = PQgetResult(pg)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            if (ok) {
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20008)
+                              "statement %s failed: %s", statements[id].label,
+                              PQresultErrorMessage(res));
+            }
+            ok = 0;
+        }
+        PQclear(last);
+        last = res;
+    }
+    if (!ok || !last) {
+        PQclear(last);
+        if (!last && ok) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+                          "statement %s failed: %s", statements[id].label,
+                          PQerrorMessage(pg));
+        }
+        return RUN_FAILED;
+    }
+    apr_pool_cleanup_register(r->pool, last, clear_result, apr_pool_cleanup_null);
+    *out = last;
+    return RUN_OK;
+}
+
+/*
+ * Runs statement @a id on @a dbd (a query or a command), its result in
+ * *out. A statement that failed because the connection was reset is
+ * prepared again and retried once (recover()); one that timed out is not.
+ * 0 on success.
  */
 static int run_on(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id, int nargs, const char **args,
-                  apr_dbd_results_t **res)
+                  PGresult **out)
 {
-    apr_dbd_prepared_t *stmt;
-    int rv = -1, attempt, nrows;
+    PGconn *pg = native_conn(r, dbd);
+    int attempt;
 
-    for (attempt = 0; attempt < 2; attempt++) {
-        stmt = apr_hash_get(dbd->prepared, statements[id].label, APR_HASH_KEY_STRING);
-        if (stmt) {
-            if (res) {
-                *res = NULL;
-                rv = apr_dbd_pselect(dbd->driver, r->pool, dbd->handle, res, stmt, 1,
-                                     nargs, args);
-            }
-            else {
-                rv = apr_dbd_pquery(dbd->driver, r->pool, dbd->handle, &nrows, stmt,
-                                    nargs, args);
-            }
-            if (rv == 0) {
-                break;
-            }
-            ap_log_rerror(APLOG_MARK, attempt ? APLOG_ERR : APLOG_WARNING, 0, r,
-                          MXFLOGNO(20008) "statement %s failed: %s", statements[id].label,
-                          apr_dbd_error(dbd->driver, dbd->handle, rv));
-        }
-        else {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
-                          "statement %s is not prepared on this connection",
-                          statements[id].label);
+    for (attempt = 0; pg && attempt < 2; attempt++) {
+        switch (run_once(r, pg, id, nargs, args, out)) {
+        case RUN_OK:
+            return 0;
+        case RUN_TIMED_OUT:
+            return -1;
+        case RUN_FAILED:
+            break;
         }
         if (attempt == 0 && !recover(r, dbd, id)) {
             break;
         }
     }
-    return rv;
+    return -1;
 }
 
-/* The rows of @a res, for random access (the result stays alive in r->pool). */
-static mxf_db_rows_t *rows_of(request_rec *r, const apr_dbd_driver_t *driver,
-                              apr_dbd_results_t *res)
+/* The rows of @a res (which lives as long as r->pool). */
+static mxf_db_rows_t *rows_of(request_rec *r, PGresult *res)
 {
     mxf_db_rows_t *rows = apr_pcalloc(r->pool, sizeof(*rows));
-    int i;
 
-    rows->driver = driver;
     rows->res = res;
-    rows->nrows = apr_dbd_num_tuples(driver, res);
-    rows->rows = apr_pcalloc(r->pool, sizeof(apr_dbd_row_t *) * (apr_size_t)(rows->nrows + 1));
-    for (i = 0; i < rows->nrows; i++) {
-        /* Random access by 1-based row number. */
-        if (apr_dbd_get_row(driver, r->pool, res, &rows->rows[i], i + 1) != 0) {
-            rows->nrows = i;
-            break;
-        }
-    }
+    rows->nrows = PQntuples(res);
     return rows;
 }
 
@@ -472,7 +535,7 @@ static int select_on(mxf_req_t *req, ap_dbd_t *dbd, mxf_stmt_t id, int nargs,
                      const char **args, mxf_db_rows_t **out)
 {
     request_rec *r = req->r;
-    apr_dbd_results_t *res = NULL;
+    PGresult *res = NULL;
     int rv;
 
     if ((rv = gate_enter(r, id)) != OK) {
@@ -484,7 +547,7 @@ static int select_on(mxf_req_t *req, ap_dbd_t *dbd, mxf_stmt_t id, int nargs,
     if (rv != 0) {
         return mxf_db_unavailable(r, 1);
     }
-    *out = rows_of(r, dbd->driver, res);
+    *out = rows_of(r, res);
     return OK;
 }
 
@@ -492,15 +555,15 @@ apr_status_t mxf_db_brief(request_rec *r, mxf_stmt_t id, int nargs, const char *
                           mxf_db_rows_t **out)
 {
     ap_dbd_t *dbd = mxf_db_open(r);
-    apr_dbd_results_t *res = NULL;
+    PGresult *res = NULL;
     int rv;
 
     if (!dbd) {
         return APR_EGENERAL;
     }
-    rv = run_on(r, dbd, id, nargs, args, out ? &res : NULL);
+    rv = run_on(r, dbd, id, nargs, args, &res);
     if (rv == 0 && out) {
-        *out = rows_of(r, dbd->driver, res);
+        *out = rows_of(r, res);
     }
     mxf_db_close(r, dbd);
     return rv == 0 ? APR_SUCCESS : APR_EGENERAL;
@@ -530,14 +593,11 @@ int mxf_db_select_brief(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **a
 
 const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col)
 {
-    const char *v = NULL;
-
-    if (row < 0 || row >= rows->nrows
-        || apr_dbd_datum_get(rows->driver, rows->rows[row], col, APR_DBD_TYPE_STRING,
-                             &v) != APR_SUCCESS) {
+    if (row < 0 || row >= rows->nrows || col < 0 || col >= PQnfields(rows->res)
+        || PQgetisnull(rows->res, row, col)) {
         return NULL;
     }
-    return v;
+    return PQgetvalue(rows->res, row, col);
 }
 
 /* ------------------------------------------------------------------ streams */
@@ -624,19 +684,15 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
     ap_dbd_t *dbd = mxf_db_acquire(r);
     mxf_db_stream_t *s;
     PGresult *first = NULL;
+    PGconn *pg = dbd ? native_conn(r, dbd) : NULL;
     int attempt;
 
-    if (dbd && strcmp(apr_dbd_name(dbd->driver), "pgsql") != 0) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25055)
-                      "the DBD driver is %s; the module needs pgsql", apr_dbd_name(dbd->driver));
-        dbd = NULL;
-    }
-    if (!dbd) {
+    if (!pg) {
         return mxf_db_unavailable(r, 0);
     }
     s = apr_pcalloc(r->pool, sizeof(*s));
     s->r = r;
-    s->conn = apr_dbd_native_handle(dbd->driver, dbd->handle);
+    s->conn = pg;
     s->done = 1;
     /* Not behind MatrixFedQueryConcurrency's gate: these statements take as
      * long as their answer is big (seconds in a big room), and holding a

@@ -35,16 +35,11 @@ typedef enum {
  */
 int mxf_db_unavailable(request_rec *r, int answered);
 
-/* The prepared statement @a id on @a dbd, or NULL (logged). */
-apr_dbd_prepared_t *mxf_db_stmt(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id);
-
 struct mxf_req;
 
 /* The rows of one query, valid for the request's lifetime. */
 typedef struct mxf_db_rows {
-    const apr_dbd_driver_t *driver;
-    apr_dbd_results_t *res;
-    apr_dbd_row_t **rows;               /* fetched rows, 0-based */
+    struct pg_result *res;              /* libpq's result, cleared with the request */
     int nrows;
 } mxf_db_rows_t;
 
@@ -53,8 +48,9 @@ typedef struct mxf_db_rows {
  * connection (acquired once per request), after waiting its turn when
  * MatrixFedQueryConcurrency is set. On success returns OK with the rows in
  * *out. Otherwise the error answer is already sent (503 with Retry-After
- * when no connection can be had, no turn came within MatrixFedQueryWait, or
- * the query failed) and its status is returned; the handler returns OK. A statement that failed
+ * when no connection can be had, no turn came within MatrixFedQueryWait,
+ * the query failed or went unanswered for MatrixFedQueryTimeout) and its
+ * status is returned; the handler returns OK. A statement that failed
  * because the connection was reset (database restarted) is prepared again
  * and retried once.
  */

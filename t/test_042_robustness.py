@@ -148,3 +148,43 @@ Alias /ssi {docs}
         assert r.body.count("errcode") == 1 and "M_UNAUTHORIZED" in r.body, r.body
     finally:
         h.stop()
+
+
+def test_042_004_statement_timeout(httpd_factory, postgres, signing_key, backend):
+    """A database that stops answering mid-statement (here: a lock held
+    for ever, no lock_timeout) holds a request only for
+    MatrixFedQueryTimeout: 503, the connection dropped and, once the
+    database answers again, reset and used as before."""
+    h = httpd_factory.new("httpd-query-timeout")
+    h.start(site_config(postgres, signing_key, backend, extra="MatrixFedQueryTimeout 700ms\n"))
+    try:
+        path, hdr = known_origin(postgres, h, "known4.test")
+        locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo()],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            locker.stdin.write("BEGIN;\nLOCK TABLE mxf_events IN ACCESS EXCLUSIVE MODE;\n"
+                               "SELECT 'locked';\n")
+            locker.stdin.flush()
+            assert locker.stdout.readline().strip() == "locked"
+            t0 = time.time()
+            r = h.get(path, headers=hdr)
+            took = time.time() - t0
+        finally:
+            locker.stdin.write("ROLLBACK;\n\\q\n")
+            locker.stdin.flush()
+            locker.wait(10)
+        assert_error(r, 503, "M_UNKNOWN")
+        assert 0.6 < took < 3, took
+        assert any("MXF25069" in line for line in h.new_log_lines())
+        for _ in range(3):
+            assert_error(h.get(path, headers=hdr), 404, "M_NOT_FOUND")
+    finally:
+        h.stop()
+
+
+@pytest.mark.parametrize("value", ["50ms", "2h", "soon"])
+def test_042_005_statement_timeout_range(httpd_factory, postgres, signing_key, backend, value):
+    httpd_factory.assert_start_fails("httpd-query-timeout-bad",
+                                     site_config(postgres, signing_key, backend,
+                                                 extra=f"MatrixFedQueryTimeout {value}\n"),
+                                     "MatrixFedQueryTimeout")
