@@ -435,6 +435,9 @@ static run_t run_once(request_rec *r, PGconn *pg, mxf_stmt_t id, int nargs, cons
 
     *out = NULL;
     if (!PQsendQueryPrepared(pg, statements[id].label, nargs, args, NULL, NULL, 0)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+                      "statement %s could not be sent: %s", statements[id].label,
+                      PQerrorMessage(pg));
         return RUN_FAILED;
     }
     while (PQisBusy(pg)) {
@@ -445,24 +448,27 @@ static run_t run_once(request_rec *r, PGconn *pg, mxf_stmt_t id, int nargs, cons
         pfd.fd = PQsocket(pg);
         pfd.events = POLLIN;
         pfd.revents = 0;
-        n = left > 0 ? poll(&pfd, 1, (int)((left + 999) / 1000)) : 0;
+        n = left > 0 && pfd.fd >= 0 ? poll(&pfd, 1, (int)((left + 999) / 1000)) : 0;
         if (n < 0 && errno == EINTR) {
             continue;
         }
-        if (n == 0) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, MXFLOGNO(25069)
+        if (n <= 0) {
+            /* No answer in time (or nothing to wait on): never wait longer. */
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, r, MXFLOGNO(25069)
                           "statement %s: no answer from the database within %" APR_TIME_T_FMT
                           " ms (MatrixFedQueryTimeout); the connection is dropped",
                           statements[id].label, apr_time_as_msec(db_query_timeout));
-            shutdown(PQsocket(pg), SHUT_RDWR);
+            if (pfd.fd >= 0) {
+                shutdown(pfd.fd, SHUT_RDWR);
+            }
             PQconsumeInput(pg);
             while ((res = PQgetResult(pg)) != NULL) {
                 PQclear(res);
             }
             return RUN_TIMED_OUT;
         }
-        if (n < 0 || !PQconsumeInput(pg)) {
-            break;                      /* PQgetResult() below reports it */
+        if (!PQconsumeInput(pg)) {
+            break;                      /* broken: PQgetResult() below reports it */
         }
     }
     while ((res = PQgetResult(pg)) != NULL) {
@@ -481,7 +487,7 @@ static run_t run_once(request_rec *r, PGconn *pg, mxf_stmt_t id, int nargs, cons
     if (!ok || !last) {
         PQclear(last);
         if (!last && ok) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20008)
                           "statement %s failed: %s", statements[id].label,
                           PQerrorMessage(pg));
         }
