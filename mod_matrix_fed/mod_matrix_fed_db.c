@@ -351,53 +351,6 @@ int mxf_db_unavailable(request_rec *r, int answered)
     return HTTP_SERVICE_UNAVAILABLE;
 }
 
-/* Whether statement @a label is prepared on the (sound) connection @a pg. */
-static int statement_exists(PGconn *pg, const char *label)
-{
-    const char *params[1];
-    PGresult *res;
-    int exists;
-
-    params[0] = label;
-    res = PQexecParams(pg, "SELECT 1 FROM pg_prepared_statements WHERE name = $1", 1, NULL,
-                       params, NULL, NULL, 0);
-    exists = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0;
-    PQclear(res);
-    return exists;
-}
-
-/*
- * After statement @a id failed: when the connection was reset (by mod_dbd
- * when it was handed out, or now by libpq if it is broken), it has lost
- * our statements: prepare them anew, and return 1, a retry makes sense.
- * A statement that failed on a sound connection where it is still
- * prepared (a timeout, a lock, a cancel) is not run again, nor is
- * anything prepared again: returns 0.
- */
-static int recover(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id)
-{
-    PGconn *pg = strcmp(apr_dbd_name(dbd->driver), "pgsql") == 0
-                 ? apr_dbd_native_handle(dbd->driver, dbd->handle) : NULL;
-    int i;
-
-    if (pg != NULL && PQstatus(pg) == CONNECTION_OK
-        && statement_exists(pg, statements[id].label)) {
-        return 0;
-    }
-    if (apr_dbd_check_conn(dbd->driver, r->pool, dbd->handle) != APR_SUCCESS) {
-        return 0;
-    }
-    for (i = 0; i < MXF_STMT__COUNT; i++) {
-        apr_dbd_prepared_t *stmt = NULL;
-        /* Fails harmlessly ("already exists") where the statement survived. */
-        if (apr_dbd_prepare(dbd->driver, dbd->pool, dbd->handle, statements[i].sql,
-                            statements[i].label, &stmt) == 0 && stmt) {
-            apr_hash_set(dbd->prepared, statements[i].label, APR_HASH_KEY_STRING, stmt);
-        }
-    }
-    return 1;
-}
-
 /* The libpq connection of @a dbd, or NULL (logged) when the driver is not pgsql. */
 static PGconn *native_conn(request_rec *r, ap_dbd_t *dbd)
 {
@@ -415,31 +368,21 @@ static apr_status_t clear_result(void *res)
     return APR_SUCCESS;
 }
 
-/* How run_once() ended. */
-typedef enum { RUN_OK, RUN_FAILED, RUN_TIMED_OUT } run_t;
-
 /*
- * Sends statement @a id and waits for its result until MatrixFedQueryTimeout
- * has passed (libpq's asynchronous calls: apr_dbd's would wait for ever on
- * a database that stopped answering). On time-out the connection is shut
- * down under libpq, which then sees it broken: mod_dbd resets it before it
- * hands it out again, and the statement on the server ends when it finds
- * its client gone. *out: the last result (owned by r->pool).
+ * Waits until libpq can hand over the next result of @a pg without
+ * blocking, or @a deadline passes. 1: ready (or the connection broke, which
+ * PQgetResult() then reports at once). 0: no answer in time; the
+ * connection is then shut down under libpq, which sees it broken (mod_dbd
+ * resets it before it hands it out again), and its results are dropped.
+ * The statement on the server ends when the backend notices its client is
+ * gone: when it next writes, or at once with PostgreSQL's
+ * client_connection_check_interval (see the README).
  */
-static run_t run_once(request_rec *r, PGconn *pg, mxf_stmt_t id, int nargs, const char **args,
-                      PGresult **out)
+static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, const char *what)
 {
-    apr_time_t deadline = apr_time_now() + db_query_timeout;
-    PGresult *res, *last = NULL;
-    int ok = 1;
+    PGresult *res;
+    int i;
 
-    *out = NULL;
-    if (!PQsendQueryPrepared(pg, statements[id].label, nargs, args, NULL, NULL, 0)) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
-                      "statement %s could not be sent: %s", statements[id].label,
-                      PQerrorMessage(pg));
-        return RUN_FAILED;
-    }
     while (PQisBusy(pg)) {
         apr_interval_time_t left = deadline - apr_time_now();
         struct pollfd pfd;
@@ -453,45 +396,83 @@ static run_t run_once(request_rec *r, PGconn *pg, mxf_stmt_t id, int nargs, cons
             continue;
         }
         if (n <= 0) {
-            /* No answer in time (or nothing to wait on): never wait longer. */
             ap_log_rerror(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, r, MXFLOGNO(25069)
-                          "statement %s: no answer from the database within %" APR_TIME_T_FMT
+                          "%s: no answer from the database within %" APR_TIME_T_FMT
                           " ms (MatrixFedQueryTimeout); the connection is dropped",
-                          statements[id].label, apr_time_as_msec(db_query_timeout));
+                          what, apr_time_as_msec(db_query_timeout));
             if (pfd.fd >= 0) {
                 shutdown(pfd.fd, SHUT_RDWR);
             }
-            PQconsumeInput(pg);
+            /* Read what came before the shutdown up to its end, so that
+             * libpq marks the connection broken (bounded: each read takes
+             * what is buffered, then the end). */
+            for (i = 0; i < 64 && PQconsumeInput(pg); i++) {
+            }
             while ((res = PQgetResult(pg)) != NULL) {
                 PQclear(res);
             }
-            return RUN_TIMED_OUT;
+            return 0;
         }
         if (!PQconsumeInput(pg)) {
-            break;                      /* broken: PQgetResult() below reports it */
+            return 1;
         }
     }
-    while ((res = PQgetResult(pg)) != NULL) {
-        ExecStatusType st = PQresultStatus(res);
-        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-            if (ok) {
-                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20008)
-                              "statement %s failed: %s", statements[id].label,
-                              PQresultErrorMessage(res));
-            }
-            ok = 0;
+    return 1;
+}
+
+/* How a statement ended. */
+typedef enum {
+    RUN_OK,
+    RUN_FAILED,         /* an error answer, on a sound connection */
+    RUN_NOT_PREPARED,   /* the statement is not prepared on this connection (26000) */
+    RUN_BROKEN,         /* the connection is broken */
+    RUN_TIMED_OUT       /* no answer in time: the connection was dropped */
+} run_t;
+
+/* Whether @a res says the prepared statement does not exist. */
+static int not_prepared(const PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    return state && strcmp(state, "26000") == 0;
+}
+
+/*
+ * Collects the results of what was sent on @a pg, each waited for until
+ * @a deadline: the last one in *out (owned by r->pool) on RUN_OK.
+ */
+static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char *what,
+                     PGresult **out)
+{
+    PGresult *res, *last = NULL;
+    run_t rv = RUN_OK;
+
+    for (;;) {
+        if (!wait_ready(r, pg, deadline, what)) {
+            PQclear(last);
+            return RUN_TIMED_OUT;
+        }
+        if ((res = PQgetResult(pg)) == NULL) {
+            break;
+        }
+        if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK
+            && rv == RUN_OK) {
+            rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN
+                 : not_prepared(res) ? RUN_NOT_PREPARED : RUN_FAILED;
+            ap_log_rerror(APLOG_MARK, rv == RUN_FAILED ? APLOG_ERR : APLOG_WARNING, 0, r,
+                          MXFLOGNO(20008) "%s failed: %s", what, PQresultErrorMessage(res));
         }
         PQclear(last);
         last = res;
     }
-    if (!ok || !last) {
+    if (rv == RUN_OK && !last) {
+        rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+                      "%s failed: %s", what, PQerrorMessage(pg));
+    }
+    if (rv != RUN_OK) {
         PQclear(last);
-        if (!last && ok) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20008)
-                          "statement %s failed: %s", statements[id].label,
-                          PQerrorMessage(pg));
-        }
-        return RUN_FAILED;
+        return rv;
     }
     apr_pool_cleanup_register(r->pool, last, clear_result, apr_pool_cleanup_null);
     *out = last;
@@ -499,27 +480,91 @@ static run_t run_once(request_rec *r, PGconn *pg, mxf_stmt_t id, int nargs, cons
 }
 
 /*
+ * Prepares statement @a id on @a pg as mod_dbd prepares it (its %s
+ * arguments as $1, $2, ... of type varchar), answered by @a deadline.
+ * One that exists already is fine.
+ */
+static run_t prepare_one(request_rec *r, PGconn *pg, mxf_stmt_t id, apr_time_t deadline)
+{
+    const char *sql = statements[id].sql, *p;
+    char *native = apr_palloc(r->pool, strlen(sql) * 2 + 1), *q = native;
+    Oid types[16];
+    int n = 0;
+    PGresult *res = NULL;
+    run_t rv;
+
+    for (p = sql; *p; p++) {
+        if (p[0] == '%' && p[1] == 's' && n < (int)(sizeof(types) / sizeof(types[0]))) {
+            types[n++] = 1043;          /* varchar */
+            q += apr_snprintf(q, 8, "$%d", n);
+            p++;
+        }
+        else {
+            *q++ = *p;
+        }
+    }
+    *q = '\0';
+    if (!PQsendPrepare(pg, statements[id].label, native, n, types)) {
+        return PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
+    }
+    rv = collect(r, pg, deadline, apr_psprintf(r->pool, "preparing %s", statements[id].label),
+                 &res);
+    return rv;
+}
+
+/*
+ * After statement @a id failed with @a why: a connection that broke (the
+ * database restarted) is reset, which loses every prepared statement; a
+ * statement that is not prepared (mod_dbd reset the connection when it
+ * handed it out) is prepared. Returns 1 when that was done, so a retry
+ * makes sense. A statement that failed otherwise on a sound connection (a
+ * lock or statement timeout, a cancel) is not run again: 0.
+ */
+static int recover(request_rec *r, ap_dbd_t *dbd, PGconn *pg, mxf_stmt_t id, run_t why,
+                   apr_time_t deadline)
+{
+    if (why == RUN_BROKEN) {
+        /* libpq reconnects (bounded by connect_timeout). */
+        if (apr_dbd_check_conn(dbd->driver, r->pool, dbd->handle) != APR_SUCCESS) {
+            return 0;
+        }
+        why = RUN_NOT_PREPARED;
+    }
+    return why == RUN_NOT_PREPARED && prepare_one(r, pg, id, deadline) == RUN_OK;
+}
+
+/*
  * Runs statement @a id on @a dbd (a query or a command), its result in
- * *out. A statement that failed because the connection was reset is
- * prepared again and retried once (recover()); one that timed out is not.
- * 0 on success.
+ * *out, answered within MatrixFedQueryTimeout (libpq's asynchronous calls:
+ * apr_dbd's would wait for ever on a database that stopped answering). A
+ * statement that failed because the connection was reset is prepared again
+ * and retried once within the same time (recover()); one that timed out is
+ * not. 0 on success.
  */
 static int run_on(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id, int nargs, const char **args,
                   PGresult **out)
 {
     PGconn *pg = native_conn(r, dbd);
+    apr_time_t deadline = apr_time_now() + db_query_timeout;
     int attempt;
+    run_t rv;
 
     for (attempt = 0; pg && attempt < 2; attempt++) {
-        switch (run_once(r, pg, id, nargs, args, out)) {
-        case RUN_OK:
-            return 0;
-        case RUN_TIMED_OUT:
-            return -1;
-        case RUN_FAILED:
-            break;
+        *out = NULL;
+        if (!PQsendQueryPrepared(pg, statements[id].label, nargs, args, NULL, NULL, 0)) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+                          "statement %s could not be sent: %s", statements[id].label,
+                          PQerrorMessage(pg));
+            rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
         }
-        if (attempt == 0 && !recover(r, dbd, id)) {
+        else {
+            rv = collect(r, pg, deadline,
+                         apr_pstrcat(r->pool, "statement ", statements[id].label, NULL), out);
+        }
+        if (rv == RUN_OK) {
+            return 0;
+        }
+        if (attempt > 0 || !recover(r, dbd, pg, id, rv, deadline)) {
             break;
         }
     }
@@ -651,7 +696,7 @@ static apr_status_t stream_cleanup(void *data)
 
 /* Sends statement @a id; its first result, or NULL (logged) if it failed. */
 static PGresult *stream_start(request_rec *r, PGconn *conn, mxf_stmt_t id, int nargs,
-                              const char **args, int attempt)
+                              const char **args, int attempt, run_t *why)
 {
     PGresult *res;
 
@@ -659,6 +704,7 @@ static PGresult *stream_start(request_rec *r, PGconn *conn, mxf_stmt_t id, int n
         ap_log_rerror(APLOG_MARK, attempt ? APLOG_ERR : APLOG_WARNING, 0, r, MXFLOGNO(25052)
                       "statement %s could not be sent: %s", statements[id].label,
                       PQerrorMessage(conn));
+        *why = PQstatus(conn) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
         return NULL;
     }
     if (!PQsetSingleRowMode(conn)) {
@@ -675,6 +721,8 @@ static PGresult *stream_start(request_rec *r, PGconn *conn, mxf_stmt_t id, int n
         ap_log_rerror(APLOG_MARK, attempt ? APLOG_ERR : APLOG_WARNING, 0, r, MXFLOGNO(25054)
                       "statement %s failed: %s", statements[id].label,
                       res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+        *why = PQstatus(conn) != CONNECTION_OK ? RUN_BROKEN
+               : res && not_prepared(res) ? RUN_NOT_PREPARED : RUN_FAILED;
         PQclear(res);
         while ((res = PQgetResult(conn)) != NULL) {
             PQclear(res);
@@ -704,10 +752,12 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
      * long as their answer is big (seconds in a big room), and holding a
      * turn that long would stall the short statements queued behind it. */
     for (attempt = 0; attempt < 2; attempt++) {
-        if ((first = stream_start(r, s->conn, id, nargs, args, attempt)) != NULL) {
+        run_t why = RUN_FAILED;
+        if ((first = stream_start(r, s->conn, id, nargs, args, attempt, &why)) != NULL) {
             break;
         }
-        if (attempt == 0 && !recover(r, dbd, id)) {
+        if (attempt == 0
+            && !recover(r, dbd, pg, id, why, apr_time_now() + db_query_timeout)) {
             break;
         }
     }

@@ -166,16 +166,21 @@ def test_042_004_statement_timeout(httpd_factory, postgres, signing_key, backend
                                "SELECT 'locked';\n")
             locker.stdin.flush()
             assert locker.stdout.readline().strip() == "locked"
-            t0 = time.time()
-            r = h.get(path, headers=hdr)
-            took = time.time() - t0
+            answers = []
+            # The second request finds its connection reset (the statement is
+            # not prepared there): preparing it waits on the lock too, within
+            # the same time.
+            for _ in range(2):
+                t0 = time.time()
+                answers.append((h.get(path, headers=hdr), time.time() - t0))
         finally:
             locker.stdin.write("ROLLBACK;\n\\q\n")
             locker.stdin.flush()
             locker.wait(10)
-        assert_error(r, 503, "M_UNKNOWN")
-        assert 0.6 < took < 3, took
-        assert any("MXF25069" in line for line in h.new_log_lines())
+        for r, took in answers:
+            assert_error(r, 503, "M_UNKNOWN")
+            assert 0.6 < took < 3, took
+        assert sum("MXF25069" in line for line in h.new_log_lines()) >= 2
         for _ in range(3):
             assert_error(h.get(path, headers=hdr), 404, "M_NOT_FOUND")
     finally:
