@@ -145,23 +145,30 @@ def test_022_003_order_independence(conflicted, build_env, postgres, tmp_path):
 # Rejected events
 
 
-@pytest.fixture(scope="module")
-def crafted(build_env, postgres, tmp_path_factory):
-    """A small v10 room plus hand-made events that the auth rules reject."""
-    version = "10"
-    d = gen(build_env, tmp_path_factory.mktemp("rej") / "room", version, seed=9, events=60,
-            branchiness=0.0)
+def room_parts(d, version):
+    """A generated room's lines, events, event IDs, events by ID, summary,
+    signing keys, final state, create and power levels event IDs, power
+    levels content and creator."""
     lines = read_lines(os.path.join(d, "room.jsonl"))
     events = [json.loads(x) for x in lines]
     ids = [event_id(e, version) for e in events]
     by_id = dict(zip(ids, events))
     with open(os.path.join(d, "expected.json")) as f:
         summary = json.load(f)
-    keys = server_keys(str(d))
     final = summary["final_state"]
     create_id, pl_id = final["m.room.create|"], final["m.room.power_levels|"]
-    pl = by_id[pl_id]["content"]
-    admin = summary["creator"]
+    return (lines, events, ids, by_id, summary, server_keys(str(d)), final, create_id, pl_id,
+            by_id[pl_id]["content"], summary["creator"])
+
+
+@pytest.fixture(scope="module")
+def crafted(build_env, postgres, tmp_path_factory):
+    """A small v10 room plus hand-made events that the auth rules reject."""
+    version = "10"
+    d = gen(build_env, tmp_path_factory.mktemp("rej") / "room", version, seed=9, events=60,
+            branchiness=0.0)
+    lines, events, ids, by_id, summary, keys, final, create_id, pl_id, pl, admin = \
+        room_parts(d, version)
     # A joined member without power.
     weak = sorted(k.split("|", 1)[1] for k, v in final.items()
                   if k.startswith("m.room.member|") and by_id[v]["content"]["membership"] == "join"
@@ -296,16 +303,8 @@ def test_022_020_v1_redaction_by_event_id_domain(build_env, postgres, tmp_path, 
     applied (the target is served redacted); the sender-domain condition of
     later versions does not apply. One with another domain is rejected."""
     d = gen(build_env, tmp_path / "room", version, seed=21, events=200, branchiness=0.0)
-    lines = read_lines(os.path.join(d, "room.jsonl"))
-    events = [json.loads(x) for x in lines]
-    by_id = {e["event_id"]: e for e in events}
-    with open(os.path.join(d, "expected.json")) as f:
-        summary = json.load(f)
-    keys = server_keys(str(d))
-    final = summary["final_state"]
-    create_id, pl_id = final["m.room.create|"], final["m.room.power_levels|"]
-    pl = by_id[pl_id]["content"]
-    admin = summary["creator"]
+    lines, events, _, by_id, summary, keys, final, create_id, pl_id, pl, admin = \
+        room_parts(d, version)
     admin_server = admin.split(":", 1)[1]
     redact_level = int(pl.get("redact", 50))
     weak = sorted(k.split("|", 1)[1] for k, v in final.items()

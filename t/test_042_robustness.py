@@ -2,6 +2,7 @@
 must not hold a database connection, a statement failing on a sound
 connection is not prepared and run again, and a subrequest to a module path
 is answered once (401) without running the handler."""
+import contextlib
 import os
 import subprocess
 import threading
@@ -14,6 +15,24 @@ from conftest import site_config
 from mxftest.httpd import BASE_MODULES
 from test_030_keys_auth import (FED, FakeKeyServer, assert_error, certs, ev,  # noqa: F401
                                 insert_key, now_ms, xmatrix)
+
+
+@contextlib.contextmanager
+def events_locked(postgres):
+    """mxf_events locked against every reader by another session until the
+    block ends: the database stops answering the module's statements."""
+    locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo()],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        locker.stdin.write("BEGIN;\nLOCK TABLE mxf_events IN ACCESS EXCLUSIVE MODE;\n"
+                           "SELECT 'locked';\n")
+        locker.stdin.flush()
+        assert locker.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        locker.stdin.write("ROLLBACK;\n\\q\n")
+        locker.stdin.flush()
+        locker.wait(10)
 
 
 def known_origin(postgres, h, name):
@@ -89,20 +108,10 @@ def test_042_002_statement_failing_on_sound_connection(httpd_factory, postgres, 
     try:
         path, hdr = known_origin(postgres, h, "known2.test")
         log0 = os.path.getsize(postgres.logfile)
-        locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo()],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            locker.stdin.write("BEGIN;\nLOCK TABLE mxf_events IN ACCESS EXCLUSIVE MODE;\n"
-                               "SELECT 'locked';\n")
-            locker.stdin.flush()
-            assert locker.stdout.readline().strip() == "locked"
+        with events_locked(postgres):
             t0 = time.time()
             r = h.get(path, headers=hdr)
             took = time.time() - t0
-        finally:
-            locker.stdin.write("ROLLBACK;\n\\q\n")
-            locker.stdin.flush()
-            locker.wait(10)
         with open(postgres.logfile, errors="replace") as f:
             f.seek(log0)
             log = f.read()
@@ -159,24 +168,14 @@ def test_042_004_statement_timeout(httpd_factory, postgres, signing_key, backend
     h.start(site_config(postgres, signing_key, backend, extra="MatrixFedQueryTimeout 700ms\n"))
     try:
         path, hdr = known_origin(postgres, h, "known4.test")
-        locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo()],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            locker.stdin.write("BEGIN;\nLOCK TABLE mxf_events IN ACCESS EXCLUSIVE MODE;\n"
-                               "SELECT 'locked';\n")
-            locker.stdin.flush()
-            assert locker.stdout.readline().strip() == "locked"
-            answers = []
-            # The second request finds its connection reset (the statement is
+        answers = []
+        with events_locked(postgres):
+            # The second request may find its connection reset (the statement
             # not prepared there): preparing it waits on the lock too, within
             # the same time.
             for _ in range(2):
                 t0 = time.time()
                 answers.append((h.get(path, headers=hdr), time.time() - t0))
-        finally:
-            locker.stdin.write("ROLLBACK;\n\\q\n")
-            locker.stdin.flush()
-            locker.wait(10)
         for r, took in answers:
             assert_error(r, 503, "M_UNKNOWN")
             assert 0.6 < took < 3, took
