@@ -1,7 +1,6 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
 #include "mod_matrix_fed_private.h"
 
-#include <apr_hash.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
