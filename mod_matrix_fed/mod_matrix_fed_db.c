@@ -377,7 +377,8 @@ static apr_status_t clear_result(void *res)
  * gone: when it next writes, or at once with PostgreSQL's
  * client_connection_check_interval (see the README).
  */
-static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, const char *what)
+static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, const char *verb,
+                      mxf_stmt_t id)
 {
     PGresult *res;
     int i;
@@ -396,9 +397,9 @@ static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, const cha
         }
         if (n <= 0) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, r, MXFLOGNO(25069)
-                          "%s: no answer from the database within %" APR_TIME_T_FMT
+                          "%s %s: no answer from the database within %" APR_TIME_T_FMT
                           " ms (MatrixFedQueryTimeout); the connection is dropped",
-                          what, apr_time_as_msec(db_query_timeout));
+                          verb, statements[id].label, apr_time_as_msec(db_query_timeout));
             if (pfd.fd >= 0) {
                 shutdown(pfd.fd, SHUT_RDWR);
             }
@@ -437,17 +438,18 @@ static int not_prepared(const PGresult *res)
 }
 
 /*
- * Collects the results of what was sent on @a pg, each waited for until
- * @a deadline: the last one in *out (owned by r->pool) on RUN_OK.
+ * Collects the results of what was sent on @a pg for statement @a id (@a
+ * verb says what: "statement", "preparing"), each waited for until @a
+ * deadline: the last one in *out (owned by r->pool) on RUN_OK.
  */
-static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char *what,
-                     PGresult **out)
+static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char *verb,
+                     mxf_stmt_t id, PGresult **out)
 {
     PGresult *res, *last = NULL;
     run_t rv = RUN_OK;
 
     for (;;) {
-        if (!wait_ready(r, pg, deadline, what)) {
+        if (!wait_ready(r, pg, deadline, verb, id)) {
             PQclear(last);
             return RUN_TIMED_OUT;
         }
@@ -459,7 +461,8 @@ static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char
             rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN
                  : not_prepared(res) ? RUN_NOT_PREPARED : RUN_FAILED;
             ap_log_rerror(APLOG_MARK, rv == RUN_FAILED ? APLOG_ERR : APLOG_WARNING, 0, r,
-                          MXFLOGNO(20008) "%s failed: %s", what, PQresultErrorMessage(res));
+                          MXFLOGNO(20008) "%s %s failed: %s", verb, statements[id].label,
+                          PQresultErrorMessage(res));
         }
         PQclear(last);
         last = res;
@@ -467,7 +470,7 @@ static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char
     if (rv == RUN_OK && !last) {
         rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
-                      "%s failed: %s", what, PQerrorMessage(pg));
+                      "%s %s failed: %s", verb, statements[id].label, PQerrorMessage(pg));
     }
     if (rv != RUN_OK) {
         PQclear(last);
@@ -481,7 +484,7 @@ static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char
 /*
  * Prepares statement @a id on @a pg as mod_dbd prepares it (its %s
  * arguments as $1, $2, ... of type varchar), answered by @a deadline.
- * One that exists already is fine.
+ * Called when it is not prepared there (recover()).
  */
 static run_t prepare_one(request_rec *r, PGconn *pg, mxf_stmt_t id, apr_time_t deadline)
 {
@@ -490,7 +493,6 @@ static run_t prepare_one(request_rec *r, PGconn *pg, mxf_stmt_t id, apr_time_t d
     Oid types[16];
     int n = 0;
     PGresult *res = NULL;
-    run_t rv;
 
     for (p = sql; *p; p++) {
         if (p[0] == '%' && p[1] == 's' && n < (int)(sizeof(types) / sizeof(types[0]))) {
@@ -506,9 +508,7 @@ static run_t prepare_one(request_rec *r, PGconn *pg, mxf_stmt_t id, apr_time_t d
     if (!PQsendPrepare(pg, statements[id].label, native, n, types)) {
         return PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
     }
-    rv = collect(r, pg, deadline, apr_psprintf(r->pool, "preparing %s", statements[id].label),
-                 &res);
-    return rv;
+    return collect(r, pg, deadline, "preparing", id, &res);
 }
 
 /*
@@ -557,8 +557,7 @@ static int run_on(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id, int nargs, const
             rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
         }
         else {
-            rv = collect(r, pg, deadline,
-                         apr_pstrcat(r->pool, "statement ", statements[id].label, NULL), out);
+            rv = collect(r, pg, deadline, "statement", id, out);
         }
         if (rv == RUN_OK) {
             return 0;
