@@ -1,12 +1,13 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
 /*
  * matrix-fed import: loads federation-format PDUs (one per line, any order,
- * one or several rooms) into the room DAG schema.
+ * one or several rooms; or arrays of them and federation responses holding
+ * them, see mxf_pduinput.h) into the room DAG schema.
  *
  * The whole import is one transaction: it either lands completely or leaves
  * the database as it was. Steps:
- *   1. read the input (mapped, not copied); find the rooms' m.room.create
- *      events (room versions);
+ *   1. read the input (mapped, not copied) and find its PDUs; find the
+ *      rooms' m.room.create events (room versions);
  *   2. parse and check every line in worker threads (strict JSON for the
  *      room version, size limits, event ID, content hash, which signatures
  *      of the required servers can be checked), keeping only the fields
@@ -82,6 +83,7 @@
 #include "mxf_event.h"
 #include "mxf_json.h"
 #include "mxf_keystore.h"
+#include "mxf_pduinput.h"
 #include "mxf_roomstate.h"
 #include "mxf_roomver.h"
 #include "mxf_sign.h"
@@ -166,9 +168,11 @@ typedef struct sig_check {
 } sig_check_t;
 
 typedef struct line {
-    const char *text;
+    const char *text;                   /* one PDU (mxf_pduinput.h) */
     apr_size_t len;
-    long no;
+    long no;                            /* its number in the input, from 1 */
+    long src_line;                      /* the input line it starts on */
+    const char *where;                  /* NULL, or its place in a response */
 } line_t;
 
 typedef struct importer importer_t;
@@ -281,7 +285,17 @@ static void bad_line(importer_t *im, long line, const char *fmt, ...)
         }
         return;
     }
-    fprintf(stderr, "matrix-fed: import: %s:%ld: ", im->source, line);
+    if (line < 0) {                     /* the input itself, at a line */
+        fprintf(stderr, "matrix-fed: import: %s:%ld: ", im->source, -line);
+    }
+    else if (im->lines && line >= 1 && line <= im->lines->nelts) {
+        const line_t *l = &APR_ARRAY_IDX(im->lines, line - 1, line_t);
+        fprintf(stderr, "matrix-fed: import: %s:%ld: %s%s%s", im->source, l->src_line,
+                l->where ? "(" : "", l->where ? l->where : "", l->where ? ") " : "");
+    }
+    else {                              /* an event already in the database */
+        fprintf(stderr, "matrix-fed: import: (database): ");
+    }
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -384,33 +398,33 @@ static apr_status_t read_input(apr_pool_t *p, const char *path, const char **buf
     return APR_SUCCESS;
 }
 
-static apr_array_header_t *split_lines(apr_pool_t *p, const char *buf, apr_size_t len)
+/*
+ * The PDUs of the input (mxf_pduinput.h), numbered from 1 in input order;
+ * bad_line() reports them by the line they start on. NULL when the input is
+ * not well formed (reported).
+ */
+static apr_array_header_t *split_input(importer_t *im, const char *buf, apr_size_t len)
 {
-    apr_array_header_t *lines = apr_array_make(p, 1024, sizeof(line_t));
-    const char *s = buf, *end = buf + len;
-    long no = 0;
+    apr_array_header_t *items = apr_array_make(im->p, 1024, sizeof(mxf_pdu_item_t));
+    apr_array_header_t *lines;
+    const char *why = NULL;
+    long err_line = 0;
+    int i;
 
-    if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
-        s += 3;                         /* a UTF-8 byte order mark, as some editors write */
+    if (mxf_pdu_input_split(im->p, buf, len, items, &err_line, &why) != APR_SUCCESS) {
+        bad_line(im, -err_line, "%s", why);
+        return NULL;
     }
-    while (s < end) {
-        const char *nl = memchr(s, '\n', (apr_size_t)(end - s));
-        const char *e = nl ? nl : end, *t;
-        line_t *l;
+    lines = apr_array_make(im->p, items->nelts ? items->nelts : 1, sizeof(line_t));
+    for (i = 0; i < items->nelts; i++) {
+        const mxf_pdu_item_t *it = &APR_ARRAY_IDX(items, i, mxf_pdu_item_t);
+        line_t *l = apr_array_push(lines);
 
-        no++;
-        if (e > s && e[-1] == '\r') {
-            e--;
-        }
-        for (t = s; t < e && (*t == ' ' || *t == '\t'); t++) {
-        }
-        if (t < e) {                    /* blank lines, or only spaces and tabs: skipped */
-            l = apr_array_push(lines);
-            l->text = s;
-            l->len = (apr_size_t)(e - s);
-            l->no = no;
-        }
-        s = nl ? nl + 1 : end;
+        l->text = it->text;
+        l->len = it->len;
+        l->no = i + 1;
+        l->src_line = it->line;
+        l->where = it->where;
     }
     return lines;
 }
@@ -3163,7 +3177,9 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     PGresult *res;
     int i;
 
-    im->lines = split_lines(im->p, buf, len);
+    if ((im->lines = split_input(im, buf, len)) == NULL) {
+        return 0;
+    }
     im->n_lines = im->lines->nelts;
     if (!load_rooms(im)) {
         return 0;
@@ -3258,9 +3274,11 @@ static void import_usage(FILE *out)
 {
     fputs("Usage: matrix-fed import --db CONNINFO [--keys FILE ...] [--require-signatures]\n"
           "                         [--threads N] [--batch-events N] [--quiet]\n"
-          "                         [FILE.jsonl | -]\n"
-          "  Loads federation PDUs, one JSON object per line in any order, into the\n"
-          "  database. --keys FILE holds /_matrix/key/v2/server responses (one JSON\n"
+          "                         [FILE.jsonl | FILE.json | -]\n"
+          "  Loads federation PDUs, in any order, into the database: one JSON object\n"
+          "  per line, or JSON arrays of PDUs and federation responses holding them\n"
+          "  (\"pdus\", \"auth_chain\", \"state\", \"events\", \"event\"), on one line\n"
+          "  or over many. --keys FILE holds /_matrix/key/v2/server responses (one JSON\n"
           "  object, an array of them, or one per line); they are verified and stored.\n"
           "  Lines are checked in N threads (default: one per CPU). Rows are written\n"
           "  in rounds of --batch-events events (default 5000), each while the next\n"
@@ -3398,7 +3416,7 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
         return MXF_EXIT_FAILURE;
     }
     total = secs_since(im.t_start);
-    printf("imported %ld new events (%ld lines; %ld already known, %ld repeated in the input)\n"
+    printf("imported %ld new events (%ld PDUs; %ld already known, %ld repeated in the input)\n"
            "  redacted: %ld by content hash mismatch, %ld by m.room.redaction\n"
            "  signatures: %ld verified, %ld unverifiable (no key known)\n",
            im.n_new, im.n_lines, im.n_known, im.n_dup, im.n_redacted_hash,

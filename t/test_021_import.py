@@ -265,7 +265,7 @@ class TestImportGenerated:
     def test_021_001_summary(self, imported):
         out = imported["out"]
         n = len(imported["lines"])
-        assert f"imported {n} new events ({n} lines; 0 already known" in out
+        assert f"imported {n} new events ({n} PDUs; 0 already known" in out
         assert f"signatures: {n} verified, 0 unverifiable" in out
         assert f"{len(imported['summary']['redacted'])} by m.room.redaction" in out
         assert "0 by content hash mismatch" in out
@@ -440,7 +440,7 @@ SELECT json_build_object(
         before = snapshot(postgres, imported["db"])
         out = import_ok(build_env, postgres, imported["db"], imported["room"], imported["keys"])
         n = len(imported["lines"])
-        assert f"imported 0 new events ({n} lines; {n} already known" in out
+        assert f"imported 0 new events ({n} PDUs; {n} already known" in out
         assert "nothing new" in out
         after = snapshot(postgres, imported["db"])
         # Only the key table's fetch times may move.
@@ -1002,6 +1002,88 @@ class TestBadLines:
         out = import_ok(build_env, postgres, carried_db,
                         write_lines(tmp_path / "again.jsonl", lines), keys)
         assert "imported 0 new events" in out
+
+    def test_021_031_responses_and_arrays_as_input(self, bad_base, build_env, postgres,
+                                                   tmp_path):
+        """PDUs as other servers answer them and operators save them: a /state
+        answer and transactions (/backfill answers) one per line, and the same
+        room as one pretty-printed JSON array. Each loads the room as the JSON
+        lines do; PDUs on one line keep their bytes (the export is the same
+        file), pretty-printed ones lose only the whitespace between tokens."""
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        room_id = json.loads(lines[0])["room_id"]
+        plain = new_db(postgres, build_env)
+        import_ok(build_env, postgres, plain, write_lines(tmp_path / "plain.jsonl", lines),
+                  room["keys"], extra=["--require-signatures"])
+        want = cli(build_env, "export", "--db", postgres.conninfo(plain), "--room", room_id)
+        assert want.returncode == 0 and want.stdout.count(b"\n") == len(lines)
+
+        # /state (its auth chain repeating some of its PDUs), then transactions.
+        state = (b'{"auth_chain":[' + b",".join(lines[:40]) + b'],"pdus":['
+                 + b",".join(lines[:100]) + b']}')
+        txns = [b'{"origin":"hs1.example","origin_server_ts":1,"pdus":['
+                + b", ".join(lines[a:a + 50]) + b'],"edus":[]}'
+                for a in range(100, len(lines), 50)]
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "responses.json", [state] + txns),
+                        room["keys"], extra=["--require-signatures"])
+        assert f"imported {len(lines)} new events ({len(lines) + 40} PDUs;" in out
+        assert "40 repeated in the input" in out
+        got = cli(build_env, "export", "--db", postgres.conninfo(db), "--room", room_id)
+        assert got.returncode == 0 and got.stdout == want.stdout
+        assert load_db(postgres, db) == load_db(postgres, plain)
+
+        # One pretty-printed array, as json.dump(indent=2) writes it.
+        evs = [json.loads(x) for x in lines]
+        path = tmp_path / "room.json"
+        path.write_text(json.dumps(evs, indent=2, ensure_ascii=False) + "\n")
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, str(path), room["keys"],
+                        extra=["--require-signatures"])
+        assert f"imported {len(lines)} new events" in out
+        assert load_db(postgres, db) == load_db(postgres, plain)
+        got = cli(build_env, "export", "--db", postgres.conninfo(db), "--room", room_id)
+        exported = got.stdout.splitlines()
+        assert len(exported) == len(lines)
+        assert sorted(canonical(json.loads(x)) for x in exported) == \
+            sorted(canonical(json.loads(x)) for x in want.stdout.splitlines())
+        assert not any(x.startswith(b"{ ") or b'": ' in x[:40] for x in exported)
+
+    def test_021_032_bad_pdu_in_a_response_named(self, bad_base, build_env, postgres, tmp_path):
+        """A bad PDU inside a response is reported at the line the response
+        starts on and by its place in it; nothing is written."""
+        room = bad_base["10"]
+        second = list(room["lines"][150:])
+        second[7] = _bad_signature(json.loads(second[7]), second[7], room)
+        txn = b'{"origin":"hs1.example","pdus":[' + b",".join(second[:20]) + b"]}"
+        path = write_lines(tmp_path / "txn.json", [b"", txn, *second[20:]])
+        before = snapshot(postgres, room["db"])
+        r = import_file(build_env, postgres, room["db"], path)
+        err = r.stderr.decode()
+        assert r.returncode == 1, err
+        assert f"{path}:2: (pdus[7]) signature" in err, err
+        assert "database is unchanged" in err
+        assert snapshot(postgres, room["db"]) == before
+
+    @pytest.mark.parametrize("text,line,words", [
+        (b'[\n{"type": "m.room.message"},\n{"type": "x"\n]\n', 1, "does not match"),
+        (b'\n\n{\n"pdus": [\n', 3, "does not end"),
+        (b'[\n{"type": "a"} {"type": "b"}\n]', 1, "commas"),
+    ], ids=["mismatched", "unterminated", "no-comma"])
+    def test_021_033_input_not_well_formed(self, bad_base, build_env, postgres, tmp_path,
+                                           text, line, words):
+        """JSON over many lines that does not end, or whose brackets do not
+        match: refused at the line the value starts on."""
+        path = tmp_path / "broken.json"
+        path.write_bytes(text)
+        before = snapshot(postgres, bad_base["10"]["db"])
+        r = import_file(build_env, postgres, bad_base["10"]["db"], str(path))
+        err = r.stderr.decode()
+        assert r.returncode == 1
+        assert f"{path}:{line}: " in err and words in err, err
+        assert snapshot(postgres, bad_base["10"]["db"]) == before
 
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with

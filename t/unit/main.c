@@ -72,6 +72,7 @@ int main(void)
     srunner_add_suite(sr, mxf_suite_event());
     srunner_add_suite(sr, mxf_suite_stateres());
     srunner_add_suite(sr, mxf_suite_authrules());
+    srunner_add_suite(sr, mxf_suite_pduinput());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -39,5 +39,6 @@ Suite *mxf_suite_id(void);
 Suite *mxf_suite_event(void);
 Suite *mxf_suite_stateres(void);
 Suite *mxf_suite_authrules(void);
+Suite *mxf_suite_pduinput(void);
 
 #endif /* mxf_test_h */

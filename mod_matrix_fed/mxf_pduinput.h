@@ -1,0 +1,49 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+/*
+ * The PDUs of an import's input, found without parsing them: the input may
+ * be JSON lines (one PDU per line, the export format), or JSON as other
+ * servers answer it and as operators save it - an array of PDUs, or a
+ * federation response holding them (a transaction or /backfill answer's
+ * "pdus", /state's "pdus" and "auth_chain", /event_auth's "auth_chain",
+ * /get_missing_events' "events", /send_join's "state", "auth_chain" and
+ * "event"), on one line or pretty-printed over many.
+ *
+ * Each PDU is handed on as the input's own bytes, so the importer stores
+ * and exports it as it came; one spread over several lines is first copied
+ * without the whitespace between its tokens (the bytes of its strings and
+ * numbers unchanged), so that it fits on one line of an export.
+ */
+#ifndef mxf_pduinput_h
+#define mxf_pduinput_h
+
+#include <apr_errno.h>
+#include <apr_pools.h>
+#include <apr_tables.h>
+
+typedef struct mxf_pdu_item {
+    const char *text;                   /* the PDU's JSON (not NUL-terminated) */
+    apr_size_t len;
+    long line;                          /* the input line it starts on, from 1 */
+    const char *where;                  /* NULL, or where in a response: "pdus[3]" */
+} mxf_pdu_item_t;
+
+/*
+ * Appends the PDUs of @a buf to @a items (mxf_pdu_item_t), in input order.
+ *
+ * When the first line that is not blank holds one whole JSON value, the
+ * input is read as JSON lines: each line that is not blank is one PDU, or
+ * one array or response holding PDUs. A line that is not one whole JSON
+ * value is handed on as it is, for the parser to say what is wrong with it.
+ * Otherwise the input is read as a sequence of JSON values, each a PDU, an
+ * array or a response; where one of them does not end, APR_EINVAL, with its
+ * line in @a err_line and the reason in @a why.
+ *
+ * An object is a PDU when it has a "type" member or none of the members
+ * that hold PDUs in responses; elements of arrays that are not objects are
+ * handed on as they are (the importer refuses them). A UTF-8 byte order mark
+ * at the start is skipped.
+ */
+apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
+                                 apr_array_header_t *items, long *err_line, const char **why);
+
+#endif /* mxf_pduinput_h */

@@ -1,0 +1,217 @@
+/* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#include <string.h>
+
+#include "mxf_pduinput.h"
+#include "mxf_test.h"
+
+typedef struct expect {
+    const char *text;
+    long line;
+    const char *where;
+} expect_t;
+
+/* Splits @a input and checks every item found against @a want (ended by a NULL text). */
+static void check_split(const char *input, const expect_t *want)
+{
+    apr_array_header_t *items = apr_array_make(mxf_test_pool, 4, sizeof(mxf_pdu_item_t));
+    const char *why = NULL;
+    long err_line = 0;
+    int i, n = 0;
+
+    ck_assert_msg(mxf_pdu_input_split(mxf_test_pool, input, strlen(input), items, &err_line,
+                                      &why) == APR_SUCCESS,
+                  "%s: line %ld: %s", input, err_line, why);
+    while (want[n].text) {
+        n++;
+    }
+    ck_assert_msg(items->nelts == n, "%s: %d items, want %d", input, items->nelts, n);
+    for (i = 0; i < n; i++) {
+        const mxf_pdu_item_t *it = &APR_ARRAY_IDX(items, i, mxf_pdu_item_t);
+        ck_assert_msg(it->len == strlen(want[i].text)
+                      && memcmp(it->text, want[i].text, it->len) == 0,
+                      "item %d: '%.*s', want '%s'", i, (int)it->len, it->text, want[i].text);
+        ck_assert_int_eq(it->line, want[i].line);
+        if (want[i].where) {
+            ck_assert_ptr_nonnull(it->where);
+            ck_assert_str_eq(it->where, want[i].where);
+        }
+        else {
+            ck_assert_ptr_null(it->where);
+        }
+    }
+}
+
+static void check_refused(const char *input, long line, const char *why_has)
+{
+    apr_array_header_t *items = apr_array_make(mxf_test_pool, 4, sizeof(mxf_pdu_item_t));
+    const char *why = NULL;
+    long err_line = 0;
+
+    ck_assert_int_eq(mxf_pdu_input_split(mxf_test_pool, input, strlen(input), items,
+                                         &err_line, &why), APR_EINVAL);
+    ck_assert_int_eq(err_line, line);
+    ck_assert_ptr_nonnull(why);
+    ck_assert_msg(strstr(why, why_has) != NULL, "'%s' does not say '%s'", why, why_has);
+}
+
+START_TEST(json_lines)
+{
+    /* One PDU per line, kept byte for byte (spaces inside included);
+     * blank lines, CRLF and a byte order mark skipped. */
+    static const expect_t want[] = {
+        { "{\"type\": \"a\", \"content\": {}}", 1, NULL },
+        { "{\"type\":\"b\"}", 3, NULL },
+        { "{\"type\":\"c\",\"x\":[1, 2]}", 5, NULL },
+        { NULL, 0, NULL }
+    };
+    check_split("\xef\xbb\xbf{\"type\": \"a\", \"content\": {}}\r\n\n  {\"type\":\"b\"}  \n"
+                " \t \n{\"type\":\"c\",\"x\":[1, 2]}", want);
+}
+END_TEST
+
+START_TEST(json_lines_bad_line_handed_on)
+{
+    /* A line that is not one whole value goes to the parser as it is; the lines
+     * after it are still read one by one. */
+    static const expect_t want[] = {
+        { "{\"type\":\"a\"}", 1, NULL },
+        { "{\"type\":\"b\"", 2, NULL },
+        { "{\"type\":\"c\"} trailing", 3, NULL },
+        { "42", 4, NULL },
+        { "{\"type\":\"d\"}", 5, NULL },
+        { NULL, 0, NULL }
+    };
+    check_split("{\"type\":\"a\"}\n{\"type\":\"b\"\n{\"type\":\"c\"} trailing\n42\n{\"type\":\"d\"}\n",
+                want);
+}
+END_TEST
+
+START_TEST(responses_on_one_line)
+{
+    /* A transaction (or /backfill answer), a /state answer, /get_missing_events,
+     * /event_auth and /send_join, one per line: their PDUs in member order. */
+    static const expect_t want[] = {
+        { "{\"type\":\"a\"}", 1, "pdus[0]" },
+        { "{\"type\": \"b\"}", 1, "pdus[1]" },
+        { "{\"type\":\"s\"}", 2, "pdus[0]" },
+        { "{\"type\":\"c1\"}", 2, "auth_chain[0]" },
+        { "{\"type\":\"m\"}", 3, "events[0]" },
+        { "{\"type\":\"c2\"}", 4, "auth_chain[0]" },
+        { "{\"type\":\"st\"}", 5, "state[0]" },
+        { "{\"type\":\"ac\"}", 5, "auth_chain[0]" },
+        { "{\"type\":\"join\"}", 5, "event" },
+        { NULL, 0, NULL }
+    };
+    check_split("{\"origin\":\"hs\",\"origin_server_ts\":1,\"pdus\":[{\"type\":\"a\"}, {\"type\": \"b\"}]}\n"
+                "{\"pdus\":[{\"type\":\"s\"}],\"auth_chain\":[{\"type\":\"c1\"}]}\n"
+                "{\"events\":[{\"type\":\"m\"}]}\n"
+                "{\"auth_chain\":[{\"type\":\"c2\"}]}\n"
+                "{\"origin\":\"hs\",\"state\":[{\"type\":\"st\"}],\"auth_chain\":[{\"type\":\"ac\"}],"
+                "\"event\":{\"type\":\"join\"},\"members_omitted\":false}\n", want);
+}
+END_TEST
+
+START_TEST(pretty_printed)
+{
+    /* Over many lines: each PDU starts where it says and is copied without the
+     * whitespace between tokens; strings (spaces, escaped quotes and
+     * backslashes, \u escapes) and numbers keep their bytes. */
+    static const expect_t want[] = {
+        { "{\"type\":\"m.room.message\",\"content\":{\"body\":\"a  \\\" b\\\\\",\"n\":1.50e3}}", 2, "[0]" },
+        { "{\"type\":\"x\",\"u\":\"\\u00e9 \\n\"}", 9, "[1]" },
+        { NULL, 0, NULL }
+    };
+    check_split("[\n"
+                "  {\n"
+                "    \"type\": \"m.room.message\",\n"
+                "    \"content\": {\n"
+                "      \"body\": \"a  \\\" b\\\\\",\n"
+                "      \"n\": 1.50e3\n"
+                "    }\n"
+                "  },\n"
+                "  {\"type\": \"x\",\r\n   \"u\": \"\\u00e9 \\n\"}\n"
+                "]\n", want);
+}
+END_TEST
+
+START_TEST(pretty_printed_responses)
+{
+    /* A response over many lines, then an array of responses, then a PDU; a PDU
+     * on one line keeps its bytes. */
+    static const expect_t want[] = {
+        { "{\"type\": \"a\"}", 3, "pdus[0]" },
+        { "{\"type\": \"b\"}", 4, "auth_chain[0]" },
+        { "{\"type\": \"c\"}", 6, "[0].events[0]" },
+        { "{\"type\": \"d\"}", 6, "[1].pdus[0]" },
+        { "{\"type\":\"e\"}", 7, NULL },
+        { NULL, 0, NULL }
+    };
+    check_split("{\n"
+                "  \"pdus\": [\n"
+                "    {\"type\": \"a\"}],\n"
+                "  \"auth_chain\": [{\"type\": \"b\"}]\n"
+                "}\n"
+                "[{\"events\": [{\"type\": \"c\"}]}, {\"pdus\": [{\"type\": \"d\"}]}]\n"
+                "{\"type\":\n\"e\"}\n", want);
+}
+END_TEST
+
+START_TEST(not_responses)
+{
+    /* A PDU with members named like a response's is a PDU ("type"); an object
+     * with neither is handed on whole, as is one whose "pdus" is not an array;
+     * elements of a response that are not objects are handed on (refused later). */
+    static const expect_t want[] = {
+        { "{\"type\":\"t\",\"pdus\":[{\"type\":\"in\"}]}", 1, NULL },
+        { "{\"origin\":\"hs\"}", 2, NULL },
+        { "{\"pdus\":5}", 3, NULL },
+        { "{}", 4, NULL },
+        { "1", 5, "pdus[0]" },
+        { "\"x\"", 5, "pdus[1]" },
+        { "[]", 5, "pdus[2]" },
+        { NULL, 0, NULL }
+    };
+    check_split("{\"type\":\"t\",\"pdus\":[{\"type\":\"in\"}]}\n{\"origin\":\"hs\"}\n{\"pdus\":5}\n"
+                "{}\n{\"pdus\":[1,\"x\",[]]}\n", want);
+}
+END_TEST
+
+START_TEST(empty)
+{
+    static const expect_t none[] = { { NULL, 0, NULL } };
+
+    check_split("", none);
+    check_split("\n \r\n\t\n", none);
+    check_split("{\"pdus\":[]}", none);
+    check_split("[\n]", none);
+}
+END_TEST
+
+START_TEST(not_well_formed)
+{
+    /* Read as JSON values (the first line is not one): where one does not end,
+     * or its brackets do not match, the import is refused at its first line. */
+    check_refused("{\n  \"type\": \"a\"\n", 1, "does not end");
+    check_refused("[\n{\"type\":\"a\"},\n{\"type\":\"b\"]\n]", 1, "does not match");
+    check_refused("\n\n[\n{\"type\":\"a\"} {\"type\":\"b\"}\n]", 3, "commas");
+    check_refused("[\n{\"type\":\"a\"}\n]x", 3, "whitespace");
+    check_refused("{\"pdus\": [\n {\"type\": \"a\\\"}]\n}", 1, "string does not end");
+}
+END_TEST
+
+Suite *mxf_suite_pduinput(void)
+{
+    Suite *s = suite_create("pduinput");
+    TCase *tc = mxf_test_case("split");
+
+    tcase_add_test(tc, json_lines);
+    tcase_add_test(tc, json_lines_bad_line_handed_on);
+    tcase_add_test(tc, responses_on_one_line);
+    tcase_add_test(tc, pretty_printed);
+    tcase_add_test(tc, pretty_printed_responses);
+    tcase_add_test(tc, not_responses);
+    tcase_add_test(tc, empty);
+    tcase_add_test(tc, not_well_formed);
+    suite_add_tcase(s, tc);
+    return s;
+}
