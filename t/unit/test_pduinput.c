@@ -81,8 +81,8 @@ START_TEST(json_lines_bad_line_handed_on)
         { "{\"type\":\"d\"}", 5, NULL },
         { NULL, 0, NULL }
     };
-    check_split("{\"type\":\"a\"}\n{\"type\":\"b\"\n{\"type\":\"c\"} trailing\n42\n{\"type\":\"d\"}\n",
-                want);
+    check_split("{\"type\":\"a\"}\n{\"type\":\"b\"\n{\"type\":\"c\"} trailing\n42\n"
+                "{\"type\":\"d\"}\n", want);
 }
 END_TEST
 
@@ -102,11 +102,13 @@ START_TEST(responses_on_one_line)
         { "{\"type\":\"join\"}", 5, "event" },
         { NULL, 0, NULL }
     };
-    check_split("{\"origin\":\"hs\",\"origin_server_ts\":1,\"pdus\":[{\"type\":\"a\"}, {\"type\": \"b\"}]}\n"
+    check_split("{\"origin\":\"hs\",\"origin_server_ts\":1,"
+                "\"pdus\":[{\"type\":\"a\"}, {\"type\": \"b\"}]}\n"
                 "{\"pdus\":[{\"type\":\"s\"}],\"auth_chain\":[{\"type\":\"c1\"}]}\n"
                 "{\"events\":[{\"type\":\"m\"}]}\n"
                 "{\"auth_chain\":[{\"type\":\"c2\"}]}\n"
-                "{\"origin\":\"hs\",\"state\":[{\"type\":\"st\"}],\"auth_chain\":[{\"type\":\"ac\"}],"
+                "{\"origin\":\"hs\",\"state\":[{\"type\":\"st\"}],"
+                "\"auth_chain\":[{\"type\":\"ac\"}],"
                 "\"event\":{\"type\":\"join\"},\"members_omitted\":false}\n", want);
 }
 END_TEST
@@ -117,7 +119,8 @@ START_TEST(pretty_printed)
      * whitespace between tokens; strings (spaces, escaped quotes and
      * backslashes, \u escapes) and numbers keep their bytes. */
     static const expect_t want[] = {
-        { "{\"type\":\"m.room.message\",\"content\":{\"body\":\"a  \\\" b\\\\\",\"n\":1.50e3}}", 2, "[0]" },
+        { "{\"type\":\"m.room.message\","
+          "\"content\":{\"body\":\"a  \\\" b\\\\\",\"n\":1.50e3}}", 2, "[0]" },
         { "{\"type\":\"x\",\"u\":\"\\u00e9 \\n\"}", 9, "[1]" },
         { NULL, 0, NULL }
     };
