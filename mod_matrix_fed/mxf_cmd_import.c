@@ -46,9 +46,11 @@
  * before). An auth event that is neither in the input nor in the database
  * cannot be fetched by an import, so the event is rejected (as a server
  * that cannot fetch it would); so is an event citing a rejected auth event.
- * An event whose state is unknown is stored unchecked: it is checked when
- * a later import makes its state known (the same pass that fills its
- * state in). The ordering puts every event after its prev_events and its
+ * An event whose state is unknown is checked against its auth events only
+ * (step 4; an auth event not known yet leaves it unchecked), and against
+ * the state when a later import makes its state known (the same pass that
+ * fills its state in, which takes rejected events too: their state after
+ * is the state before them, which the events after them need). The ordering puts every event after its prev_events and its
  * auth events of the same import, so the checks see their outcome.
  * Known limitation: an auth event whose own state is still unknown (not
  * yet checked) counts as accepted.
@@ -153,6 +155,7 @@ typedef struct ev {
     unsigned rejected:1;                /* rejected (by this import, or in the database) */
     unsigned accepted_child:1;          /* an accepted event of this import lists it as a prev */
     unsigned event_id_taken:1;          /* its PDU carried its (v3+) event_id: taken off */
+    unsigned local_taken:1;             /* take_local_values() took something off */
     json_t *json;                       /* the parsed PDU while cached (im->cache) */
     const char *rejected_reason;        /* why this import rejects it */
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
@@ -265,6 +268,7 @@ struct importer {
          n_sig_verified, n_sig_unverifiable;
     long n_dup_other;                   /* repeated with other bytes (one copy kept) */
     long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
+    long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
     apr_time_t t_start, t_checked, t_ordered, t_written;
     double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
     double c_resolving;                 /* main thread's CPU seconds in state resolution */
@@ -989,6 +993,49 @@ static int take_event_id(apr_pool_t *tmp, json_t *j, const char **carried)
 }
 
 /*
+ * Takes off what a PDU carries that is not shared over federation, as the
+ * reference homeserver does on receipt: the top-level "age_ts", "outlier"
+ * and "destinations" old servers added after hashing (no hash or signature
+ * covers them), and in "unsigned" everything but an m.room.member's
+ * stripped room state ("invite_room_state", "knock_room_state"). Dumps of
+ * rooms carry there the sending client's transaction ID, copies of earlier
+ * state ("prev_content", "replaces_state") that would outlive its
+ * redaction or history visibility, a redaction with its reason, and an
+ * "age" that would go out stale. 1 when anything was taken off.
+ */
+static int take_local_values(json_t *j, const char *type)
+{
+    static const char *const top[] = { "age_ts", "outlier", "destinations", NULL };
+    json_t *u = json_object_get(j, "unsigned"), *v;
+    const char *key;
+    void *next;
+    int taken = 0, i;
+
+    for (i = 0; top[i]; i++) {
+        if (json_object_get(j, top[i])) {
+            json_object_del(j, top[i]);
+            taken = 1;
+        }
+    }
+    if (u == NULL) {
+        return taken;
+    }
+    if (json_is_object(u) && !strcmp(type, "m.room.member")) {
+        json_object_foreach_safe(u, next, key, v) {
+            if (strcmp(key, "invite_room_state") && strcmp(key, "knock_room_state")) {
+                json_object_del(u, key);
+                taken = 1;
+            }
+        }
+        if (json_object_size(u) > 0) {
+            return taken;
+        }
+    }
+    json_object_del(j, "unsigned");
+    return 1;
+}
+
+/*
  * Parses and checks one line (any thread). NULL with *why (in the
  * checker's scratch pool) when it cannot be imported.
  */
@@ -1002,7 +1049,7 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     room_t *r;
     apr_size_t len;
     apr_status_t rv;
-    int verified, has_carried = 0;
+    int verified, has_carried = 0, had_local;
     const char *carried = NULL;
 
     *why = NULL;
@@ -1045,6 +1092,7 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     if (r->rv->event_id_format != MXF_EVID_CARRIED && !has_carried) {
         has_carried = take_event_id(tmp, j, &carried);
     }
+    had_local = take_local_values(j, s);
     /*
      * The event as its receivers check it: without "unsigned", which is not
      * signed, which other servers strip (or reduce to a few known keys)
@@ -1089,13 +1137,14 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     e->line = l->no;
     e->pdu = l->text;
     e->pdu_len = l->len;
-    if (has_carried) {
+    if (has_carried || had_local) {
         /* Stored, served and exported as the PDU should have been sent. */
         if ((e->pdu = mxf_json_dump(p, j, &e->pdu_len)) == NULL) {
-            *why = "cannot encode the PDU without its \"event_id\"";
+            *why = "cannot encode the PDU without what it should not carry";
             return NULL;
         }
-        e->event_id_taken = 1;
+        e->event_id_taken = has_carried != 0;
+        e->local_taken = had_local != 0;
     }
     e->room = r;
     e->type = apr_pstrdup(p, s);
@@ -1126,6 +1175,9 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     rv = mxf_event_check_content_hash(tmp, j, r->rv, why);
     if (rv == APR_EMISMATCH) {
         e->hash_mismatch = 1;           /* served redacted, as the spec says */
+        if (!r->rv->redacts_in_content) {
+            e->redacts = NULL;          /* the redacted form has no "redacts" (v1-v10) */
+        }
         if (e->content) {
             /* ... and processed redacted (checks on receipt, step 3). */
             json_t *red = mxf_event_redact(tmp, j, r->rv);
@@ -1421,6 +1473,7 @@ static int check_all(importer_t *im)
         apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
         APR_ARRAY_PUSH(im->order, ev_t *) = e;
         im->n_event_id_taken += e->event_id_taken;
+        im->n_local_taken += e->local_taken;
     }
     return im->errors == 0;
 }
@@ -1532,7 +1585,7 @@ static int load_refills(importer_t *im)
                                      "       e.redacted_pdu IS NOT NULL"
                                      "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
                                      " WHERE e.room_nid = $1::bigint AND e.state_before IS NULL"
-                                     "   AND NOT e.outlier AND e.rejected_reason IS NULL"
+                                     "   AND NOT e.outlier"
                                      " ORDER BY e.event_nid", 1, params);
         if (!res) {
             PQclear(rooms);
@@ -1939,11 +1992,14 @@ static const json_t *lookup_state(void *baton, const char *type, const char *sta
 }
 
 /*
- * Checks @a e (its state before known) against the authorization rules:
- * its auth events, then the state before it. Sets e->rejected and
- * e->rejected_reason when it fails. 0 (reported) on a database error.
+ * Checks @a e against the authorization rules: its auth_events list, the
+ * rules against its auth events, then (with @a state_known) the rules
+ * against the state before it. Sets e->rejected and e->rejected_reason
+ * when it fails. Without the state before it (behind a gap), an auth event
+ * that is not known yet leaves it unchecked: a later import may bring it.
+ * 0 (reported) on a database error.
  */
-static int check_auth(importer_t *im, ev_t *e)
+static int check_auth(importer_t *im, ev_t *e, int state_known)
 {
     apr_pool_t *p = im->authp;
     const mxf_roomver_t *rv = e->room->rv;
@@ -1987,6 +2043,10 @@ static int check_auth(importer_t *im, ev_t *e)
             if (im->db_failed) {
                 return 0;
             }
+            if (!state_known) {
+                apr_pool_clear(p);
+                return 1;
+            }
             im->n_rejected_unknown_auth++;
             reason = apr_psprintf(p, "auth event %s is unknown (neither in the input nor in "
                                   "the database)", e->auths[k]);
@@ -2016,7 +2076,7 @@ static int check_auth(importer_t *im, ev_t *e)
     }
     sl.im = im;
     sl.state = e->before;
-    if (mxf_auth_check(p, rv, j, lookup_state, &sl, &why) != APR_SUCCESS) {
+    if (state_known && mxf_auth_check(p, rv, j, lookup_state, &sl, &why) != APR_SUCCESS) {
         reason = apr_pstrcat(p, "against the state before it: ", why, NULL);
         goto rejected;
     }
@@ -2201,8 +2261,9 @@ static mxf_rs_state_t *state_of_parent(importer_t *im, ev_t *parent, int *failed
 
 /*
  * Computes e->before (NULL when a prev_event is missing or its state
- * unknown), checks the event against the auth rules when it is known, and
- * sets e->after. 0 (reported) on failure.
+ * unknown), checks the event against the auth rules (without the state
+ * before it when that is unknown: checks on receipt, step 4, need only its
+ * auth events), and sets e->after. 0 (reported) on failure.
  */
 static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
 {
@@ -2222,15 +2283,18 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
             ev_t *parent = ev_get(im, e->prevs[k]);
             mxf_rs_state_t *s;
             if (!parent || parent->room != e->room) {
-                return 1;               /* edge of known history */
+                goto unknown;           /* edge of known history */
             }
             if ((s = state_of_parent(im, parent, &failed)) == NULL) {
-                return !failed;         /* unknown, or could not be loaded */
+                if (failed) {
+                    return 0;           /* could not be loaded */
+                }
+                goto unknown;
             }
             APR_ARRAY_PUSH(parents, mxf_rs_state_t *) = s;
         }
         if (parents->nelts == 0) {
-            return 1;
+            goto unknown;
         }
         if (parents->nelts > MXF_SR_MAX_STATES) {
             /* More than any valid PDU has: cannot be resolved, so not authorised. */
@@ -2250,7 +2314,7 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
             return 0;
         }
     }
-    if (!check_auth(im, e)) {
+    if (!check_auth(im, e, 1)) {
         mxf_cmd_error("reading events from the database failed while checking %s",
                       e->event_id);
         return 0;
@@ -2267,6 +2331,15 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
     }
     else {
         e->after = e->before;
+    }
+    return 1;
+
+unknown:
+    /* The state before it is not known: its auth events still judge it. */
+    if (!check_auth(im, e, 0)) {
+        mxf_cmd_error("reading events from the database failed while checking %s",
+                      e->event_id);
+        return 0;
     }
     return 1;
 }
@@ -3441,12 +3514,16 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
                im.n_refilled);
     }
     if (im.n_dup_other) {
-        printf("  %ld events repeated with other bytes: one copy kept (the one whose content"
-               " hash matches, else the first)\n", im.n_dup_other);
+        printf("  %ld event%s repeated with other bytes: one copy kept (the one whose content"
+               " hash matches, else the first)\n", im.n_dup_other, im.n_dup_other == 1 ? "" : "s");
     }
     if (im.n_event_id_taken) {
         printf("  %ld PDUs of room version 3 or later carried their event_id: stored"
                " without it\n", im.n_event_id_taken);
+    }
+    if (im.n_local_taken) {
+        printf("  %ld PDUs carried values servers do not share (in unsigned, or top-level"
+               " age_ts, outlier, destinations): stored without them\n", im.n_local_taken);
     }
     if (im.n_rooms_folded) {
         printf("  current state: %ld room(s) with over %d forward extremities, resolved in"
