@@ -185,7 +185,11 @@ static const struct {
         "mxf_key_response_get",
         "SELECT response, valid_until_ts FROM mxf_server_key_responses WHERE server_name = %s"
     },
-    /* args: server name, response, valid_until_ts, fetched_ts; the longest-lived kept */
+    /*
+     * args: server name, response, valid_until_ts, fetched_ts; the latest
+     * kept (after a key rotation the new document, whatever the old one's
+     * valid_until_ts said)
+     */
     [MXF_STMT_KEY_RESPONSE_PUT] = {
         "mxf_key_response_put",
         "INSERT INTO mxf_server_key_responses (server_name, response, valid_until_ts,"
@@ -193,7 +197,7 @@ static const struct {
         " ON CONFLICT (server_name) DO UPDATE"
         "  SET response = EXCLUDED.response, valid_until_ts = EXCLUDED.valid_until_ts,"
         "      fetched_ts = EXCLUDED.fetched_ts"
-        "  WHERE EXCLUDED.valid_until_ts >= mxf_server_key_responses.valid_until_ts"
+        "  WHERE EXCLUDED.fetched_ts >= mxf_server_key_responses.fetched_ts"
     },
 };
 

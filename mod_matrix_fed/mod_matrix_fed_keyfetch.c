@@ -392,7 +392,8 @@ static apr_status_t fetch_notary(request_rec *r, const mxf_keys_conf_t *kc,
     apr_int64_t now = apr_time_as_msec(apr_time_now());
     int mapped;
     json_t *resp = NULL, *item;
-    const json_t *list;
+    const json_t *list, *best = NULL;
+    apr_int64_t best_until = 0;
     size_t i;
 
     resolve_server(r, kc, n->name, deadline, &base, &o.connect_to, &mapped);
@@ -407,23 +408,40 @@ static apr_status_t fetch_notary(request_rec *r, const mxf_keys_conf_t *kc,
         *why = apr_psprintf(r->pool, "%s: no server_keys array", url);
         return APR_EGENERAL;
     }
+    /*
+     * The notary may answer with several documents of the server: the one
+     * that verifies and lives longest is taken; one that does not verify is
+     * passed over, as the reference homeserver does.
+     */
     *why = apr_psprintf(r->pool, "%s: no keys of %s in the answer", url, server);
     json_array_foreach(list, i, item) {
         const json_t *name = json_object_get(item, "server_name");
+        const json_t *until = json_object_get(item, "valid_until_ts");
+        apr_array_header_t *found = NULL;
+
         if (!json_is_string(name) || strcmp(json_string_value(name), server) != 0) {
             continue;
         }
         if (mxf_serverkeys_check_signer(r->pool, item, n->name, n->pk, &reason)
                 != APR_SUCCESS
-            || mxf_serverkeys_verify(r->pool, item, server, now, keys, &reason)
+            || mxf_serverkeys_verify(r->pool, item, server, now, &found, &reason)
                 != APR_SUCCESS) {
-            *why = apr_psprintf(r->pool, "%s: %s", url, reason);
-            return APR_EGENERAL;
+            if (!best) {
+                *why = apr_psprintf(r->pool, "%s: %s", url, reason);
+            }
+            continue;
         }
-        *obj = item;
-        return APR_SUCCESS;
+        if (!best || json_integer_value(until) > best_until) {
+            best = item;
+            best_until = json_integer_value(until);
+            *keys = found;
+        }
     }
-    return APR_EGENERAL;
+    if (!best) {
+        return APR_EGENERAL;
+    }
+    *obj = best;
+    return APR_SUCCESS;
 }
 
 apr_status_t mxf_keyfetch(request_rec *r, const mxf_keys_conf_t *kc, const char *server,

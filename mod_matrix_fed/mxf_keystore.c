@@ -115,7 +115,10 @@ static int store_key(mxf_keystore_t *ks, const char *server, const char *key_id,
                          "      fetched_ts = EXCLUDED.fetched_ts", 6, params);
 }
 
-/* Keeps the verified response for the module's notary endpoints (the longest-lived one). */
+/*
+ * Keeps the verified response for the module's notary endpoints: the latest
+ * one stored (after a key rotation, the new document).
+ */
 static int store_response(mxf_keystore_t *ks, const char *server, const json_t *resp,
                           apr_int64_t valid_until_ts)
 {
@@ -139,8 +142,8 @@ static int store_response(mxf_keystore_t *ks, const char *server, const json_t *
                          "  SET response = EXCLUDED.response,"
                          "      valid_until_ts = EXCLUDED.valid_until_ts,"
                          "      fetched_ts = EXCLUDED.fetched_ts"
-                         "  WHERE EXCLUDED.valid_until_ts"
-                         "        >= mxf_server_key_responses.valid_until_ts", 4, params);
+                         "  WHERE EXCLUDED.fetched_ts"
+                         "        >= mxf_server_key_responses.fetched_ts", 4, params);
 }
 
 static int decode_key(const json_t *entry, unsigned char pk[MXF_ED25519_PK_BYTES])

@@ -16,6 +16,7 @@ typedef struct {
     apr_size_t name_len;
     const char *value;         /* unescaped, NUL-terminated, from the pool */
     apr_size_t raw_len;        /* length on the wire, quotes excluded */
+    apr_size_t value_len;      /* length unescaped (what the limits bound) */
 } xm_param_t;
 
 /* One credential: a scheme and its parameters. */
@@ -125,6 +126,7 @@ static apr_status_t read_value(apr_pool_t *p, const char **s, const char *end,
         }
         *o = '\0';
         prm->value = buf;
+        prm->value_len = (apr_size_t)(o - buf);
         *s = q + 1;
         return APR_SUCCESS;
     }
@@ -136,7 +138,7 @@ static apr_status_t read_value(apr_pool_t *p, const char **s, const char *end,
                             (int)prm->name_len, prm->name, excerpt(p, q, end));
         return APR_EINVAL;
     }
-    prm->raw_len = (apr_size_t)(q - *s);
+    prm->raw_len = prm->value_len = (apr_size_t)(q - *s);
     prm->value = apr_pstrmemdup(p, *s, prm->raw_len);
     *s = q;
     return APR_SUCCESS;
@@ -328,7 +330,7 @@ static apr_status_t xmatrix_from_cred(apr_pool_t *p, const xm_cred_t *cred,
         if (k == 3) {
             max = MXF_XMATRIX_SIG_MAX;
         }
-        if (prm->raw_len > max) {
+        if (prm->value_len > max) {     /* escapes are not counted: they are unescaped */
             *why = apr_psprintf(p, "value of parameter '%.*s' is longer than %" APR_SIZE_T_FMT
                                 " bytes", (int)prm->name_len, prm->name, max);
             return APR_EINVAL;

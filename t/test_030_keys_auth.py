@@ -110,6 +110,7 @@ class FakeKeyServer:
         self.queries = 0
         self.notarised = {}          # server name -> FakeKeyServer
         self.sign_wrong = False      # notary: sign with a key nobody pinned
+        self.bad_first = set()       # notary: these servers' answers start with a forgery
         self.port = free_port()
         outer = self
 
@@ -131,6 +132,10 @@ class FakeKeyServer:
                         resp = outer.notarised[name].response()
                         signer = (signedjson.key.generate_signing_key("n")
                                   if outer.sign_wrong else outer.key)
+                        if name in outer.bad_first:
+                            forged = outer.notarised[name].response(forged=True)
+                            body["server_keys"].append(
+                                signedjson.sign.sign_json(forged, outer.name, signer))
                         body["server_keys"].append(
                             signedjson.sign.sign_json(resp, outer.name, signer))
                 else:
@@ -157,15 +162,20 @@ class FakeKeyServer:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
-    def response(self):
+    def response(self, forged=False):
+        """The key document; @forged: self-signed by another key under the
+        same key ID (and valid longer), which must not verify."""
         obj = {
             "server_name": self.name,
-            "valid_until_ts": now_ms() + self.validity_ms,
+            "valid_until_ts": now_ms() + self.validity_ms + (3600_000 if forged else 0),
             "verify_keys": {key_id(self.key): {"key": vkey_b64(self.key)}},
             "old_verify_keys": {key_id(self.old_key): {"key": vkey_b64(self.old_key),
                                                        "expired_ts": now_ms() - 1000}},
         }
-        return signedjson.sign.sign_json(obj, self.name, self.key)
+        signer = self.key
+        if forged:
+            signer = signedjson.key.generate_signing_key(self.key.version)
+        return signedjson.sign.sign_json(obj, self.name, signer)
 
     def url(self):
         return f"https://127.0.0.1:{self.port}"
@@ -200,11 +210,15 @@ def fakes(certs):
         "asked": FakeKeyServer("asked.test", good),          # the notary tests'
         "refreshed": FakeKeyServer("refreshed.test", good),
         "notarised2": FakeKeyServer("notarised2.test", good),
+        "notarised3": FakeKeyServer("notarised3.test", good),
+        "rotating": FakeKeyServer("rotating.test", good, validity_ms=30 * 86400_000),
         "iplit": FakeKeyServer("ip-literal", good),  # named 127.0.0.1:<port> below
     }
     f["iplit"].name = f"127.0.0.1:{f['iplit'].port}"
     f["notary"].notarised["notarised.test"] = f["notarised"]
     f["notary"].notarised["notarised2.test"] = f["notarised2"]
+    f["notary"].notarised["notarised3.test"] = f["notarised3"]
+    f["notary"].bad_first.add("notarised3.test")
     f["wrongnotary"].notarised["badnotary.test"] = f["badnotary"]
     f["wrongnotary"].sign_wrong = True
     yield f
@@ -218,11 +232,13 @@ DEAD_PORT = free_port()          # nothing listens there
 def key_site(fakes, certs, extra=""):
     urls = "\n".join(f"MatrixFedKeyServerURL {s.name} {s.url()}"
                      for k, s in fakes.items() if k not in ("notarised", "notarised2",
-                                                            "badnotary", "wrongname", "iplit"))
+                                                            "notarised3", "badnotary",
+                                                            "wrongname", "iplit"))
     return f"""
 {urls}
 MatrixFedKeyServerURL notarised.test https://127.0.0.1:{DEAD_PORT}
 MatrixFedKeyServerURL notarised2.test https://127.0.0.1:{DEAD_PORT}
+MatrixFedKeyServerURL notarised3.test https://127.0.0.1:{DEAD_PORT}
 MatrixFedKeyServerURL badnotary.test https://127.0.0.1:{DEAD_PORT}
 MatrixFedKeyServerURL dead.test https://127.0.0.1:{DEAD_PORT}
 MatrixFedKeyServerURL liar.test {fakes["wrongname"].url()}
@@ -358,6 +374,32 @@ class TestNotary:
         self.verify(obj, "notarised2.test", fakes["notarised2"].key)
         self.verify(obj, "notary.test", fakes["notary"].key)
         signedjson.sign.verify_signed_json(obj, SERVER_NAME, self.our_vk())
+
+    def test_030_007b_key_rotation_followed(self, khttpd, fakes):
+        """After a server rotates its key, the notary answers with its new
+        document once it has been fetched (here for a request signed with the
+        new key), though the old one said it was valid for 30 days more."""
+        rot = fakes["rotating"]
+        [obj] = khttpd.get("/_matrix/key/v2/query/rotating.test").json["server_keys"]
+        assert key_id(rot.key) in obj["verify_keys"]
+        old = rot.key
+        rot.old_key, rot.key = old, signedjson.key.generate_signing_key("rotated")
+        rot.validity_ms = 86400_000
+        time.sleep(1.1)                 # past MatrixFedKeyFetchRetryInterval 1
+        hits = rot.hits
+        path = FED + "/event/" + ev("rotated")
+        r = khttpd.get(path, headers={"Authorization": xmatrix("rotating.test", rot.key, "GET",
+                                                               path)})
+        assert_error(r, 404, "M_NOT_FOUND")
+        assert rot.hits == hits + 1
+        for r in (khttpd.get("/_matrix/key/v2/query/rotating.test"),
+                  khttpd.post("/_matrix/key/v2/query",
+                              body={"server_keys": {"rotating.test": {}}})):
+            [obj] = r.json["server_keys"]
+            assert list(obj["verify_keys"]) == [key_id(rot.key)], obj
+            assert key_id(old) in obj["old_verify_keys"]
+            self.verify(obj, "rotating.test", rot.key)
+            signedjson.sign.verify_signed_json(obj, SERVER_NAME, self.our_vk())
 
     def test_030_008_unreachable_servers_left_out(self, khttpd):
         r = khttpd.post("/_matrix/key/v2/query", body={"server_keys": {
@@ -698,6 +740,17 @@ class TestAuthentication:
                             "SELECT source FROM mxf_server_keys WHERE server_name ="
                             f" 'notarised.test' AND key_id = '{key_id(n.key)}'")
         assert src == "notary:notary.test"
+
+    def test_030_030b_notary_entry_that_does_not_verify_passed_over(self, khttpd, fakes):
+        """A trusted notary may answer with several documents of a server:
+        one whose self-signature does not verify (here the first, and the
+        longest-lived) is passed over, and the good one used."""
+        n = fakes["notarised3"]
+        path = FED + "/event/" + ev("notary3")
+        r = khttpd.get(path, headers={"Authorization": xmatrix("notarised3.test", n.key, "GET",
+                                                               path)})
+        assert_error(r, 404, "M_NOT_FOUND")
+        assert n.hits == 0
 
     def test_030_031_notary_signature_checked(self, khttpd, fakes):
         b = fakes["badnotary"]

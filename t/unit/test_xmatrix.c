@@ -194,6 +194,21 @@ START_TEST(rejects_long_values)
                        GET_SIG, 60, labels);
     ck_assert_int_eq(mxf_xmatrix_parse(mxf_test_pool, hdr, &xm, &why), APR_EINVAL);
     ck_assert_ptr_nonnull(strstr(why, "'sig' is longer than 128"));
+    /* The limits bound values as unescaped: a sig written with every character
+     * escaped (172 bytes on the wire) is still the 86-byte signature. */
+    {
+        const char *sig = GET_SIG;
+        char escaped[2 * sizeof(GET_SIG)], *o = escaped;
+        for (; *sig; sig++) {
+            *o++ = '\\';
+            *o++ = *sig;
+        }
+        *o = '\0';
+        hdr = apr_pstrcat(mxf_test_pool, "X-Matrix origin=domain,key=ed25519:1,sig=\"",
+                          escaped, "\"", NULL);
+        xm = parse_ok(hdr);
+        ck_assert_str_eq(xm->sig, GET_SIG);
+    }
     /* Too many empty list elements. */
     hdr = apr_pstrcat(mxf_test_pool, "X-Matrix origin=domain,key=ed25519:1,sig=\"" GET_SIG "\"",
                       ",,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,,", NULL);
