@@ -2009,6 +2009,15 @@ static int check_auth(importer_t *im, ev_t *e, int state_known)
     json_t *j;
     int k;
 
+    /*
+     * A depth beyond the canonical JSON integers (room versions 1-5 parse
+     * it): the reference homeserver drops such PDUs on receipt and never
+     * serves them, so they are kept out of the room.
+     */
+    if (e->depth > MXF_JSON_INT_MAX) {
+        reason = "depth beyond 2^53 - 1 (the canonical JSON integers)";
+        goto rejected;
+    }
     /* Within 255 code points but over 255 bytes, in a version that keeps such events. */
     if (rv->lenient_byte_limits
         && (mxf_event_check_field_bytes(p, "sender", e->sender, &why) != APR_SUCCESS

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 SRCDIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ["fuzz_json", "fuzz_xmatrix"]
+TARGETS = ["fuzz_json", "fuzz_xmatrix", "fuzz_pduinput"]
 RUN_SECONDS = 5
 
 

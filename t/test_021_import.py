@@ -1247,6 +1247,37 @@ class TestBadLines:
         assert rows[target_id]["redacted_because"] == \
             (event_id(red, version) if int(version) >= 11 else None)
 
+    @pytest.mark.parametrize("version", ["1", "5"])
+    def test_021_036_depth_beyond_canonical_json(self, build_env, postgres, tmp_path,
+                                                 version):
+        """Room versions 1-5 parse integers beyond 2^53 - 1, but the reference
+        homeserver drops a PDU whose depth is one on receipt and never
+        serves it: such an event is kept out of the room (rejected)."""
+        d = gen(build_env, tmp_path / "room", version, seed=36, events=60, branchiness=0)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        signing = server_keys(d)
+        evs = [json.loads(x) for x in lines]
+        msg = [ev for ev in evs if ev["type"] == "m.room.message"][-1]
+        last = evs[-1]
+        server = msg["sender"].split(":", 1)[1]
+        ref = (lambda eid: [eid, {}]) if int(version) <= 2 else (lambda eid: eid)
+        deep = {k: v for k, v in msg.items()
+                if k not in ("hashes", "signatures", "unsigned", "event_id")}
+        deep.update(depth=2 ** 53, prev_events=[ref(event_id(last, version))],
+                    content={"body": "deep", "msgtype": "m.text"},
+                    origin_server_ts=last["origin_server_ts"] + 1)
+        if int(version) <= 2:
+            deep["event_id"] = f"$deep:{server}"
+        deep = resign(deep, version, signing)
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "deep.jsonl", lines + [canonical(deep)]),
+                        os.path.join(d, "keys", "all.json"), extra=["--require-signatures"])
+        assert "1 rejected" in out, out
+        [row] = query_json(postgres, db, "SELECT rejected_reason FROM mxf_events"
+                                         f" WHERE event_id = '{event_id(deep, version)}'")
+        assert "2^53" in row["rejected_reason"]
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
