@@ -128,6 +128,7 @@ typedef struct ev {
     const char **prevs, **auths;        /* event IDs */
     json_t *content;                    /* state events the state engine reads; else NULL */
     mxf_rs_state_t *before, *after;     /* NULL: state unknown */
+    apr_array_header_t *given_state;    /* /send_join: the state before it (event IDs) */
     const char *redacted_pdu;           /* while its batch is being written */
     const char *redacted_pre;           /* its redaction, encoded by its checker (see check_line) */
     const char *signed_bytes;           /* what its signatures cover (see verify_event()), */
@@ -156,6 +157,7 @@ typedef struct ev {
     unsigned accepted_child:1;          /* an accepted event of this import lists it as a prev */
     unsigned event_id_taken:1;          /* its PDU carried its (v3+) event_id: taken off */
     unsigned local_taken:1;             /* take_local_values() took something off */
+    unsigned outlier:1;                 /* only in /send_join answers' state and auth chain */
     json_t *json;                       /* the parsed PDU while cached (im->cache) */
     const char *rejected_reason;        /* why this import rejects it */
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
@@ -176,6 +178,8 @@ typedef struct line {
     long no;                            /* its number in the input, from 1 */
     long src_line;                      /* the input line it starts on */
     const char *where;                  /* NULL, or its place in a response */
+    int response;                       /* the response holding it, or 0 */
+    mxf_pdu_role_t role;                /* /send_join: of its "state", or its "event" */
 } line_t;
 
 typedef struct importer importer_t;
@@ -269,6 +273,7 @@ struct importer {
     long n_dup_other;                   /* repeated with other bytes (one copy kept) */
     long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
     long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
+    long n_given_state;                 /* events given their state by a /send_join answer */
     apr_time_t t_start, t_checked, t_ordered, t_written;
     double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
     double c_resolving;                 /* main thread's CPU seconds in state resolution */
@@ -429,6 +434,8 @@ static apr_array_header_t *split_input(importer_t *im, const char *buf, apr_size
         l->no = i + 1;
         l->src_line = it->line;
         l->where = it->where;
+        l->response = it->response;
+        l->role = it->role;
     }
     return lines;
 }
@@ -1387,6 +1394,50 @@ static int verify_finish(importer_t *im, int report)
 }
 
 /*
+ * A /send_join answer gives the state before its "event" (the resolved
+ * state the joining server starts from): kept on that event, for when the
+ * state before it cannot be computed (its prev_events are not known). The
+ * events of its "state" and "auth_chain" are outliers, as a joining server
+ * stores them - never forward extremities, walked or looked up by time -
+ * unless the input also has them otherwise (or a later import does).
+ */
+static void given_states(importer_t *im)
+{
+    apr_hash_t *joins = apr_hash_make(im->p), *regular = apr_hash_make(im->p);
+    int i, n = im->lines->nelts;
+
+    for (i = 0; i < n; i++) {
+        const line_t *l = &APR_ARRAY_IDX(im->lines, i, line_t);
+        if (l->role == MXF_PDU_EVENT && im->checked[i]) {
+            ev_t *e = apr_hash_get(im->events, im->checked[i]->event_id, APR_HASH_KEY_STRING);
+            e->given_state = apr_array_make(im->p, 64, sizeof(const char *));
+            apr_hash_set(joins, &l->response, sizeof(l->response), e);
+        }
+    }
+    for (i = 0; i < n && apr_hash_count(joins); i++) {
+        const line_t *l = &APR_ARRAY_IDX(im->lines, i, line_t);
+        const char *id = im->checked[i] ? im->checked[i]->event_id : NULL;
+        ev_t *e;
+        if (!id) {
+            continue;
+        }
+        if (l->role != MXF_PDU_EVENT && l->response
+            && (e = apr_hash_get(joins, &l->response, sizeof(l->response))) != NULL) {
+            if (l->role == MXF_PDU_STATE) {
+                APR_ARRAY_PUSH(e->given_state, const char *) = id;
+            }
+            if (!apr_hash_get(regular, id, APR_HASH_KEY_STRING)) {
+                ((ev_t *)apr_hash_get(im->events, id, APR_HASH_KEY_STRING))->outlier = 1;
+            }
+        }
+        else {
+            apr_hash_set(regular, id, APR_HASH_KEY_STRING, id);
+            ((ev_t *)apr_hash_get(im->events, id, APR_HASH_KEY_STRING))->outlier = 0;
+        }
+    }
+}
+
+/*
  * Checks every line in im->threads threads (the calling thread is one),
  * then reports bad lines in input order and collects the events.
  */
@@ -1475,6 +1526,9 @@ static int check_all(importer_t *im)
         im->n_event_id_taken += e->event_id_taken;
         im->n_local_taken += e->local_taken;
     }
+    if (im->errors == 0) {
+        given_states(im);
+    }
     return im->errors == 0;
 }
 
@@ -1529,7 +1583,7 @@ static int load_known(importer_t *im)
     res = PQexec(im->conn,
                  "SELECT e.event_id, e.event_nid, r.room_id, coalesce(e.state_after, 0),"
                  "       e.depth, e.rejected_reason IS NOT NULL, coalesce(c.chain_id, 0),"
-                 "       coalesce(c.seq, 0)"
+                 "       coalesce(c.seq, 0), e.outlier"
                  "  FROM mxf_import_ids i JOIN mxf_events e USING (event_id)"
                  "  JOIN mxf_rooms r USING (room_nid)"
                  "  LEFT JOIN mxf_auth_chain_pos c ON c.event_nid = e.event_nid");
@@ -1543,6 +1597,16 @@ static int load_known(importer_t *im)
             e = apr_pcalloc(im->p, sizeof(*e));
             e->event_id = apr_pstrdup(im->p, id);
             apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
+        }
+        else if (e->pdu && !e->outlier && PQgetvalue(res, i, 8)[0] == 't') {
+            /* An outlier of an earlier /send_join answer, given here as an event
+             * of the room's history: one no longer. */
+            const char *params[1] = { id };
+            if (!mxf_pg_params(im->conn, "UPDATE mxf_events SET outlier = false"
+                                         " WHERE event_id = $1", 1, params)) {
+                PQclear(res);
+                return 0;
+            }
         }
         e->known = 1;
         e->nid = apr_atoi64(PQgetvalue(res, i, 1));
@@ -2269,6 +2333,42 @@ static mxf_rs_state_t *state_of_parent(importer_t *im, ev_t *parent, int *failed
 }
 
 /*
+ * The state a /send_join answer gave for @a e, from its state events (those
+ * of another room, or not state events, left out). NULL when none is left.
+ */
+static mxf_rs_state_t *given_state(importer_t *im, ev_t *e)
+{
+    int n = e->given_state->nelts, k, m = 0;
+    const char **types = apr_palloc(im->authp, sizeof(*types) * (apr_size_t)n);
+    const char **keys = apr_palloc(im->authp, sizeof(*keys) * (apr_size_t)n);
+    const mxf_rs_value_t **values = apr_palloc(im->authp, sizeof(*values) * (apr_size_t)n);
+    mxf_rs_state_t *s = NULL;
+
+    for (k = 0; k < n; k++) {
+        ev_t *g = ev_get(im, APR_ARRAY_IDX(e->given_state, k, const char *));
+        mxf_rs_value_t *v;
+        if (!g || !g->state_key || g->room != e->room) {
+            continue;
+        }
+        v = apr_pcalloc(im->authp, sizeof(*v));
+        v->nid = g->nid;
+        v->event_id = g->event_id;
+        v->membership = g->membership;
+        v->sender = g->sender;
+        v->content = g->content;
+        types[m] = g->type;
+        keys[m] = g->state_key;
+        values[m++] = v;
+    }
+    if (m > 0) {
+        s = mxf_rs_apply_many(im->rs, e->room->rs, mxf_rs_empty(im->rs, e->room->rs), m,
+                              types, keys, values);
+    }
+    apr_pool_clear(im->authp);
+    return s;
+}
+
+/*
  * Computes e->before (NULL when a prev_event is missing or its state
  * unknown), checks the event against the auth rules (without the state
  * before it when that is unknown: checks on receipt, step 4, need only its
@@ -2323,6 +2423,7 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
             return 0;
         }
     }
+known:
     if (!check_auth(im, e, 1)) {
         mxf_cmd_error("reading events from the database failed while checking %s",
                       e->event_id);
@@ -2344,6 +2445,10 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
     return 1;
 
 unknown:
+    if (e->given_state && e->given_state->nelts && (e->before = given_state(im, e)) != NULL) {
+        im->n_given_state++;
+        goto known;
+    }
     /* The state before it is not known: its auth events still judge it. */
     if (!check_auth(im, e, 0)) {
         mxf_cmd_error("reading events from the database failed while checking %s",
@@ -2527,6 +2632,7 @@ static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
     mxf_copy_nullable_int(&b->events, e->after ? mxf_rs_state_id(im->rs, e->after) : 0);
     mxf_copy_nullable_int(&b->events, e->before ? mxf_rs_vis_id(im->rs, e->before) : 0);
     mxf_copy_nullable_int(&b->events, vis_after(im, e));
+    mxf_copy_bool(&b->events, e->outlier);
     mxf_copy_end(&b->events);
 
     for (k = 0; k < e->n_prevs; k++) {
@@ -2593,7 +2699,7 @@ static int write_batch(PGconn *conn, const batch_t *b)
                        "COPY mxf_events (event_nid, event_id, room_nid, type, state_key, sender,"
                        " membership, depth, origin_server_ts, pdu, redacted_pdu, redacted_because,"
                        " signatures_verified, rejected_reason, state_before, state_after, vis_id,"
-                       " vis_after_id)"
+                       " vis_after_id, outlier)"
                        " FROM STDIN WITH (FORMAT binary)", &b->events)
         && mxf_pg_copy(conn, "COPY mxf_event_edges (event_nid, prev_id, prev_nid) FROM STDIN"
                        " WITH (FORMAT binary)", &b->edges)
@@ -2984,7 +3090,7 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
             /* All its events are this import's: the ones without children. */
             for (i = 0; i < topo->nelts; i++) {
                 ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
-                if (e->room == r && !e->rejected && !e->accepted_child) {
+                if (e->room == r && !e->rejected && !e->accepted_child && !e->outlier) {
                     if (e->after) {
                         APR_ARRAY_PUSH(states, mxf_rs_state_t *) = e->after;
                     }
@@ -3529,6 +3635,11 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_event_id_taken) {
         printf("  %ld PDUs of room version 3 or later carried their event_id: stored"
                " without it\n", im.n_event_id_taken);
+    }
+    if (im.n_given_state) {
+        printf("  %ld event%s given the state before %s by a /send_join answer (%s prev_events"
+               " not known)\n", im.n_given_state, im.n_given_state == 1 ? "" : "s",
+               im.n_given_state == 1 ? "it" : "them", im.n_given_state == 1 ? "its" : "their");
     }
     if (im.n_local_taken) {
         printf("  %ld PDUs carried values servers do not share (in unsigned, or top-level"

@@ -25,6 +25,9 @@ typedef struct scan {
     const char *end;                    /* end of what is scanned (a line, or the input) */
     long line;                          /* the line of the scan's position */
     const char *why;                    /* why the last step failed */
+    int responses;                      /* responses found so far */
+    int response;                       /* the one whose PDUs are being handed on, or 0 */
+    mxf_pdu_role_t role;                /* theirs */
 } scan_t;
 
 typedef struct held {
@@ -151,6 +154,8 @@ static void emit(scan_t *sc, const char *s, const char *e, long line, const char
 
     it->line = line;
     it->where = where;
+    it->response = sc->response;
+    it->role = sc->role;
     if (!memchr(s, '\n', len) && !memchr(s, '\r', len)) {
         it->text = s;
         it->len = len;
@@ -323,11 +328,15 @@ static const char *object(scan_t *sc, const char *s, const char *where)
     }
     /* A response: its PDUs, member by member. */
     line_after = sc->line;
+    sc->response = ++sc->responses;
     for (i = 0; i < nheld; i++) {
         const char *saved_end = sc->end, *e;
 
         sc->end = held[i].ve;
         sc->line = held[i].line;
+        sc->role = *held[i].v == '{' ? MXF_PDU_EVENT
+                   : held[i].klen == 5 && !memcmp(held[i].key, "state", 5) ? MXF_PDU_STATE
+                   : MXF_PDU_LOOSE;
         if (*held[i].v == '{') {
             emit(sc, held[i].v, held[i].ve, held[i].line,
                  where_of(sc, where, held[i].key, held[i].klen, -1));
@@ -337,10 +346,13 @@ static const char *object(scan_t *sc, const char *s, const char *where)
             e = array(sc, held[i].v, where, held[i].key, held[i].klen, 0);
         }
         sc->end = saved_end;
+        sc->role = MXF_PDU_LOOSE;
         if (!e) {
+            sc->response = 0;
             return NULL;
         }
     }
+    sc->response = 0;
     sc->line = line_after;
     return end_of_object;
 

@@ -20,11 +20,20 @@
 #include <apr_pools.h>
 #include <apr_tables.h>
 
+/* What a PDU is in the response that holds it. */
+typedef enum {
+    MXF_PDU_LOOSE = 0,                  /* a PDU of its own, or of a response's other lists */
+    MXF_PDU_STATE,                      /* of /send_join's "state" (the state before "event") */
+    MXF_PDU_EVENT                       /* /send_join's "event" */
+} mxf_pdu_role_t;
+
 typedef struct mxf_pdu_item {
     const char *text;                   /* the PDU's JSON (not NUL-terminated) */
     apr_size_t len;
     long line;                          /* the input line it starts on, from 1 */
     const char *where;                  /* NULL, or where in a response: "pdus[3]" */
+    int response;                       /* the response holding it (from 1), or 0 */
+    mxf_pdu_role_t role;
 } mxf_pdu_item_t;
 
 /*
@@ -37,6 +46,9 @@ typedef struct mxf_pdu_item {
  * Otherwise the input is read as a sequence of JSON values, each a PDU, an
  * array or a response; where one of them does not end, APR_EINVAL, with its
  * line in @a err_line and the reason in @a why.
+ *
+ * PDUs of the same response share its number, counted from 1 in input
+ * order; those of a /send_join answer's "state" and "event" say so (role).
  *
  * An object is a PDU when it has a "type" member or none of the members
  * that hold PDUs in responses; elements of arrays that are not objects are

@@ -392,6 +392,21 @@ mxf_rs_state_t *mxf_rs_apply(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, mxf_rs_stat
     return new_child(ctx, before, delta);
 }
 
+mxf_rs_state_t *mxf_rs_apply_many(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
+                                  mxf_rs_state_t *before, int n, const char *const *types,
+                                  const char *const *state_keys,
+                                  const mxf_rs_value_t *const *values)
+{
+    apr_hash_t *delta = apr_hash_make(ctx->p);
+    int i;
+
+    for (i = 0; i < n; i++) {
+        apr_hash_set(delta, state_key_of(ctx->p, types[i], state_keys[i]), APR_HASH_KEY_STRING,
+                     copy_value(ctx, types[i], values[i]));
+    }
+    return new_child(ctx, before, delta);
+}
+
 /* The nearest common ancestor of @a a and @a b in the delta tree, or NULL. */
 static mxf_rs_state_t *common_ancestor(mxf_rs_state_t *a, mxf_rs_state_t *b)
 {

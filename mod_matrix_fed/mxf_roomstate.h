@@ -97,6 +97,16 @@ mxf_rs_state_t *mxf_rs_apply(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, mxf_rs_stat
                              const mxf_rs_value_t *v);
 
 /*
+ * The state with the @a n entries (@a types[i], @a state_keys[i]) set to
+ * @a values[i] (copied; nid not 0; a later entry for the same key wins), in
+ * one step: a state given whole, such as a /send_join answer's.
+ */
+mxf_rs_state_t *mxf_rs_apply_many(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room,
+                                  mxf_rs_state_t *before, int n, const char *const *types,
+                                  const char *const *state_keys,
+                                  const mxf_rs_value_t *const *values);
+
+/*
  * The merge of @a states (mxf_rs_state_t *): the common state when they
  * agree, else the resolver's result. The same set of states always gives
  * the same state object. NULL with *why when the resolver fails (or there

@@ -1278,6 +1278,76 @@ class TestBadLines:
                                          f" WHERE event_id = '{event_id(deep, version)}'")
         assert "2^53" in row["rejected_reason"]
 
+    @pytest.mark.parametrize("version", ["1", "10", "12"])
+    def test_021_037_send_join_answer_gives_the_state(self, build_env, postgres, tmp_path,
+                                                      version):
+        """A room as a server that joined late has it: a /send_join answer
+        (the state before the join, its auth chain, the join) and the events
+        after the join. The join's prev_events are not known, so the state
+        before it is the answer's; from there every state is known, the same
+        as with the whole room, and so are the room's members and servers."""
+        d = gen(build_env, tmp_path / "room", version, seed=37, events=150, branchiness=0)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        keys = os.path.join(d, "keys", "all.json")
+        evs = [json.loads(x) for x in lines]
+        ids = [event_id(ev, version) for ev in evs]
+        by_id = dict(zip(ids, evs))
+        with open(os.path.join(d, "expected.jsonl")) as f:
+            expect = {x["event_id"]: x for x in map(json.loads, f)}
+        j = max(i for i, ev in enumerate(evs[:120]) if ev["type"] == "m.room.member"
+                and ev["content"].get("membership") == "join")
+        assert j > 40
+        join_id = ids[j]
+        state_ids = list(expect[join_id]["state_before"].values())
+        chain, todo = set(), list(state_ids) + [join_id]
+        while todo:
+            for a in edge_ids(by_id[todo.pop()], "auth_events", version):
+                if a not in chain:
+                    chain.add(a)
+                    todo.append(a)
+        answer = {"origin": "hs1.example", "origin_server_ts": 1, "members_omitted": False,
+                  "state": [by_id[x] for x in state_ids],
+                  "auth_chain": [by_id[x] for x in sorted(chain)],
+                  "event": by_id[join_id]}
+        path = tmp_path / "joined-late.json"
+        path.write_bytes(json.dumps(answer).encode() + b"\n" + b"\n".join(lines[j + 1:]) + b"\n")
+
+        full = new_db(postgres, build_env)
+        import_ok(build_env, postgres, full, os.path.join(d, "room.jsonl"), keys)
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, str(path), keys, extra=["--require-signatures"])
+        assert "1 event given the state before it by a /send_join answer" in out, out
+        a, b = load_db(postgres, full), load_db(postgres, db)
+        assert state_map(b, b["events"][join_id]["state_before"]) == \
+            expect[join_id]["state_before"]
+        for eid in ids[j:]:
+            assert state_map(b, b["events"][eid]["state_before"]) == \
+                expect[eid]["state_before"], eid
+            assert state_map(b, b["events"][eid]["state_after"]) == \
+                expect[eid]["state_after"], eid
+            assert b["events"][eid]["rejected_reason"] == a["events"][eid]["rejected_reason"]
+            assert vis_of(b, b["events"][eid]["vis_id"]) == vis_of(a, a["events"][eid]["vis_id"])
+        assert state_map(b, b["rooms"][0]["current_state_group"]) == \
+            state_map(a, a["rooms"][0]["current_state_group"])
+        assert b["servers"] == a["servers"]
+        assert b["rooms"][0]["current_acl"] == a["rooms"][0]["current_acl"]
+        # The answer's state and auth chain are outliers, as a joining server
+        # keeps them; the join and what follows are not.
+        assert {eid for eid, e in b["events"].items() if e["outlier"]} == \
+            (set(state_ids) | chain) - {join_id}
+
+        # The history before the join arrives later: the outliers become events
+        # of the room's history, and every state is the whole room's.
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "before.jsonl", lines[:j]), keys)
+        b = load_db(postgres, db)
+        assert not any(e["outlier"] for e in b["events"].values())
+        for eid in ids:
+            assert state_map(b, b["events"][eid]["state_before"]) == \
+                expect[eid]["state_before"], eid
+        assert state_map(b, b["rooms"][0]["current_state_group"]) == \
+            state_map(a, a["rooms"][0]["current_state_group"])
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""

@@ -113,6 +113,37 @@ START_TEST(responses_on_one_line)
 }
 END_TEST
 
+START_TEST(responses_and_roles)
+{
+    /* PDUs say which response holds them, and a /send_join answer's say
+     * whether they are of its "state" or its "event". */
+    static const char input[] =
+        "{\"type\":\"loose\"}\n"
+        "{\"pdus\":[{\"type\":\"p\"}],\"auth_chain\":[{\"type\":\"a\"}]}\n"
+        "{\"state\":[{\"type\":\"s1\"},{\"type\":\"s2\"}],\"auth_chain\":[{\"type\":\"c\"}],"
+        "\"event\":{\"type\":\"j\"}}\n";
+    static const struct {
+        int response;
+        mxf_pdu_role_t role;
+    } want[] = { { 0, MXF_PDU_LOOSE }, { 1, MXF_PDU_LOOSE }, { 1, MXF_PDU_LOOSE },
+                 { 2, MXF_PDU_STATE }, { 2, MXF_PDU_STATE }, { 2, MXF_PDU_LOOSE },
+                 { 2, MXF_PDU_EVENT } };
+    apr_array_header_t *items = apr_array_make(mxf_test_pool, 4, sizeof(mxf_pdu_item_t));
+    const char *why = NULL;
+    long err_line = 0;
+    int i;
+
+    ck_assert_int_eq(mxf_pdu_input_split(mxf_test_pool, input, strlen(input), items, &err_line,
+                                         &why), APR_SUCCESS);
+    ck_assert_int_eq(items->nelts, 7);
+    for (i = 0; i < 7; i++) {
+        const mxf_pdu_item_t *it = &APR_ARRAY_IDX(items, i, mxf_pdu_item_t);
+        ck_assert_int_eq(it->response, want[i].response);
+        ck_assert_int_eq(it->role, want[i].role);
+    }
+}
+END_TEST
+
 START_TEST(pretty_printed)
 {
     /* Over many lines: each PDU starts where it says and is copied without the
@@ -210,6 +241,7 @@ Suite *mxf_suite_pduinput(void)
     tcase_add_test(tc, json_lines);
     tcase_add_test(tc, json_lines_bad_line_handed_on);
     tcase_add_test(tc, responses_on_one_line);
+    tcase_add_test(tc, responses_and_roles);
     tcase_add_test(tc, pretty_printed);
     tcase_add_test(tc, pretty_printed_responses);
     tcase_add_test(tc, not_responses);
