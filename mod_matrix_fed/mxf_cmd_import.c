@@ -157,7 +157,7 @@ typedef struct ev {
     unsigned accepted_child:1;          /* an accepted event of this import lists it as a prev */
     unsigned event_id_taken:1;          /* its PDU carried its (v3+) event_id: taken off */
     unsigned local_taken:1;             /* take_local_values() took something off */
-    unsigned outlier:1;                 /* only in /send_join answers' state and auth chain */
+    unsigned outlier:1;                 /* only in answers of /state, /event_auth, /send_join */
     json_t *json;                       /* the parsed PDU while cached (im->cache) */
     const char *rejected_reason;        /* why this import rejects it */
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
@@ -180,6 +180,7 @@ typedef struct line {
     const char *where;                  /* NULL, or its place in a response */
     int response;                       /* the response holding it, or 0 */
     mxf_pdu_role_t role;                /* /send_join: of its "state", or its "event" */
+    int snapshot;                       /* of /state, /event_auth or /send_join */
 } line_t;
 
 typedef struct importer importer_t;
@@ -436,6 +437,7 @@ static apr_array_header_t *split_input(importer_t *im, const char *buf, apr_size
         l->where = it->where;
         l->response = it->response;
         l->role = it->role;
+        l->snapshot = it->snapshot;
     }
     return lines;
 }
@@ -1396,36 +1398,42 @@ static int verify_finish(importer_t *im, int report)
 /*
  * A /send_join answer gives the state before its "event" (the resolved
  * state the joining server starts from): kept on that event, for when the
- * state before it cannot be computed (its prev_events are not known). The
- * events of its "state" and "auth_chain" are outliers, as a joining server
- * stores them - never forward extremities, walked or looked up by time -
- * unless the input also has them otherwise (or a later import does).
+ * state before it cannot be computed (its prev_events are not known).
+ * The events of answers that are snapshots rather than history - /state,
+ * /event_auth, and /send_join's "state" and "auth_chain" - are outliers,
+ * as servers store them: never forward extremities, walked or looked up by
+ * time, unless the input also has them as history (or a later import does).
  */
 static void given_states(importer_t *im)
 {
-    apr_hash_t *joins = apr_hash_make(im->p), *regular = apr_hash_make(im->p);
-    int i, n = im->lines->nelts;
+    apr_hash_t *joins = apr_hash_make(im->p), *regular;
+    int i, n = im->lines->nelts, snapshots = 0;
 
     for (i = 0; i < n; i++) {
         const line_t *l = &APR_ARRAY_IDX(im->lines, i, line_t);
+        snapshots += l->snapshot;
         if (l->role == MXF_PDU_EVENT && im->checked[i]) {
             ev_t *e = apr_hash_get(im->events, im->checked[i]->event_id, APR_HASH_KEY_STRING);
             e->given_state = apr_array_make(im->p, 64, sizeof(const char *));
             apr_hash_set(joins, &l->response, sizeof(l->response), e);
         }
     }
-    for (i = 0; i < n && apr_hash_count(joins); i++) {
+    if (!snapshots) {
+        return;                         /* JSON lines, transactions, backfill: all history */
+    }
+    regular = apr_hash_make(im->p);
+    for (i = 0; i < n; i++) {
         const line_t *l = &APR_ARRAY_IDX(im->lines, i, line_t);
         const char *id = im->checked[i] ? im->checked[i]->event_id : NULL;
         ev_t *e;
         if (!id) {
             continue;
         }
-        if (l->role != MXF_PDU_EVENT && l->response
+        if (l->role == MXF_PDU_STATE
             && (e = apr_hash_get(joins, &l->response, sizeof(l->response))) != NULL) {
-            if (l->role == MXF_PDU_STATE) {
-                APR_ARRAY_PUSH(e->given_state, const char *) = id;
-            }
+            APR_ARRAY_PUSH(e->given_state, const char *) = id;
+        }
+        if (l->snapshot && l->role != MXF_PDU_EVENT) {
             if (!apr_hash_get(regular, id, APR_HASH_KEY_STRING)) {
                 ((ev_t *)apr_hash_get(im->events, id, APR_HASH_KEY_STRING))->outlier = 1;
             }

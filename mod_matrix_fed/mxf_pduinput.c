@@ -28,6 +28,7 @@ typedef struct scan {
     int responses;                      /* responses found so far */
     int response;                       /* the one whose PDUs are being handed on, or 0 */
     mxf_pdu_role_t role;                /* theirs */
+    int snapshot;                       /* it has an "auth_chain" */
 } scan_t;
 
 typedef struct held {
@@ -156,6 +157,7 @@ static void emit(scan_t *sc, const char *s, const char *e, long line, const char
     it->where = where;
     it->response = sc->response;
     it->role = sc->role;
+    it->snapshot = sc->snapshot;
     if (!memchr(s, '\n', len) && !memchr(s, '\r', len)) {
         it->text = s;
         it->len = len;
@@ -330,6 +332,9 @@ static const char *object(scan_t *sc, const char *s, const char *where)
     line_after = sc->line;
     sc->response = ++sc->responses;
     for (i = 0; i < nheld; i++) {
+        sc->snapshot |= held[i].klen == 10 && !memcmp(held[i].key, "auth_chain", 10);
+    }
+    for (i = 0; i < nheld; i++) {
         const char *saved_end = sc->end, *e;
 
         sc->end = held[i].ve;
@@ -348,11 +353,11 @@ static const char *object(scan_t *sc, const char *s, const char *where)
         sc->end = saved_end;
         sc->role = MXF_PDU_LOOSE;
         if (!e) {
-            sc->response = 0;
+            sc->response = sc->snapshot = 0;
             return NULL;
         }
     }
-    sc->response = 0;
+    sc->response = sc->snapshot = 0;
     sc->line = line_after;
     return end_of_object;
 

@@ -34,6 +34,8 @@ typedef struct mxf_pdu_item {
     const char *where;                  /* NULL, or where in a response: "pdus[3]" */
     int response;                       /* the response holding it (from 1), or 0 */
     mxf_pdu_role_t role;
+    int snapshot;                       /* its response has an "auth_chain" (/state,
+                                         * /event_auth, /send_join): not history */
 } mxf_pdu_item_t;
 
 /*

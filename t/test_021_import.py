@@ -1093,21 +1093,30 @@ class TestBadLines:
         want = cli(build_env, "export", "--db", postgres.conninfo(plain), "--room", room_id)
         assert want.returncode == 0 and want.stdout.count(b"\n") == len(lines)
 
-        # /state (its auth chain repeating some of its PDUs), then transactions.
+        # /state (its auth chain repeating some of its PDUs), then transactions
+        # (or /backfill answers) with the whole history.
         state = (b'{"auth_chain":[' + b",".join(lines[:40]) + b'],"pdus":['
                  + b",".join(lines[:100]) + b']}')
         txns = [b'{"origin":"hs1.example","origin_server_ts":1,"pdus":['
                 + b", ".join(lines[a:a + 50]) + b'],"edus":[]}'
-                for a in range(100, len(lines), 50)]
+                for a in range(0, len(lines), 50)]
         db = new_db(postgres, build_env)
         out = import_ok(build_env, postgres, db,
                         write_lines(tmp_path / "responses.json", [state] + txns),
                         room["keys"], extra=["--require-signatures"])
-        assert f"imported {len(lines)} new events ({len(lines) + 40} PDUs;" in out
-        assert "40 repeated in the input" in out
+        assert f"imported {len(lines)} new events ({len(lines) + 140} PDUs;" in out
+        assert "140 repeated in the input" in out
         got = cli(build_env, "export", "--db", postgres.conninfo(db), "--room", room_id)
         assert got.returncode == 0 and got.stdout == want.stdout
         assert load_db(postgres, db) == load_db(postgres, plain)
+
+        # The /state answer alone: a snapshot, not history - its events are
+        # outliers, as servers store them.
+        db = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db, write_lines(tmp_path / "state.json", [state]),
+                  room["keys"])
+        d = load_db(postgres, db)
+        assert len(d["events"]) == 100 and all(e["outlier"] for e in d["events"].values())
 
         # One pretty-printed array, as json.dump(indent=2) writes it.
         evs = [json.loads(x) for x in lines]

@@ -115,19 +115,22 @@ END_TEST
 
 START_TEST(responses_and_roles)
 {
-    /* PDUs say which response holds them, and a /send_join answer's say
-     * whether they are of its "state" or its "event". */
+    /* PDUs say which response holds them, whether it is a snapshot (it has an
+     * "auth_chain") rather than history, and a /send_join answer's whether
+     * they are of its "state" or its "event". */
     static const char input[] =
         "{\"type\":\"loose\"}\n"
         "{\"pdus\":[{\"type\":\"p\"}],\"auth_chain\":[{\"type\":\"a\"}]}\n"
         "{\"state\":[{\"type\":\"s1\"},{\"type\":\"s2\"}],\"auth_chain\":[{\"type\":\"c\"}],"
-        "\"event\":{\"type\":\"j\"}}\n";
+        "\"event\":{\"type\":\"j\"}}\n"
+        "{\"origin\":\"hs\",\"pdus\":[{\"type\":\"t\"}]}\n";
     static const struct {
         int response;
         mxf_pdu_role_t role;
-    } want[] = { { 0, MXF_PDU_LOOSE }, { 1, MXF_PDU_LOOSE }, { 1, MXF_PDU_LOOSE },
-                 { 2, MXF_PDU_STATE }, { 2, MXF_PDU_STATE }, { 2, MXF_PDU_LOOSE },
-                 { 2, MXF_PDU_EVENT } };
+        int snapshot;
+    } want[] = { { 0, MXF_PDU_LOOSE, 0 }, { 1, MXF_PDU_LOOSE, 1 }, { 1, MXF_PDU_LOOSE, 1 },
+                 { 2, MXF_PDU_STATE, 1 }, { 2, MXF_PDU_STATE, 1 }, { 2, MXF_PDU_LOOSE, 1 },
+                 { 2, MXF_PDU_EVENT, 1 }, { 3, MXF_PDU_LOOSE, 0 } };
     apr_array_header_t *items = apr_array_make(mxf_test_pool, 4, sizeof(mxf_pdu_item_t));
     const char *why = NULL;
     long err_line = 0;
@@ -135,11 +138,12 @@ START_TEST(responses_and_roles)
 
     ck_assert_int_eq(mxf_pdu_input_split(mxf_test_pool, input, strlen(input), items, &err_line,
                                          &why), APR_SUCCESS);
-    ck_assert_int_eq(items->nelts, 7);
-    for (i = 0; i < 7; i++) {
+    ck_assert_int_eq(items->nelts, 8);
+    for (i = 0; i < 8; i++) {
         const mxf_pdu_item_t *it = &APR_ARRAY_IDX(items, i, mxf_pdu_item_t);
         ck_assert_int_eq(it->response, want[i].response);
         ck_assert_int_eq(it->role, want[i].role);
+        ck_assert_int_eq(it->snapshot, want[i].snapshot);
     }
 }
 END_TEST
