@@ -222,7 +222,11 @@ static const char *array(scan_t *sc, const char *s, const char *where, const cha
         const char *at = where_of(sc, where, key, klen, i), *e;
         long line = sc->line;
 
-        if (*s == '{' && may_hold) {
+        if (i == 0 && may_hold && sc->end - s > 3 && !memcmp(s, "200", 3)
+            && (is_ws(s[3]) || s[3] == ',')) {
+            e = s + 3;                  /* a v1 /send_join answer: [200, {...}] */
+        }
+        else if (*s == '{' && may_hold) {
             e = object(sc, s, at);
         }
         else if ((e = skip_value(sc, s)) != NULL) {
@@ -410,12 +414,60 @@ static int one_line(scan_t *sc, const char *s, const char *e, long no)
     return 0;
 }
 
+/* Reads [s, end), whose first line is numbered @a no, as JSON lines. */
+static void json_lines(scan_t *sc, const char *s, const char *end, long no)
+{
+    while (s < end) {
+        const char *nl = memchr(s, '\n', (apr_size_t)(end - s));
+        const char *e = nl ? nl : end, *t;
+
+        for (t = s; t < e && is_ws(*t); t++) {
+        }
+        if (t < e) {
+            one_line(sc, t, e, no);
+        }
+        no++;
+        s = nl ? nl + 1 : end;
+    }
+}
+
+/*
+ * Whether most of the lines after the first of [s, end) are whole JSON
+ * values (of the next 1,000 that are not blank): JSON lines whose first
+ * line is bad, not one value spread over many lines.
+ */
+static int looks_like_lines(apr_pool_t *p, const char *s, const char *end)
+{
+    scan_t sc;
+    const char *nl = memchr(s, '\n', (apr_size_t)(end - s));
+    int whole = 0, seen = 0;
+
+    memset(&sc, 0, sizeof(sc));
+    sc.p = p;
+    sc.items = apr_array_make(p, 4, sizeof(mxf_pdu_item_t));
+    for (s = nl ? nl + 1 : end; s < end && seen < 1000; ) {
+        const char *e, *t;
+
+        nl = memchr(s, '\n', (apr_size_t)(end - s));
+        e = nl ? nl : end;
+        for (t = s; t < e && is_ws(*t); t++) {
+        }
+        if (t < e) {
+            seen++;
+            whole += one_line(&sc, t, e, 1);
+            sc.items->nelts = 0;
+        }
+        s = nl ? nl + 1 : end;
+    }
+    return 2 * whole > seen;
+}
+
 apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
                                  apr_array_header_t *items, long *err_line, const char **why)
 {
     scan_t sc;
-    const char *s = buf, *end = buf + len;
-    long no = 0;
+    const char *s = buf, *end = buf + len, *first_line;
+    long no = 0, first_no;
     int first = 1, n0 = items->nelts;
 
     memset(&sc, 0, sizeof(sc));
@@ -445,6 +497,8 @@ apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
     }
 
     /* A sequence of JSON values, each over as many lines as it takes. */
+    first_line = s;
+    first_no = no;
     items->nelts = n0;
     sc.end = end;
     sc.line = no;
@@ -453,18 +507,80 @@ apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
         long line = sc.line;
         const char *e = value(&sc, s);
 
-        if (!e) {
-            *err_line = line;
-            *why = apr_psprintf(p, "the JSON value that starts here is not well formed: %s",
-                                sc.why ? sc.why : "it does not end");
-            return APR_EINVAL;
-        }
-        if (e < end && !is_ws(*e)) {
-            *err_line = sc.line;
-            *why = "JSON values must be separated by whitespace";
+        if (!e || (e < end && !is_ws(*e))) {
+            if (looks_like_lines(p, first_line, end)) {
+                items->nelts = n0;
+                json_lines(&sc, first_line, end, first_no);
+                return APR_SUCCESS;
+            }
+            *err_line = e ? sc.line : line;
+            *why = e ? "JSON values must be separated by whitespace"
+                     : apr_psprintf(p, "the JSON value that starts here is not well formed: "
+                                    "%s", sc.why ? sc.why : "it does not end");
             return APR_EINVAL;
         }
         s = skip_ws(&sc, e);
     }
+    return APR_SUCCESS;
+}
+
+apr_status_t mxf_pdu_drop_member(apr_pool_t *p, const char *text, apr_size_t len,
+                                 const char *name, const char **out, apr_size_t *out_len)
+{
+    scan_t sc;
+    const char *s, *prev_end = NULL, *cut_from = NULL, *cut_to = NULL;
+    apr_size_t nlen = strlen(name);
+    char *o;
+
+    memset(&sc, 0, sizeof(sc));
+    sc.p = p;
+    sc.end = text + len;
+    s = skip_ws(&sc, text);
+    if (s == sc.end || *s != '{') {
+        return APR_ENOENT;
+    }
+    s = skip_ws(&sc, s + 1);
+    while (s < sc.end && *s != '}') {
+        const char *key = s, *ve;
+        apr_size_t klen;
+
+        if (*s != '"' || (s = skip_string(&sc, s)) == NULL) {
+            return APR_ENOENT;
+        }
+        klen = (apr_size_t)(s - 1 - (key + 1));
+        s = skip_ws(&sc, s);
+        if (s == sc.end || *s != ':') {
+            return APR_ENOENT;
+        }
+        s = skip_ws(&sc, s + 1);
+        if ((ve = skip_value(&sc, s)) == NULL) {
+            return APR_ENOENT;
+        }
+        if (!cut_from && klen == nlen && !memcmp(key + 1, name, nlen)) {
+            /* From the comma before it, or (the first member) to the one after it. */
+            cut_from = prev_end ? prev_end : key;
+            cut_to = ve;
+        }
+        s = skip_ws(&sc, ve);
+        if (s < sc.end && *s == ',') {
+            if (cut_to == ve && !prev_end) {
+                cut_to = skip_ws(&sc, s + 1);
+            }
+            prev_end = ve;
+            s = skip_ws(&sc, s + 1);
+        }
+        else if (s == sc.end || *s != '}') {
+            return APR_ENOENT;
+        }
+    }
+    if (!cut_from || s == sc.end) {
+        return APR_ENOENT;
+    }
+    o = apr_palloc(p, len - (apr_size_t)(cut_to - cut_from) + 1);
+    memcpy(o, text, (apr_size_t)(cut_from - text));
+    memcpy(o + (cut_from - text), cut_to, (apr_size_t)(text + len - cut_to));
+    *out_len = len - (apr_size_t)(cut_to - cut_from);
+    o[*out_len] = '\0';
+    *out = o;
     return APR_SUCCESS;
 }

@@ -47,7 +47,10 @@ typedef struct mxf_pdu_item {
  * value is handed on as it is, for the parser to say what is wrong with it.
  * Otherwise the input is read as a sequence of JSON values, each a PDU, an
  * array or a response; where one of them does not end, APR_EINVAL, with its
- * line in @a err_line and the reason in @a why.
+ * line in @a err_line and the reason in @a why - unless more than half of
+ * the lines after the first are whole values (JSON lines whose first line
+ * is bad), which are then read as JSON lines, every bad line handed on.
+ * A v1 /send_join answer, [200, {...}], is read as its object.
  *
  * PDUs of the same response share its number, counted from 1 in input
  * order; those of a /send_join answer's "state" and "event" say so (role).
@@ -59,5 +62,15 @@ typedef struct mxf_pdu_item {
  */
 apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
                                  apr_array_header_t *items, long *err_line, const char **why);
+
+/*
+ * @a text, one JSON object, without its top-level member @a name (and the
+ * comma that went with it), as *out and *out_len (from @a p): for a PDU
+ * that the parser refuses only for what its "unsigned" carries (which
+ * receivers strip first). APR_ENOENT when it has no such member, or is not
+ * an object this scan can read.
+ */
+apr_status_t mxf_pdu_drop_member(apr_pool_t *p, const char *text, apr_size_t len,
+                                 const char *name, const char **out, apr_size_t *out_len);
 
 #endif /* mxf_pduinput_h */

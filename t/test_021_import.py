@@ -888,6 +888,22 @@ class TestBadLines:
             assert f"{path}:{k + 1}: " in err
         assert "3 bad lines" in err
 
+    def test_021_022b_first_line_bad(self, bad_base, build_env, postgres, tmp_path):
+        """JSON lines whose first line is cut short are still JSON lines (the
+        lines after it are whole values): every bad line is named."""
+        room = bad_base["10"]
+        second = list(room["lines"][150:])
+        for k in (0, 4):
+            second[k] = _broken_json(None, second[k], room)
+        path = write_lines(tmp_path / "bad.jsonl", second)
+        before = snapshot(postgres, room["db"])
+        r = import_file(build_env, postgres, room["db"], path)
+        err = r.stderr.decode()
+        assert r.returncode == 1
+        assert f"{path}:1: " in err and f"{path}:5: " in err, err
+        assert "2 bad lines" in err
+        assert snapshot(postgres, room["db"]) == before
+
     @pytest.mark.parametrize("with_broken_json", [False, True], ids=["signatures", "mixed"])
     def test_021_025_bad_signatures_all_reported(self, bad_base, build_env, postgres, tmp_path,
                                                  with_broken_json):
@@ -1211,6 +1227,46 @@ class TestBadLines:
             assert row["redacted_because"] != "content-hash"
         # The others keep their bytes.
         assert rows[event_id(evs[messages[3]], "10")]["pdu"].encode() == lines[messages[3]]
+
+    def test_021_034b_unsigned_the_parser_refuses(self, bad_base, build_env, postgres,
+                                                  tmp_path):
+        """What "unsigned" carries is not checked (receivers strip it first):
+        an integer beyond 64 bits or nesting deeper than the parser takes
+        there (a prev_content copy of a deep state event) does not refuse
+        the PDU, which is stored without it; in a PDU's own fields they do."""
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        evs = [json.loads(x) for x in lines]
+        k1, k2, k3 = [i for i, ev in enumerate(evs) if ev["type"] == "m.room.message"][:3]
+        deep = "x"
+        for _ in range(200):
+            deep = {"d": deep}
+        lines[k1] = canonical(evs[k1])[:-1] + b',"unsigned":{"age":9223372036854775808}}'
+        lines[k2] = canonical(dict(evs[k2], unsigned={"prev_content": deep}))
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, write_lines(tmp_path / "u.jsonl", lines),
+                        room["keys"], extra=["--require-signatures"])
+        assert f"imported {len(lines)} new events" in out
+        rows = {r["event_id"]: r["pdu"] for r in query_json(
+            postgres, db, "SELECT event_id, pdu FROM mxf_events")}
+        for k in (k1, k2):
+            assert rows[event_id(evs[k], "10")].encode() == canonical(evs[k])
+        lines[k3] = canonical(evs[k3])[:-1] + b',"x":9223372036854775808}'
+        r = import_file(build_env, postgres, new_db(postgres, build_env),
+                        write_lines(tmp_path / "x.jsonl", lines))
+        assert r.returncode == 1 and f":{k3 + 1}: JSON refused" in r.stderr.decode()
+
+    def test_021_034c_type_written_with_escapes(self, bad_base, build_env, postgres, tmp_path):
+        """The create event's type written with a \\u escape is the same
+        string: the room is found."""
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        assert b'"type":"m.room.create"' in lines[0]
+        lines[0] = lines[0].replace(b'"type":"m.room.create"', b'"type":"m.room.cre\\u0061te"')
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, write_lines(tmp_path / "esc.jsonl", lines),
+                        room["keys"], extra=["--require-signatures"])
+        assert f"imported {len(lines)} new events" in out
 
     @pytest.mark.parametrize("version", ["1", "10", "11"])
     def test_021_035_redaction_with_hash_mismatch(self, build_env, postgres, tmp_path, version):

@@ -214,6 +214,69 @@ START_TEST(not_responses)
 }
 END_TEST
 
+START_TEST(json_lines_with_a_bad_first_line)
+{
+    /* The first line is cut short: not one value over many lines, since the
+     * lines after it are whole values, so every line is handed on as a line. */
+    static const expect_t want[] = {
+        { "{\"type\":\"a\",\"con", 1, NULL },
+        { "{\"type\":\"b\"}", 2, NULL },
+        { "{\"type\":\"c\"}", 3, NULL },
+        { "{\"type\":", 5, NULL },
+        { "{\"type\":\"e\"}", 6, NULL },
+        { NULL, 0, NULL }
+    };
+    check_split("{\"type\":\"a\",\"con\n{\"type\":\"b\"}\n{\"type\":\"c\"}\n\n"
+                "{\"type\":\n{\"type\":\"e\"}\n", want);
+}
+END_TEST
+
+START_TEST(v1_send_join)
+{
+    /* PUT /send_join (v1) answers [200, {...}]: read as its object. */
+    static const expect_t want[] = {
+        { "{\"type\":\"s\"}", 1, "[1].state[0]" },
+        { "{\"type\":\"c\"}", 1, "[1].auth_chain[0]" },
+        { NULL, 0, NULL }
+    };
+    check_split("[200, {\"origin\":\"hs\",\"state\":[{\"type\":\"s\"}],"
+                "\"auth_chain\":[{\"type\":\"c\"}]}]\n", want);
+}
+END_TEST
+
+START_TEST(drop_member)
+{
+    static const struct {
+        const char *in, *out;
+    } ok[] = {
+        { "{\"a\":1,\"unsigned\":{\"x\":[1,{\"y\":\"}\"}]},\"b\":2}", "{\"a\":1,\"b\":2}" },
+        { "{\"unsigned\":{}, \"a\":1}", "{\"a\":1}" },
+        { "{\"a\":1 , \"unsigned\" : 5 }", "{\"a\":1 }" },
+        { " { \"unsigned\":\"x\" } ", " {  } " },
+    };
+    static const char *const none[] = {
+        "{\"a\":1}", "[1]", "{\"a\":1,\"unsigned\":{}", "{\"unsigned\" 1}", "",
+        "{\"x\":{\"unsigned\":1}}",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        const char *out = NULL;
+        apr_size_t len = 0;
+        ck_assert_int_eq(mxf_pdu_drop_member(mxf_test_pool, ok[i].in, strlen(ok[i].in),
+                                             "unsigned", &out, &len), APR_SUCCESS);
+        ck_assert_int_eq(len, strlen(ok[i].out));
+        ck_assert_str_eq(out, ok[i].out);
+    }
+    for (i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        const char *out = NULL;
+        apr_size_t len = 0;
+        ck_assert_int_eq(mxf_pdu_drop_member(mxf_test_pool, none[i], strlen(none[i]),
+                                             "unsigned", &out, &len), APR_ENOENT);
+    }
+}
+END_TEST
+
 START_TEST(empty)
 {
     static const expect_t none[] = { { NULL, 0, NULL } };
@@ -249,6 +312,9 @@ Suite *mxf_suite_pduinput(void)
     tcase_add_test(tc, pretty_printed);
     tcase_add_test(tc, pretty_printed_responses);
     tcase_add_test(tc, not_responses);
+    tcase_add_test(tc, json_lines_with_a_bad_first_line);
+    tcase_add_test(tc, v1_send_join);
+    tcase_add_test(tc, drop_member);
     tcase_add_test(tc, empty);
     tcase_add_test(tc, not_well_formed);
     suite_add_tcase(s, tc);
