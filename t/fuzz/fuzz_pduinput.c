@@ -5,7 +5,8 @@
  *
  * For every input: split it; every item handed on lies inside the input or
  * is a copy without line breaks outside strings, and starts on a line the
- * input has. When the input is one JSON array (or one response object) of
+ * input has; an item that is an object with "unsigned" loses exactly that
+ * member through mxf_pdu_drop_member(). When the input is one JSON array (or one response object) of
  * PDU-shaped objects, as jansson reads it, the split must find exactly those
  * PDUs, each parsing to an equal value.
  *
@@ -67,6 +68,18 @@ static json_t *expected_pdus(const char *text, size_t size)
     return doc;
 }
 
+static int has_plain_key(const char *text, size_t len, const char *key)
+{
+    size_t n = strlen(key), i;
+
+    for (i = 0; i + n <= len; i++) {
+        if (!memcmp(text + i, key, n)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     apr_pool_t *p;
@@ -92,12 +105,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (k = 0; k < items->nelts; k++) {
         const mxf_pdu_item_t *it = &APR_ARRAY_IDX(items, k, mxf_pdu_item_t);
         int inside = it->text >= text && it->text + it->len <= text + size;
+        json_t *obj;
         if (it->line < 1 || it->line > lines || it->len == 0) {
             abort();
         }
         if (!inside && (memchr(it->text, '\n', it->len) && !memchr(it->text, '"', it->len))) {
             abort();            /* a copy keeps line breaks only inside strings */
         }
+        /* An object with "unsigned" (jansson's reading, no duplicate keys; the
+         * key written without escapes) loses exactly that member. */
+        obj = json_loadb(it->text, it->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+        if (json_is_object(obj) && json_object_get(obj, "unsigned")
+            && has_plain_key(it->text, it->len, "\"unsigned\"")) {
+            const char *out = NULL;
+            apr_size_t out_len = 0;
+            json_t *less;
+            if (mxf_pdu_drop_member(p, it->text, it->len, "unsigned", &out, &out_len)
+                != APR_SUCCESS) {
+                abort();
+            }
+            less = json_loadb(out, out_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+            json_object_del(obj, "unsigned");
+            if (!less || !json_equal(less, obj)) {
+                abort();
+            }
+            json_decref(less);
+        }
+        json_decref(obj);
     }
     want = expected_pdus(text, size);
     if (want) {
