@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <apr_strings.h>
+#include <jansson.h>
 
 #include "mxf_pduinput.h"
 
@@ -524,6 +525,26 @@ apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
     return APR_SUCCESS;
 }
 
+/*
+ * Whether the key whose text (quotes included) starts at @a key, @a klen
+ * bytes between its quotes, is @a name: compared as written, or read by
+ * the parser when it has escapes.
+ */
+static int key_is(const char *key, apr_size_t klen, const char *name, apr_size_t nlen)
+{
+    json_t *k;
+    int same;
+
+    if (!memchr(key + 1, '\\', klen)) {
+        return klen == nlen && !memcmp(key + 1, name, nlen);
+    }
+    k = json_loadb(key, klen + 2, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    same = json_is_string(k) && json_string_length(k) == nlen
+           && !memcmp(json_string_value(k), name, nlen);
+    json_decref(k);
+    return same;
+}
+
 apr_status_t mxf_pdu_drop_member(apr_pool_t *p, const char *text, apr_size_t len,
                                  const char *name, const char **out, apr_size_t *out_len)
 {
@@ -556,7 +577,7 @@ apr_status_t mxf_pdu_drop_member(apr_pool_t *p, const char *text, apr_size_t len
         if ((ve = skip_value(&sc, s)) == NULL) {
             return APR_ENOENT;
         }
-        if (!cut_from && klen == nlen && !memcmp(key + 1, name, nlen)) {
+        if (!cut_from && key_is(key, klen, name, nlen)) {
             /* From the comma before it, or (the first member) to the one after it. */
             cut_from = prev_end ? prev_end : key;
             cut_to = ve;

@@ -253,6 +253,7 @@ START_TEST(drop_member)
         { "{\"unsigned\":{}, \"a\":1}", "{\"a\":1}" },
         { "{\"a\":1 , \"unsigned\" : 5 }", "{\"a\":1 }" },
         { " { \"unsigned\":\"x\" } ", " {  } " },
+        { "{\"a\":1,\"unsi\\u0067ned\":2}", "{\"a\":1}" },
     };
     static const char *const none[] = {
         "{\"a\":1}", "[1]", "{\"a\":1,\"unsigned\":{}", "{\"unsigned\" 1}", "",
