@@ -331,8 +331,8 @@ const command_rec mxf_cmds[] = {
     AP_INIT_TAKE1("MatrixFedKeyFetchTimeout", mxf_keys_set_interval, (void *)1, RSRC_CONF,
                   "Time limit of each key-fetch HTTP request (default 10s)"),
     AP_INIT_TAKE1("MatrixFedKeyFetchRetryInterval", mxf_keys_set_interval, (void *)2,
-                  RSRC_CONF, "How long a failed key fetch is remembered before the "
-                  "server is asked again (default 60s)"),
+                  RSRC_CONF, "How long a key fetch's outcome (failed or not) is "
+                  "remembered before the server is asked again (default 60s)"),
     AP_INIT_ITERATE("MatrixFedKeyFetchDeny", mxf_keys_set_fetch_deny, NULL, RSRC_CONF,
                     "IP address ranges key fetches may not connect to (CIDR; default for "
                     "the default list), or none (default: loopback, private, link-local "

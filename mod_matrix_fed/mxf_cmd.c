@@ -23,8 +23,10 @@ static const struct {
     { "db", mxf_cmd_db,
       "db init --db CONNINFO      create or upgrade the database schema" },
     { "import", mxf_cmd_import,
-      "import --db CONNINFO [--keys FILE]... [--require-signatures] [FILE|-]\n"
-      "                             load federation PDUs (JSON lines) into the database" },
+      "import --db CONNINFO [--keys FILE]... [--require-signatures] [--threads N]\n"
+      "       [--batch-events N] [--quiet] [FILE|-]\n"
+      "                             load federation PDUs (JSON lines, arrays, federation\n"
+      "                             responses) into the database" },
     { "export", mxf_cmd_export,
       "export --db CONNINFO --room ROOM_ID [--out FILE]\n"
       "                             write a room's PDUs as JSON lines, as received" },
