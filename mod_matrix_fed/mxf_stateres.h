@@ -47,7 +47,11 @@
  *     the ordering's DAG follow auth_events edges between events of the
  *     full conflicted set only;
  *   - the auth chain difference counts each state's own events as part of
- *     its auth chain (this only matters for events already conflicted);
+ *     its auth chain (the spec's words, "the union of the auth chains for
+ *     each event", read literally leave them out; counting them also keeps
+ *     unconflicted state events out of the difference, and in room version
+ *     12 the two readings can resolve differently: the reference homeserver
+ *     counts them, and so does this code);
  *   - events the provider does not know are left out of the full
  *     conflicted set; rejected events are re-checked like any other but
  *     never used as auth events (spec "Rejected events");
