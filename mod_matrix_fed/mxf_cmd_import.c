@@ -275,6 +275,7 @@ struct importer {
     long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
     long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
     long n_given_state;                 /* events given their state by a /send_join answer */
+    long n_id_clash;                    /* v1/v2 events whose ID another room's event has */
     apr_time_t t_start, t_checked, t_ordered, t_written;
     double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
     double c_resolving;                 /* main thread's CPU seconds in state resolution */
@@ -1529,10 +1530,16 @@ static int check_all(importer_t *im)
                  * servers pass events on: like a homeserver, keep one - the
                  * one whose content hash matches, else the first.
                  */
-                if (seen->hash_mismatch && !e->hash_mismatch) {
-                    *seen = *e;
+                if (seen->room != e->room) {
+                    im->n_id_clash++;   /* v1/v2: IDs chosen by servers (see the summary) */
                 }
-                im->n_dup_other++;
+                else if (seen->hash_mismatch && !e->hash_mismatch) {
+                    *seen = *e;
+                    im->n_dup_other++;
+                }
+                else {
+                    im->n_dup_other++;
+                }
             }
             im->n_dup++;
             continue;
@@ -1613,6 +1620,9 @@ static int load_known(importer_t *im)
             e = apr_pcalloc(im->p, sizeof(*e));
             e->event_id = apr_pstrdup(im->p, id);
             apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
+        }
+        else if (e->pdu && e->room != room_get(im, PQgetvalue(res, i, 2))) {
+            im->n_id_clash++;           /* v1/v2: taken by an event of another room */
         }
         else if (e->pdu && !e->outlier && PQgetvalue(res, i, 8)[0] == 't') {
             /* An outlier of an earlier /send_join answer, given here as an event
@@ -3651,6 +3661,11 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_event_id_taken) {
         printf("  %ld PDUs of room version 3 or later carried their event_id: stored"
                " without it\n", im.n_event_id_taken);
+    }
+    if (im.n_id_clash) {
+        printf("  %ld event%s of room version 1 or 2 with the ID of another room's event:"
+               " dropped (the first one known keeps the ID)\n", im.n_id_clash,
+               im.n_id_clash == 1 ? "" : "s");
     }
     if (im.n_given_state) {
         printf("  %ld event%s given the state before %s by a /send_join answer (%s prev_events"

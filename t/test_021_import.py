@@ -1413,6 +1413,42 @@ class TestBadLines:
         assert state_map(b, b["rooms"][0]["current_state_group"]) == \
             state_map(a, a["rooms"][0]["current_state_group"])
 
+    def test_021_038_v1_event_id_of_another_room(self, build_env, postgres, tmp_path):
+        """In room versions 1 and 2 servers choose event IDs: an event whose ID
+        an event of another room already has is dropped, as other servers
+        drop it (the first one known keeps the ID), and the summary says so,
+        whether that room came before or in the same input."""
+        rooms = []
+        for seed in (38, 39):
+            d = gen(build_env, tmp_path / f"room{seed}", "1", seed=seed, events=60,
+                    branchiness=0)
+            rooms.append((d, read_lines(os.path.join(d, "room.jsonl"))))
+        (da, la), (db_, lb) = rooms
+        a_msgs = [json.loads(x) for x in la if json.loads(x)["type"] == "m.room.message"]
+        b_last = json.loads(lb[-1])
+        assert b_last["type"] == "m.room.message"
+        server = b_last["sender"].split(":", 1)[1]
+        taken = next(ev["event_id"] for ev in a_msgs if ev["event_id"].endswith(":" + server))
+        clash = resign(dict(b_last, event_id=taken), "1", server_keys(db_))
+        lb = lb[:-1] + [canonical(clash)]
+        keys = ["--keys", os.path.join(db_, "keys", "all.json")]
+        ka = os.path.join(da, "keys", "all.json")
+        db = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db, write_lines(tmp_path / "a.jsonl", la), ka)
+        out = import_ok(build_env, postgres, db, write_lines(tmp_path / "b.jsonl", lb), None,
+                        extra=keys + ["--require-signatures"])
+        assert "1 event of room version 1 or 2 with the ID of another room's event: dropped" \
+            in out, out
+        db2 = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db2, write_lines(tmp_path / "ab.jsonl", la + lb), ka,
+                        extra=keys + ["--require-signatures"])
+        assert "1 event of room version 1 or 2 with the ID of another room's event: dropped" \
+            in out, out
+        for d_ in (db, db2):
+            [row] = query_json(postgres, d_, "SELECT r.room_id FROM mxf_events e JOIN mxf_rooms r"
+                                             f" USING (room_nid) WHERE e.event_id = '{taken}'")
+            assert row["room_id"] == a_msgs[0]["room_id"]
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
