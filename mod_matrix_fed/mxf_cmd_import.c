@@ -158,6 +158,8 @@ typedef struct ev {
     unsigned event_id_taken:1;          /* its PDU carried its (v3+) event_id: taken off */
     unsigned local_taken:1;             /* take_local_values() took something off */
     unsigned outlier:1;                 /* only in answers of /state, /event_auth, /send_join */
+    unsigned pruned:1;                  /* redacted by a redaction processed before: the auth
+                                         * checks read its redacted form (ev_json_auth()) */
     json_t *json;                       /* the parsed PDU while cached (im->cache) */
     const char *rejected_reason;        /* why this import rejects it */
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
@@ -491,6 +493,13 @@ static int load_rooms(importer_t *im)
 static const char *jstr(const json_t *obj, const char *key)
 {
     return json_string_value(json_object_get(obj, key));
+}
+
+static int is_create(const json_t *pdu)
+{
+    const char *t = jstr(pdu, "type");
+
+    return t && !strcmp(t, "m.room.create");
 }
 
 /* Finds the m.room.create events of the input: they give room versions. */
@@ -1965,8 +1974,8 @@ static json_t *ev_json(importer_t *im, ev_t *e)
         const char *params[1] = { nid };
         apr_snprintf(nid, sizeof(nid), "%" APR_INT64_T_FMT, e->nid);
         res = writer_idle(im)
-              ? mxf_pg_query(im->conn, "SELECT pdu FROM mxf_events WHERE event_nid = $1::bigint",
-                             1, params)
+              ? mxf_pg_query(im->conn, "SELECT pdu, redacted_because FROM mxf_events"
+                                       " WHERE event_nid = $1::bigint", 1, params)
               : NULL;
         if (!res || PQntuples(res) != 1) {
             im->db_failed = 1;
@@ -1975,6 +1984,12 @@ static json_t *ev_json(importer_t *im, ev_t *e)
         }
         text = PQgetvalue(res, 0, 0);
         len = (apr_size_t)PQgetlength(res, 0, 0);
+        /* Redacted by an earlier import: by its content hash (processed
+         * redacted), or by an m.room.redaction (read redacted by auth checks). */
+        if (!PQgetisnull(res, 0, 1)) {
+            e->hash_mismatch = !strcmp(PQgetvalue(res, 0, 1), "content-hash");
+            e->pruned = !e->hash_mismatch;
+        }
     }
     if (mxf_json_parse(im->cache, text, len, PDU_PARSE, &j, &why) != APR_SUCCESS) {
         j = NULL;
@@ -1983,9 +1998,28 @@ static json_t *ev_json(importer_t *im, ev_t *e)
     if (j && e->hash_mismatch && e->room) {
         j = mxf_event_redact(im->cache, j, e->room->rv);
     }
+    if (j && e->pruned && !e->pdu && is_create(j)) {
+        e->pruned = 0;                  /* see mark_pruned() */
+    }
     if (j) {
         e->json = j;
         APR_ARRAY_PUSH(im->cached, ev_t *) = e;
+    }
+    return j;
+}
+
+/*
+ * The PDU of @a e as the authorization rules read it: redacted when an
+ * m.room.redaction processed before has redacted it, as the reference
+ * homeserver reads auth events (its state resolution reads them as they
+ * are: prov_event() uses ev_json()). The redacted copy is made in @a p.
+ */
+static const json_t *ev_json_auth(importer_t *im, ev_t *e, apr_pool_t *p)
+{
+    json_t *j = ev_json(im, e);
+
+    if (j && e->pruned && e->room) {
+        return mxf_event_redact(p, j, e->room->rv);
     }
     return j;
 }
@@ -2078,7 +2112,7 @@ static const json_t *lookup_state(void *baton, const char *type, const char *sta
     if (event_id) {
         *event_id = e->event_id;
     }
-    return ev_json(l->im, e);
+    return ev_json_auth(l->im, e, l->im->authp);
 }
 
 /*
@@ -2155,7 +2189,7 @@ static int check_auth(importer_t *im, ev_t *e, int state_known)
             reason = apr_psprintf(p, "auth event %s was rejected", a->event_id);
             goto rejected;
         }
-        if (!(aj = ev_json(im, a))) {
+        if (!(aj = (json_t *)ev_json_auth(im, a, p))) {
             if (im->db_failed) {
                 return 0;
             }
@@ -2515,6 +2549,41 @@ static const char *server_of(const char *id)
 {
     const char *colon = strchr(id, ':');
     return colon ? colon + 1 : "";
+}
+
+/*
+ * After the accepted redaction @a r: its target, when the redaction applies
+ * to it (room versions 1 and 2: accepted is enough; from 3 on: the sender
+ * had the redact level, or is of the target's sender's server), is read
+ * redacted by the auth checks of the events after it, as the reference
+ * homeserver reads it once the redaction is known. Not an m.room.create:
+ * that homeserver ignores redactions of it when it reads events.
+ * 0 on a database error.
+ */
+static int mark_pruned(importer_t *im, ev_t *r)
+{
+    ev_t *t = ev_find(im, r->redacts);
+    json_t *j;
+    const char *sender;
+
+    if (!t) {
+        return !im->db_failed;
+    }
+    if (t->room != r->room || t->pruned) {
+        return 1;
+    }
+    if (!(j = ev_json(im, t))) {
+        return !im->db_failed;
+    }
+    sender = jstr(j, "sender");
+    if (is_create(j) || !sender) {
+        return 1;
+    }
+    if (r->room->rv->redaction_auth_rule || r->by_power
+        || !strcmp(server_of(sender), server_of(r->sender))) {
+        t->pruned = 1;
+    }
+    return 1;
 }
 
 /* ------------------------------------------------------------------ writing */
@@ -3301,6 +3370,11 @@ static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *bat
         }
         if (e->redacts) {
             e->by_power = redaction_by_power(e) != 0;
+            if (!e->rejected && !mark_pruned(im, e)) {
+                mxf_cmd_error("reading events from the database failed while applying %s",
+                              e->event_id);
+                return 0;
+            }
         }
         /* Served redacted when its visibility is restricted (an event whose
          * state is not known, behind a gap, is served whole: sql/014). */

@@ -1449,6 +1449,72 @@ class TestBadLines:
                                              f" USING (room_nid) WHERE e.event_id = '{taken}'")
             assert row["room_id"] == a_msgs[0]["room_id"]
 
+    @pytest.mark.parametrize("version", ["10", "11"])
+    def test_021_039_auth_reads_redacted_auth_events(self, build_env, postgres, tmp_path,
+                                                     version):
+        """Once a power-levels event is redacted, the events after the
+        redaction are authorized against its redacted form, as the reference
+        homeserver reads auth events: up to room version 10 redaction drops
+        the "invite" level, so a member without power may then invite; from
+        11 on it is kept, and the invite stays refused. Without the
+        redaction it is refused in both."""
+        d = gen(build_env, tmp_path / "room", version, seed=39, events=80, branchiness=0)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        signing = server_keys(d)
+        evs = [json.loads(x) for x in lines]
+        ids = [event_id(ev, version) for ev in evs]
+        by_id = dict(zip(ids, evs))
+        with open(os.path.join(d, "expected.jsonl")) as f:
+            final = [json.loads(x) for x in f][-1]["state_after"]
+        pl = by_id[final["m.room.power_levels|"]]
+        users = pl["content"].get("users", {})
+        admin = max(users, key=lambda u: users[u])
+        joined = [k.split("|", 1)[1] for k, v in final.items() if k.startswith("m.room.member|")
+                  and by_id[v]["content"].get("membership") == "join"]
+        low = next(u for u in joined if users.get(u, pl["content"].get("users_default", 0)) < 50)
+        last = evs[-1]
+
+        def event(sender, typ, content, prev, auths, state_key=None, **extra):
+            ev = {"room_id": last["room_id"], "sender": sender, "type": typ,
+                  "content": content, "depth": by_id[prev]["depth"] + 1,
+                  "origin_server_ts": by_id[prev]["origin_server_ts"] + 1,
+                  "prev_events": [prev], "auth_events": auths, "hashes": {}, **extra}
+            if state_key is not None:
+                ev["state_key"] = state_key
+            ev = resign(ev, version, signing)
+            eid = event_id(ev, version)
+            by_id[eid] = ev
+            return eid, ev
+
+        create = [] if version == "12" else [ids[0]]
+        new_pl, pl_ev = event(admin, "m.room.power_levels", dict(pl["content"], invite=50),
+                              ids[-1], create + [final["m.room.member|" + admin],
+                                                 final["m.room.power_levels|"]], "")
+        red_content = {"redacts": new_pl} if version == "11" else {}
+        red, red_ev = event(admin, "m.room.redaction", red_content, new_pl,
+                            create + [new_pl, final["m.room.member|" + admin]],
+                            **({} if version == "11" else {"redacts": new_pl}))
+        invitee = "@newcomer:" + low.split(":", 1)[1]
+        auths = create + [new_pl, final["m.room.member|" + low], final["m.room.join_rules|"]]
+        inv, inv_ev = event(low, "m.room.member", {"membership": "invite"}, red, auths, invitee)
+        inv2, inv2_ev = event(low, "m.room.member", {"membership": "invite"}, new_pl, auths,
+                              invitee)
+        keys = os.path.join(d, "keys", "all.json")
+        results = {}
+        for name, extra in (("redacted", [pl_ev, red_ev, inv_ev]), ("not", [pl_ev, inv2_ev])):
+            db = new_db(postgres, build_env)
+            import_ok(build_env, postgres, db,
+                      write_lines(tmp_path / f"{name}.jsonl", lines + [canonical(x) for x in extra]),
+                      keys, extra=["--require-signatures"])
+            [row] = query_json(postgres, db, "SELECT rejected_reason FROM mxf_events WHERE"
+                                             f" event_id = '{inv if name == 'redacted' else inv2}'")
+            results[name] = row["rejected_reason"]
+        assert results["not"] is not None and "invite" in results["not"], results
+        if version == "10":
+            assert results["redacted"] is None, results
+        else:
+            assert results["redacted"] is not None, results
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
