@@ -2991,7 +2991,10 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
     /*
      * Redactions and targets of this import have numbers from first_new_nid
      * on; refilled events are listed in mxf_import_refill. (mxf_redactions
-     * is small next to mxf_events: every redaction is looked at.)
+     * is small next to mxf_events: every redaction is looked at.) Not of an
+     * m.room.create: the reference homeserver ignores those, and a create
+     * event served redacted loses its room_version (up to room version 10),
+     * which its receivers would then read as "1".
      */
     res = mxf_pg_query(im->conn, apr_pstrcat(im->p,
                  "SELECT t.event_id, r.event_nid, re.event_id, re.sender, r.allowed_by_power,"
@@ -3001,6 +3004,7 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
                  "  JOIN mxf_events re ON re.event_nid = r.event_nid"
                  "  JOIN mxf_rooms tr ON tr.room_nid = t.room_nid"
                  " WHERE t.redacted_because IS NULL AND re.rejected_reason IS NULL"
+                 "   AND t.type <> 'm.room.create'"
                  "   AND (r.event_nid >= $1::bigint OR t.event_nid >= $1::bigint",
                  im->n_refilled
                  ? "        OR r.event_nid IN (SELECT event_nid FROM mxf_import_refill)"

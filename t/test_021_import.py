@@ -1515,6 +1515,38 @@ class TestBadLines:
         else:
             assert results["redacted"] is not None, results
 
+    @pytest.mark.parametrize("version", ["3", "10"])
+    def test_021_040_create_redaction_not_applied(self, build_env, postgres, tmp_path,
+                                                  version):
+        """A redaction of the m.room.create event is accepted but not applied,
+        as the reference homeserver ignores it: served redacted, the create
+        event would lose its room_version."""
+        d = gen(build_env, tmp_path / "room", version, seed=40, events=40, branchiness=0)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        evs = [json.loads(x) for x in lines]
+        create, last = evs[0], evs[-1]
+        create_id = event_id(create, version)
+        with open(os.path.join(d, "expected.jsonl")) as f:
+            final = [json.loads(x) for x in f][-1]["state_after"]
+        auths = [create_id, final["m.room.power_levels|"],
+                 final["m.room.member|" + create["sender"]]]
+        red = {"room_id": last["room_id"], "sender": create["sender"],
+               "type": "m.room.redaction", "content": {}, "redacts": create_id,
+               "depth": last["depth"] + 1, "origin_server_ts": last["origin_server_ts"] + 1,
+               "prev_events": [event_id(last, version)], "auth_events": auths}
+        red = resign(red, version, server_keys(d))
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "r.jsonl", lines + [canonical(red)]),
+                        os.path.join(d, "keys", "all.json"), extra=["--require-signatures"])
+        rows = {r["event_id"]: r for r in query_json(
+            postgres, db, "SELECT event_id, redacted_because, rejected_reason FROM mxf_events")}
+        assert rows[event_id(red, version)]["rejected_reason"] is None
+        assert rows[create_id]["redacted_because"] is None
+        with open(os.path.join(d, "expected.json")) as f:
+            redacted = len(json.load(f)["redacted"])
+        assert f"{redacted} by m.room.redaction" in out, out
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
