@@ -5,9 +5,10 @@ backfill over a depth window (mxf_backfill) gives exactly what the walk
 whose depths are monotone; the importer marks a room whose depths are not
 (an event no deeper than a prev event, in one import or across two), and
 such a room is answered by the walk. get_missing_events as one query over
-a window of distances (mxf_missing_events) gives exactly what the
+a window of distances (mxf_missing_events_window) gives exactly what the
 breadth-first walk (mxf_missing_events_walk) gives, for random latest and
-earliest sets, limits and minimum depths. The module's answers are checked
+earliest sets, limits and minimum depths; mxf_missing_events answers with
+the first for one or two latest events and the walk for more (sql/015). The module's answers are checked
 by the history tests (test_040)."""
 import json
 import os
@@ -49,8 +50,8 @@ def missing(postgres, db, room_nid, cases):
                     for k, (e, l, n, d) in enumerate(cases))
     out = query_json(postgres, db,
                      f"SELECT c.k,"
-                     f"  array(SELECT e.event_id FROM mxf_missing_events({room_nid}, c.e, c.l,"
-                     f"          c.n, c.d) m JOIN mxf_events e ON e.event_nid = m"
+                     f"  array(SELECT e.event_id FROM mxf_missing_events_window({room_nid}, c.e,"
+                     f"          c.l, c.n, c.d) m JOIN mxf_events e ON e.event_nid = m"
                      f"         ORDER BY e.depth, e.event_nid) AS q,"
                      f"  array(SELECT e.event_id FROM mxf_missing_events_walk({room_nid}, c.e,"
                      f"          c.l, c.n, c.d) m JOIN mxf_events e ON e.event_nid = m"
@@ -156,6 +157,30 @@ def test_025_004_missing_events_query_equals_walk(room, postgres):
         assert q == w, case
         full += len(q) == case[2]
     assert full > 100
+
+
+def test_025_004b_many_latest_events(room, postgres):
+    """latest_events of 3 to 100 events (where mxf_missing_events takes the
+    walk, whose cost does not grow with their number): the window query and
+    the walk still agree, and mxf_missing_events gives the same."""
+    db, ids = room["db"], room["ids"]
+    [r] = query_json(postgres, db, "SELECT room_nid FROM mxf_rooms")
+    rng = random.Random(254)
+    cases = [(rng.sample(ids, rng.choice([0, 0, 5])),
+              rng.sample(ids, rng.choice([3, 30, 100])), rng.choice([1, 10, 20]), 0)
+             for _ in range(16)]
+    answers = missing(postgres, db, r["room_nid"], cases)
+    for case, (q, w) in zip(cases, answers):
+        assert q == w, case
+    rows = ",".join("(%d, ARRAY[%s]::text[], ARRAY[%s]::text[], %d)"
+                    % (k, ",".join(f"'{x}'" for x in e), ",".join(f"'{x}'" for x in l), n)
+                    for k, (e, l, n, _) in enumerate(cases))
+    out = query_json(postgres, db,
+                     "SELECT c.k, array(SELECT e.event_id FROM mxf_missing_events("
+                     f"{r['room_nid']}, c.e, c.l, c.n, 0) m JOIN mxf_events e ON e.event_nid = m"
+                     "   ORDER BY e.depth, e.event_nid) AS a"
+                     f"  FROM (VALUES {rows}) c (k, e, l, n) ORDER BY c.k")
+    assert [x["a"] for x in out] == [w for _, w in answers]
 
 
 def test_025_005_latest_events_reached_from_another(room, postgres):
