@@ -50,8 +50,9 @@
  * (step 4; an auth event not known yet leaves it unchecked), and against
  * the state when a later import makes its state known (the same pass that
  * fills its state in, which takes rejected events too: their state after
- * is the state before them, which the events after them need). The ordering puts every event after its prev_events and its
- * auth events of the same import, so the checks see their outcome.
+ * is the state before them, which the events after them need). The
+ * ordering puts every event after its prev_events and its auth events of
+ * the same import, so the checks see their outcome.
  * Known limitation: an auth event whose own state is still unknown (not
  * yet checked) counts as accepted.
  *
@@ -1542,11 +1543,10 @@ static int check_all(importer_t *im)
                 if (seen->room != e->room) {
                     im->n_id_clash++;   /* v1/v2: IDs chosen by servers (see the summary) */
                 }
-                else if (seen->hash_mismatch && !e->hash_mismatch) {
-                    *seen = *e;
-                    im->n_dup_other++;
-                }
                 else {
+                    if (seen->hash_mismatch && !e->hash_mismatch) {
+                        *seen = *e;
+                    }
                     im->n_dup_other++;
                 }
             }
@@ -1581,6 +1581,7 @@ static int load_known(importer_t *im)
 {
     apr_hash_t *missing = apr_hash_make(im->p);
     apr_array_header_t *ids = apr_array_make(im->p, im->order->nelts + 16, sizeof(const char *));
+    apr_array_header_t *history = apr_array_make(im->p, 16, sizeof(const char *));
     PGresult *res;
     int i, k, empty;
 
@@ -1634,14 +1635,9 @@ static int load_known(importer_t *im)
             im->n_id_clash++;           /* v1/v2: taken by an event of another room */
         }
         else if (e->pdu && !e->outlier && PQgetvalue(res, i, 8)[0] == 't') {
-            /* An outlier of an earlier /send_join answer, given here as an event
-             * of the room's history: one no longer. */
-            const char *params[1] = { id };
-            if (!mxf_pg_params(im->conn, "UPDATE mxf_events SET outlier = false"
-                                         " WHERE event_id = $1", 1, params)) {
-                PQclear(res);
-                return 0;
-            }
+            /* An outlier of an earlier snapshot answer, given here as an event
+             * of the room's history: one no longer (below). */
+            APR_ARRAY_PUSH(history, const char *) = e->event_id;
         }
         e->known = 1;
         e->nid = apr_atoi64(PQgetvalue(res, i, 1));
@@ -1654,7 +1650,13 @@ static int load_known(importer_t *im)
         e->seq = e->nid;
     }
     PQclear(res);
-    return 1;
+    return history->nelts == 0
+           || (mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_history (event_id text)"
+                                     " ON COMMIT DROP")
+               && mxf_pg_copy_strings(im->conn, "COPY mxf_import_history FROM STDIN", history)
+               && mxf_pg_exec(im->conn, "UPDATE mxf_events e SET outlier = false"
+                                        "  FROM mxf_import_history h"
+                                        " WHERE e.event_id = h.event_id"));
 }
 
 /*
@@ -2167,7 +2169,7 @@ static int check_auth(importer_t *im, ev_t *e, int state_known)
     al.pdus = apr_palloc(p, sizeof(json_t *) * (apr_size_t)(e->n_auths + 1));
     for (k = 0; k < e->n_auths; k++) {
         ev_t *a;
-        json_t *aj;
+        const json_t *aj;
         if (ref_seen_before(e->auths, k)) {
             reason = apr_psprintf(p, "auth_events lists %s twice", e->auths[k]);
             goto rejected;
@@ -2189,7 +2191,7 @@ static int check_auth(importer_t *im, ev_t *e, int state_known)
             reason = apr_psprintf(p, "auth event %s was rejected", a->event_id);
             goto rejected;
         }
-        if (!(aj = (json_t *)ev_json_auth(im, a, p))) {
+        if (!(aj = ev_json_auth(im, a, p))) {
             if (im->db_failed) {
                 return 0;
             }

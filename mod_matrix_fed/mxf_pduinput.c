@@ -467,9 +467,9 @@ apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
                                  apr_array_header_t *items, long *err_line, const char **why)
 {
     scan_t sc;
-    const char *s = buf, *end = buf + len, *first_line;
-    long no = 0, first_no;
-    int first = 1, n0 = items->nelts;
+    const char *s = buf, *end = buf + len, *nl = NULL, *e = end, *t = end;
+    long no;
+    int n0 = items->nelts;
 
     memset(&sc, 0, sizeof(sc));
     sc.p = p;
@@ -477,41 +477,37 @@ apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
     if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
         s += 3;
     }
-    /* JSON lines, while the first line that is not blank holds one whole value. */
-    while (s < end) {
-        const char *nl = memchr(s, '\n', (apr_size_t)(end - s));
-        const char *e = nl ? nl : end, *t;
-
-        no++;
+    /* The first line that is not blank decides: one whole value, JSON lines. */
+    for (no = 1; s < end; no++) {
+        nl = memchr(s, '\n', (apr_size_t)(end - s));
+        e = nl ? nl : end;
         for (t = s; t < e && is_ws(*t); t++) {
         }
         if (t < e) {
-            if (!one_line(&sc, t, e, no) && first) {
-                break;
-            }
-            first = 0;
+            break;
         }
         s = nl ? nl + 1 : end;
     }
-    if (s >= end || !first) {
+    if (s >= end) {
+        return APR_SUCCESS;             /* nothing but blank lines */
+    }
+    if (one_line(&sc, t, e, no)) {
+        json_lines(&sc, nl ? nl + 1 : end, end, no + 1);
         return APR_SUCCESS;
     }
 
     /* A sequence of JSON values, each over as many lines as it takes. */
-    first_line = s;
-    first_no = no;
     items->nelts = n0;
     sc.end = end;
     sc.line = no;
-    s = skip_ws(&sc, s);
-    while (s < end) {
+    for (t = skip_ws(&sc, s); t < end; t = skip_ws(&sc, e)) {
         long line = sc.line;
-        const char *e = value(&sc, s);
 
+        e = value(&sc, t);
         if (!e || (e < end && !is_ws(*e))) {
-            if (looks_like_lines(p, first_line, end)) {
+            if (looks_like_lines(p, s, end)) {
                 items->nelts = n0;
-                json_lines(&sc, first_line, end, first_no);
+                json_lines(&sc, s, end, no);
                 return APR_SUCCESS;
             }
             *err_line = e ? sc.line : line;
@@ -520,7 +516,6 @@ apr_status_t mxf_pdu_input_split(apr_pool_t *p, const char *buf, apr_size_t len,
                                     "%s", sc.why ? sc.why : "it does not end");
             return APR_EINVAL;
         }
-        s = skip_ws(&sc, e);
     }
     return APR_SUCCESS;
 }

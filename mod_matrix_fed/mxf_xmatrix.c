@@ -15,8 +15,7 @@ typedef struct {
     const char *name;          /* not NUL-terminated */
     apr_size_t name_len;
     const char *value;         /* unescaped, NUL-terminated, from the pool */
-    apr_size_t raw_len;        /* length on the wire, quotes excluded */
-    apr_size_t value_len;      /* length unescaped (what the limits bound) */
+    apr_size_t value_len;      /* its length (what the limits bound) */
 } xm_param_t;
 
 /* One credential: a scheme and its parameters. */
@@ -116,8 +115,7 @@ static apr_status_t read_value(apr_pool_t *p, const char **s, const char *end,
                                 (int)prm->name_len, prm->name);
             return APR_EINVAL;
         }
-        prm->raw_len = (apr_size_t)(q - start);
-        o = buf = apr_palloc(p, prm->raw_len + 1);
+        o = buf = apr_palloc(p, (apr_size_t)(q - start) + 1);
         for (q = start; *q != '"'; q++) {
             if (*q == '\\') {
                 q++;
@@ -138,8 +136,8 @@ static apr_status_t read_value(apr_pool_t *p, const char **s, const char *end,
                             (int)prm->name_len, prm->name, excerpt(p, q, end));
         return APR_EINVAL;
     }
-    prm->raw_len = prm->value_len = (apr_size_t)(q - *s);
-    prm->value = apr_pstrmemdup(p, *s, prm->raw_len);
+    prm->value_len = (apr_size_t)(q - *s);
+    prm->value = apr_pstrmemdup(p, *s, prm->value_len);
     *s = q;
     return APR_SUCCESS;
 }
