@@ -46,7 +46,8 @@ ROOMS = [("10k", 10_000), ("1m", 1_000_000)]
 
 # (name, endpoint family, limit)
 ENDPOINTS = [("gme10", "gme", 10), ("gme20", "gme", 20), ("backfill100", "backfill", 100),
-             ("event", "event", None), ("state_ids", "state_ids", None)]
+             ("event", "event", None), ("state_ids", "state_ids", None),
+             ("event_auth", "event_auth", None)]
 VIEWERS = ("full", "restricted")
 CONNS = (16, 64)
 WRK_THREADS = 2
@@ -325,8 +326,10 @@ def prepare_requests(room, viewers, outdir, n, rng):
                     method, path = "GET", f"{FED}/backfill/{q(room.room_id)}?v={q(e)}&limit={limit}"
                 elif fam == "event":
                     method, path = "GET", f"{FED}/event/{q(e)}"
-                else:
+                elif fam == "state_ids":
                     method, path = "GET", f"{FED}/state_ids/{q(room.room_id)}?event_id={q(e)}"
+                else:
+                    method, path = "GET", f"{FED}/event_auth/{q(room.room_id)}/{q(e)}"
                 auth = xmatrix(server, key, SERVER_NAME, method, path, body)
                 text = json.dumps(body, separators=(",", ":")) if body is not None else ""
                 lines.append(f"{method}\t{path}\t{auth}\t{text}\n")

@@ -13,8 +13,9 @@ import random
 
 import pytest
 
-from test_020_genroom import event_id
-from test_021_import import import_ok, new_db, query_json, read_lines, write_lines
+from test_020_genroom import event_id, gen
+from test_021_import import (canonical, import_ok, new_db, query_json, read_lines, resign,
+                             server_keys, write_lines)
 from test_022_stateres_import import gen_conflicts
 
 VERSIONS = ["2", "10", "12"]
@@ -155,3 +156,78 @@ def test_024_003_room_without_index_is_walked(room, build_env, postgres):
     postgres.psql(db, "UPDATE mxf_rooms SET auth_chains_indexed = false;"
                       " TRUNCATE mxf_auth_chain_pos, mxf_auth_chain_links")
     check_db(postgres, db, room)
+
+
+@pytest.mark.parametrize("version", ["10", "12"])
+def test_024_004_invited_one_by_another(version, build_env, postgres, tmp_path):
+    """Members invited one by another, each joining before inviting the
+    next: the auth chain of the last join runs back through every earlier
+    invite and join, one chain link after another. mxf_auth_chain() gives
+    every new event's chain exactly, the state's too, and mxf_event_auth()
+    answers the last join's chain in depth order."""
+    d = gen(build_env, tmp_path / "room", version, seed=44, events=60, branchiness=0)
+    lines = read_lines(os.path.join(d, "room.jsonl"))
+    signing = server_keys(d)
+    evs = [json.loads(x) for x in lines]
+    ids = [event_id(ev, version) for ev in evs]
+    by_id = dict(zip(ids, evs))
+    with open(os.path.join(d, "expected.jsonl")) as f:
+        final = [json.loads(x) for x in f][-1]["state_after"]
+    pl = by_id[final["m.room.power_levels|"]]["content"]
+    admin = evs[0]["sender"]    # the creator: in v12 outside power levels' users
+    create = [] if version == "12" else [ids[0]]
+    room_id = evs[-1]["room_id"]
+    tip = ids[-1]
+    added = []
+
+    def event(sender, typ, content, auths, state_key):
+        nonlocal tip
+        ev = {"room_id": room_id, "sender": sender, "type": typ, "content": content,
+              "depth": by_id[tip]["depth"] + 1,
+              "origin_server_ts": by_id[tip]["origin_server_ts"] + 1,
+              "prev_events": [tip], "auth_events": create + auths, "hashes": {},
+              "state_key": state_key}
+        ev = resign(ev, version, signing)
+        tip = event_id(ev, version)
+        by_id[tip] = ev
+        added.append(ev)
+        return tip
+
+    # Anyone joined may invite.
+    pl_id = event(admin, "m.room.power_levels", dict(pl, invite=0),
+                  [final["m.room.member|" + admin], final["m.room.power_levels|"]], "")
+    jr = final["m.room.join_rules|"]
+    servers = sorted(signing)
+    inviter, inviter_join = admin, final["m.room.member|" + admin]
+    for i in range(40):
+        user = f"@chain{i}:{servers[i % len(servers)]}"
+        inv = event(inviter, "m.room.member", {"membership": "invite"},
+                    [pl_id, inviter_join, jr], user)
+        join = event(user, "m.room.member", {"membership": "join"}, [pl_id, jr, inv], user)
+        inviter, inviter_join = user, join
+
+    db = new_db(postgres, build_env)
+    path = write_lines(tmp_path / "chain.jsonl",
+                       lines + [canonical(ev) for ev in added])
+    import_ok(build_env, postgres, db, path, os.path.join(d, "keys", "all.json"))
+    new_ids = [event_id(ev, version) for ev in added]
+    [r] = query_json(postgres, db, "SELECT count(*) AS n FROM mxf_events"
+                                   " WHERE rejected_reason IS NOT NULL AND event_id IN ("
+                                   + ",".join(f"'{i}'" for i in new_ids) + ")")
+    assert r["n"] == 0
+
+    _, chains = auth_chains(list(by_id.values()), version)
+    got = db_chains(postgres, db)
+    wrong = [i for i in new_ids if got[i] != expected_chain([i], chains, by_id, version)]
+    assert wrong == [], f"{len(wrong)} of {len(new_ids)} new events with a wrong auth chain"
+    last = expected_chain([tip], chains, by_id, version)
+    assert {event_id(by_id[i], version) for i in new_ids[:-1]} <= last | {tip}
+    state, chain = db_state_chain(postgres, db)
+    assert chain == expected_chain(state, chains, by_id, version)
+
+    rows = query_json(postgres, db, "SELECT event_id AS id, pdu::json->'depth' AS depth"
+                                    " FROM mxf_event_auth((SELECT room_nid FROM mxf_rooms),"
+                                    f" '{tip}')")
+    assert {x["id"] for x in rows} == last
+    depths = [x["depth"] for x in rows]
+    assert depths == sorted(depths)
