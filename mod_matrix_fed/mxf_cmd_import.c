@@ -686,11 +686,13 @@ static int extract_fields(apr_pool_t *p, apr_pool_t *tmp, json_t *j, ev_t *e,
         *why = apr_pstrcat(tmp, "\"auth_events\" ", *why, NULL);
         return 0;
     }
-    if (!strcmp(e->type, "m.room.member") && e->state_key) {
-        if (!(s = jstr(content, "membership"))) {
-            *why = "m.room.member without content.membership";
-            return 0;
-        }
+    /*
+     * A member event without a string content.membership is well formed as
+     * a PDU: the authorization rules reject it (no membership, or one that
+     * is not known), and it is kept as rejected like any other.
+     */
+    if (!strcmp(e->type, "m.room.member") && e->state_key
+        && (s = jstr(content, "membership"))) {
         e->membership = apr_pstrdup(p, s);
     }
     if (!strcmp(e->type, "m.room.redaction")) {

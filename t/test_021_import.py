@@ -1547,6 +1547,71 @@ class TestBadLines:
             redacted = len(json.load(f)["redacted"])
         assert f"{redacted} by m.room.redaction" in out, out
 
+    @pytest.mark.parametrize("version", ["1", "10", "12"])
+    def test_021_041_member_event_without_membership_is_rejected(self, build_env, postgres,
+                                                                 tmp_path, version):
+        """An m.room.member event whose content has no membership, or one
+        that is not a string, is a well-formed PDU that the authorization
+        rules reject ("If there is no state_key property, or no membership
+        property in content, reject"; an unknown membership is rejected
+        too): it is kept as rejected, the import goes on, and an event after
+        it is accepted."""
+        d = gen(build_env, tmp_path / "room", version, seed=41, events=40, branchiness=0)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        evs = [json.loads(x) for x in lines]
+        create, last = evs[0], evs[-1]
+        user = create["sender"]
+        with open(os.path.join(d, "expected.jsonl")) as f:
+            final = [json.loads(x) for x in f][-1]["state_after"]
+        signing = server_keys(d)
+        tip = last
+        added = []
+
+        def ref(ev):
+            eid = event_id(ev, version)
+            return [eid, {"sha256": ev["hashes"]["sha256"]}] if version == "1" else eid
+
+        for i, content in enumerate(({}, {"membership": 5}, {"membership": ["join"]},
+                                     {"displayname": "x", "membership": None})):
+            auths = ([] if version == "12" else [event_id(create, version)]) + \
+                [final["m.room.power_levels|"], final["m.room.member|" + user]]
+            ev = {"room_id": last["room_id"], "sender": user, "type": "m.room.member",
+                  "state_key": user, "content": content, "depth": tip["depth"] + 1,
+                  "origin_server_ts": tip["origin_server_ts"] + 1,
+                  "prev_events": [ref(tip)],
+                  "auth_events": [[a, {"sha256": next(x for x in evs
+                                                      if event_id(x, version) == a)
+                                       ["hashes"]["sha256"]}] for a in auths]
+                  if version == "1" else auths}
+            if version == "1":
+                ev["event_id"] = f"$bad{i}:{user.split(':', 1)[1]}"
+            ev = resign(ev, version, signing)
+            added.append(ev)
+            tip = ev
+        msg = {"room_id": last["room_id"], "sender": user, "type": "m.room.message",
+               "content": {"body": "after", "msgtype": "m.text"}, "depth": tip["depth"] + 1,
+               "origin_server_ts": tip["origin_server_ts"] + 1, "prev_events": [ref(tip)],
+               "auth_events": added[0]["auth_events"]}
+        if version == "1":
+            msg["event_id"] = f"$after:{user.split(':', 1)[1]}"
+        msg = resign(msg, version, signing)
+        db = new_db(postgres, build_env)
+        import_ok(build_env, postgres, db,
+                  write_lines(tmp_path / "m.jsonl",
+                              lines + [canonical(x) for x in added + [msg]]),
+                  os.path.join(d, "keys", "all.json"), extra=["--require-signatures"])
+        rows = {r["event_id"]: r for r in query_json(
+            postgres, db, "SELECT event_id, rejected_reason, membership FROM mxf_events")}
+        for ev in added:
+            r = rows[event_id(ev, version)]
+            assert r["rejected_reason"] is not None and r["membership"] is None, r
+        assert rows[event_id(msg, version)]["rejected_reason"] is None
+        [cur] = query_json(postgres, db,
+                           "SELECT e.event_id FROM mxf_rooms r, mxf_state_of(r.current_state_group) s"
+                           " JOIN mxf_events e USING (event_nid)"
+                           f" WHERE s.type = 'm.room.member' AND s.state_key = '{user}'")
+        assert cur["event_id"] == final["m.room.member|" + user]
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
