@@ -32,6 +32,7 @@ void *mxf_config_create_srv(apr_pool_t *p, server_rec *s)
     conf->query_slots = UNSET_INT;
     conf->query_wait = UNSET_INT;
     conf->query_timeout = UNSET_INT;
+    conf->stream_timeout = UNSET_INT;
     return conf;
 }
 
@@ -51,6 +52,7 @@ void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(query_slots);
     MERGE_INT(query_wait);
     MERGE_INT(query_timeout);
+    MERGE_INT(stream_timeout);
     /* The key file and the key loaded from it always travel together. */
     if (add->signing_key_file) {
         conf->signing_key_file = add->signing_key_file;
@@ -103,6 +105,12 @@ apr_interval_time_t mxf_config_query_timeout(const mxf_srv_conf_t *conf)
     return conf->query_timeout != UNSET_INT ? conf->query_timeout : MXF_DEFAULT_QUERY_TIMEOUT;
 }
 
+apr_interval_time_t mxf_config_stream_timeout(const mxf_srv_conf_t *conf)
+{
+    return conf->stream_timeout != UNSET_INT ? conf->stream_timeout
+                                             : MXF_DEFAULT_STREAM_TIMEOUT;
+}
+
 static mxf_srv_conf_t *conf_of(cmd_parms *cmd)
 {
     return ap_get_module_config(cmd->server->module_config, &matrix_fed_module);
@@ -118,8 +126,7 @@ static const char *set_enabled(cmd_parms *cmd, void *dconf, int flag)
     }
     conf->enabled = flag ? 1 : 0;
     if (flag) {
-        /* Statements must be known to mod_dbd before it builds its pools. */
-        return mxf_db_prepare_statements(cmd);
+        return mxf_db_find_dbd(cmd);
     }
     return NULL;
 }
@@ -286,6 +293,17 @@ static const char *set_query_timeout(cmd_parms *cmd, void *dconf, const char *ar
                                      "100ms to 3600s", &conf_of(cmd)->query_timeout);
 }
 
+static const char *set_stream_timeout(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    if (err) {
+        return err;
+    }
+    return mxf_config_parse_duration(cmd, arg, apr_time_from_msec(100), apr_time_from_sec(3600),
+                                     "100ms to 3600s", &conf_of(cmd)->stream_timeout);
+}
+
 const command_rec mxf_cmds[] = {
     AP_INIT_FLAG("MatrixFederation", set_enabled, NULL, RSRC_CONF,
                  "On to answer the Matrix federation and key endpoints this module "
@@ -311,6 +329,11 @@ const command_rec mxf_cmds[] = {
                   "How long a short database statement may take before the request is "
                   "answered 503 and the connection dropped (default 10s; suffixes ms, s, "
                   "mi, h)"),
+    AP_INIT_TAKE1("MatrixFedStreamTimeout", set_stream_timeout, NULL, RSRC_CONF,
+                  "How long the statement of a streamed answer (/state, /state_ids, "
+                  "/event_auth) may take to give its first row, or the next, before the "
+                  "request is answered 503 (or cut short) and the connection dropped "
+                  "(default 60s; suffixes ms, s, mi, h)"),
     /* Server keys and key fetching (mod_matrix_fed_keys.c) */
     AP_INIT_TAKE1("MatrixFedKeyValidity", mxf_keys_set_validity, NULL, RSRC_CONF,
                   "How long the keys this server publishes stay valid (valid_until_ts "

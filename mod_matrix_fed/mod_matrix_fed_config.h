@@ -18,6 +18,7 @@ typedef struct mxf_srv_conf {
     int query_slots;                    /* MatrixFedQueryConcurrency (0: off; main server) */
     apr_interval_time_t query_wait;     /* MatrixFedQueryWait (main server) */
     apr_interval_time_t query_timeout;  /* MatrixFedQueryTimeout (main server) */
+    apr_interval_time_t stream_timeout; /* MatrixFedStreamTimeout (main server) */
 } mxf_srv_conf_t;
 
 /* Defaults of the directives above. */
@@ -26,6 +27,7 @@ typedef struct mxf_srv_conf {
 #define MXF_DEFAULT_BACKFILL_LIMIT  100
 #define MXF_DEFAULT_QUERY_WAIT      apr_time_from_sec(5)
 #define MXF_DEFAULT_QUERY_TIMEOUT   apr_time_from_sec(10)
+#define MXF_DEFAULT_STREAM_TIMEOUT  apr_time_from_sec(60)
 
 extern const command_rec mxf_cmds[];
 
@@ -47,6 +49,7 @@ int mxf_config_backfill_limit(const mxf_srv_conf_t *conf);
 int mxf_config_query_slots(const mxf_srv_conf_t *conf);
 apr_interval_time_t mxf_config_query_wait(const mxf_srv_conf_t *conf);
 apr_interval_time_t mxf_config_query_timeout(const mxf_srv_conf_t *conf);
+apr_interval_time_t mxf_config_stream_timeout(const mxf_srv_conf_t *conf);
 
 /*
  * A duration for directive @a cmd (a number of seconds, or with a unit:

@@ -17,9 +17,10 @@
 #include "mod_matrix_fed_router.h"
 
 /*
- * All SQL of the module. Labels are lower case (the pgsql driver PREPAREs
- * them unquoted) and carry the module's prefix (they share mod_dbd's
- * namespace with every other DBD user). Placeholders are APR DBD's.
+ * All SQL of the module. Labels are the names the statements are prepared
+ * under on each connection: lower case, with the module's prefix (the
+ * connections are mod_dbd's, shared with every other DBD user). Arguments
+ * are written %s; prepare_one() numbers them.
  */
 /*
  * The room access of an origin, as a derived table "a": the room's number,
@@ -205,28 +206,30 @@ static const struct {
  * mod_dbd's entry points, looked up while the configuration is read (before
  * any child exists) and only read afterwards.
  */
-static APR_OPTIONAL_FN_TYPE(ap_dbd_prepare) *dbd_prepare_fn;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_acquire) *dbd_acquire_fn;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_open) *dbd_open_fn;
 static APR_OPTIONAL_FN_TYPE(ap_dbd_close) *dbd_close_fn;
 
-const char *mxf_db_prepare_statements(cmd_parms *cmd)
+/*
+ * The statements are not registered with mod_dbd (ap_dbd_prepare): mod_dbd
+ * prepares those on every connection it opens, synchronously and with no
+ * time limit, so a table locked by a migration or a VACUUM FULL would hold
+ * every request that opens a connection for as long as the lock. Each is
+ * prepared on first use on a connection instead, within
+ * MatrixFedQueryTimeout (ensure_prepared()).
+ */
+const char *mxf_db_find_dbd(cmd_parms *cmd)
 {
-    int i;
-
-    if (!dbd_prepare_fn || !dbd_acquire_fn || !dbd_open_fn || !dbd_close_fn) {
-        dbd_prepare_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_prepare);
+    (void)cmd;
+    if (!dbd_acquire_fn || !dbd_open_fn || !dbd_close_fn) {
         dbd_acquire_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_acquire);
         dbd_open_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_open);
         dbd_close_fn = APR_RETRIEVE_OPTIONAL_FN(ap_dbd_close);
     }
-    if (!dbd_prepare_fn || !dbd_acquire_fn || !dbd_open_fn || !dbd_close_fn) {
+    if (!dbd_acquire_fn || !dbd_open_fn || !dbd_close_fn) {
         return "MatrixFederation needs mod_dbd: load it before this directive "
                "(LoadModule dbd_module modules/mod_dbd.so) and configure "
                "DBDriver pgsql and DBDParams";
-    }
-    for (i = 0; i < MXF_STMT__COUNT; i++) {
-        dbd_prepare_fn(cmd->server, statements[i].sql, statements[i].label);
     }
     return NULL;
 }
@@ -239,8 +242,9 @@ const char *mxf_db_prepare_statements(cmd_parms *cmd)
 static mxf_gate_t *db_gate;
 static apr_interval_time_t db_gate_wait;
 
-/* MatrixFedQueryTimeout, set with them. */
+/* MatrixFedQueryTimeout and MatrixFedStreamTimeout, set with them. */
 static apr_interval_time_t db_query_timeout = MXF_DEFAULT_QUERY_TIMEOUT;
+static apr_interval_time_t db_stream_timeout = MXF_DEFAULT_STREAM_TIMEOUT;
 
 static void db_child_init(apr_pool_t *pchild, server_rec *s)
 {
@@ -249,6 +253,7 @@ static void db_child_init(apr_pool_t *pchild, server_rec *s)
     apr_status_t rv;
 
     db_query_timeout = mxf_config_query_timeout(conf);
+    db_stream_timeout = mxf_config_stream_timeout(conf);
     if (slots <= 0) {
         return;
     }
@@ -371,18 +376,31 @@ static apr_status_t clear_result(void *res)
     return APR_SUCCESS;
 }
 
+/* The time limit a wait is under, for its log message. */
+typedef struct {
+    const char *directive;
+    apr_interval_time_t value;
+} limit_t;
+
+static limit_t query_limit(void)
+{
+    limit_t l = { "MatrixFedQueryTimeout", db_query_timeout };
+
+    return l;
+}
+
 /*
  * Waits until libpq can hand over the next result of @a pg without
- * blocking, or @a deadline passes. 1: ready (or the connection broke, which
- * PQgetResult() then reports at once). 0: no answer in time; the
- * connection is then shut down under libpq, which sees it broken (mod_dbd
- * resets it before it hands it out again), and its results are dropped.
- * The statement on the server ends when the backend notices its client is
- * gone: when it next writes, or at once with PostgreSQL's
- * client_connection_check_interval (see the README).
+ * blocking, or @a deadline passes (@a limit says which limit it is). 1:
+ * ready (or the connection broke, which PQgetResult() then reports at
+ * once). 0: no answer in time; the connection is then shut down under
+ * libpq, which sees it broken (mod_dbd resets it before it hands it out
+ * again), and its results are dropped. The statement on the server ends
+ * when the backend notices its client is gone: when it next writes, or at
+ * once with PostgreSQL's client_connection_check_interval (see the README).
  */
-static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, const char *verb,
-                      mxf_stmt_t id)
+static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, limit_t limit,
+                      const char *verb, mxf_stmt_t id)
 {
     PGresult *res;
     int i;
@@ -402,8 +420,9 @@ static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, const cha
         if (n <= 0) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, n < 0 ? errno : 0, r, MXFLOGNO(25069)
                           "%s %s: no answer from the database within %" APR_TIME_T_FMT
-                          " ms (MatrixFedQueryTimeout); the connection is dropped",
-                          verb, statements[id].label, apr_time_as_msec(db_query_timeout));
+                          " ms (%s); the connection is dropped",
+                          verb, statements[id].label, apr_time_as_msec(limit.value),
+                          limit.directive);
             if (pfd.fd >= 0) {
                 shutdown(pfd.fd, SHUT_RDWR);
             }
@@ -429,16 +448,23 @@ typedef enum {
     RUN_OK,
     RUN_FAILED,         /* an error answer, on a sound connection */
     RUN_NOT_PREPARED,   /* the statement is not prepared on this connection (26000) */
+    RUN_EXISTS,         /* preparing: it is already prepared there (42P05) */
     RUN_BROKEN,         /* the connection is broken */
     RUN_TIMED_OUT       /* no answer in time: the connection was dropped */
 } run_t;
 
-/* Whether @a res says the prepared statement does not exist. */
-static int not_prepared(const PGresult *res)
+/* Whether @a res has SQLSTATE @a code. */
+static int sqlstate_is(const PGresult *res, const char *code)
 {
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-    return state && strcmp(state, "26000") == 0;
+    return state && strcmp(state, code) == 0;
+}
+
+/* Whether @a res says the prepared statement does not exist. */
+static int not_prepared(const PGresult *res)
+{
+    return sqlstate_is(res, "26000");
 }
 
 /*
@@ -453,7 +479,7 @@ static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char
     run_t rv = RUN_OK;
 
     for (;;) {
-        if (!wait_ready(r, pg, deadline, verb, id)) {
+        if (!wait_ready(r, pg, deadline, query_limit(), verb, id)) {
             PQclear(last);
             return RUN_TIMED_OUT;
         }
@@ -463,9 +489,15 @@ static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char
         if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK
             && rv == RUN_OK) {
             rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN
-                 : not_prepared(res) ? RUN_NOT_PREPARED : RUN_FAILED;
-            ap_log_rerror(APLOG_MARK, rv == RUN_FAILED ? APLOG_ERR : APLOG_WARNING, 0, r,
-                          MXFLOGNO(20008) "%s %s failed: %s", verb, statements[id].label,
+                 : not_prepared(res) ? RUN_NOT_PREPARED
+                 : sqlstate_is(res, "42P05") ? RUN_EXISTS : RUN_FAILED;
+            /* Not prepared: the connection was reset since (the database
+             * restarted); recover() prepares it again. Already prepared:
+             * this module's flags had been cleared by such a reset. */
+            ap_log_rerror(APLOG_MARK, rv == RUN_FAILED ? APLOG_ERR
+                                      : rv == RUN_BROKEN ? APLOG_WARNING
+                                      : rv == RUN_NOT_PREPARED ? APLOG_INFO : APLOG_DEBUG,
+                          0, r, MXFLOGNO(20008) "%s %s failed: %s", verb, statements[id].label,
                           PQresultErrorMessage(res));
         }
         PQclear(last);
@@ -486,9 +518,8 @@ static run_t collect(request_rec *r, PGconn *pg, apr_time_t deadline, const char
 }
 
 /*
- * Prepares statement @a id on @a pg as mod_dbd prepares it (its %s
- * arguments as $1, $2, ... of type varchar), answered by @a deadline.
- * Called when it is not prepared there (recover()).
+ * Prepares statement @a id on @a pg (its %s arguments as $1, $2, ... of
+ * type varchar, as mod_dbd's pgsql driver would), answered by @a deadline.
  */
 static run_t prepare_one(request_rec *r, PGconn *pg, mxf_stmt_t id, apr_time_t deadline)
 {
@@ -497,6 +528,7 @@ static run_t prepare_one(request_rec *r, PGconn *pg, mxf_stmt_t id, apr_time_t d
     Oid types[16];
     int n = 0;
     PGresult *res = NULL;
+    run_t rv;
 
     for (p = sql; *p; p++) {
         if (p[0] == '%' && p[1] == 's' && n < (int)(sizeof(types) / sizeof(types[0]))) {
@@ -512,16 +544,53 @@ static run_t prepare_one(request_rec *r, PGconn *pg, mxf_stmt_t id, apr_time_t d
     if (!PQsendPrepare(pg, statements[id].label, native, n, types)) {
         return PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
     }
-    return collect(r, pg, deadline, "preparing", id, &res);
+    rv = collect(r, pg, deadline, "preparing", id, &res);
+    return rv == RUN_EXISTS ? RUN_OK : rv;
+}
+
+/*
+ * Which of the module's statements are prepared on connection @a dbd, as
+ * far as this module knows: one flag per statement, kept in the
+ * connection's own pool (it lives as long as the connection). A connection
+ * that libpq reset loses its statements; its first statement then fails
+ * with 26000 and recover() starts afresh.
+ */
+static unsigned char *prepared_flags(ap_dbd_t *dbd)
+{
+    void *flags = NULL;
+
+    apr_pool_userdata_get(&flags, "mxf_db_prepared", dbd->pool);
+    if (!flags) {
+        flags = apr_pcalloc(dbd->pool, MXF_STMT__COUNT);
+        apr_pool_userdata_setn(flags, "mxf_db_prepared", NULL, dbd->pool);
+    }
+    return flags;
+}
+
+/* Prepares statement @a id on @a dbd unless it is already, by @a deadline. */
+static run_t ensure_prepared(request_rec *r, ap_dbd_t *dbd, PGconn *pg, mxf_stmt_t id,
+                             apr_time_t deadline)
+{
+    unsigned char *flags = prepared_flags(dbd);
+    run_t rv;
+
+    if (flags[id]) {
+        return RUN_OK;
+    }
+    if ((rv = prepare_one(r, pg, id, deadline)) == RUN_OK) {
+        flags[id] = 1;
+    }
+    return rv;
 }
 
 /*
  * After statement @a id failed with @a why: a connection that broke (the
  * database restarted) is reset, which loses every prepared statement; a
  * statement that is not prepared (mod_dbd reset the connection when it
- * handed it out) is prepared. Returns 1 when that was done, so a retry
- * makes sense. A statement that failed otherwise on a sound connection (a
- * lock or statement timeout, a cancel) is not run again: 0.
+ * handed it out) is prepared again. Returns 1 when that was done, so a
+ * retry makes sense. A statement that failed otherwise on a sound
+ * connection (a lock or statement timeout, a cancel), or timed out, is not
+ * run again: 0.
  */
 static int recover(request_rec *r, ap_dbd_t *dbd, PGconn *pg, mxf_stmt_t id, run_t why,
                    apr_time_t deadline)
@@ -533,7 +602,13 @@ static int recover(request_rec *r, ap_dbd_t *dbd, PGconn *pg, mxf_stmt_t id, run
         }
         why = RUN_NOT_PREPARED;
     }
-    return why == RUN_NOT_PREPARED && prepare_one(r, pg, id, deadline) == RUN_OK;
+    if (why != RUN_NOT_PREPARED) {
+        return 0;
+    }
+    /* What was prepared on this connection before its reset went with it
+     * (what was prepared since is found again: RUN_EXISTS). */
+    memset(prepared_flags(dbd), 0, MXF_STMT__COUNT);
+    return ensure_prepared(r, dbd, pg, id, deadline) == RUN_OK;
 }
 
 /*
@@ -554,14 +629,18 @@ static int run_on(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id, int nargs, const
 
     for (attempt = 0; pg && attempt < 2; attempt++) {
         *out = NULL;
-        if (!PQsendQueryPrepared(pg, statements[id].label, nargs, args, NULL, NULL, 0)) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
-                          "statement %s could not be sent: %s", statements[id].label,
-                          PQerrorMessage(pg));
-            rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
-        }
-        else {
-            rv = collect(r, pg, deadline, "statement", id, out);
+        /* Preparing shares the statement's time, and its retry. */
+        rv = ensure_prepared(r, dbd, pg, id, deadline);
+        if (rv == RUN_OK) {
+            if (!PQsendQueryPrepared(pg, statements[id].label, nargs, args, NULL, NULL, 0)) {
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+                              "statement %s could not be sent: %s", statements[id].label,
+                              PQerrorMessage(pg));
+                rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;
+            }
+            else {
+                rv = collect(r, pg, deadline, "statement", id, out);
+            }
         }
         if (rv == RUN_OK) {
             return 0;
@@ -658,6 +737,7 @@ const char *mxf_db_get(const mxf_db_rows_t *rows, int row, int col)
 struct mxf_db_stream {
     request_rec *r;
     PGconn *conn;
+    mxf_stmt_t id;
     PGresult *row;                      /* the current row's result */
     int idx;                            /* the current row in it */
     int last;                           /* it is the final result (all rows at once) */
@@ -665,12 +745,24 @@ struct mxf_db_stream {
     int done;                           /* every result read: the connection is idle */
 };
 
-/* Reads what is left of the query's results, so the connection is idle. */
+static limit_t stream_limit(void)
+{
+    limit_t l = { "MatrixFedStreamTimeout", db_stream_timeout };
+
+    return l;
+}
+
+/*
+ * Reads what is left of the query's results, so the connection is idle;
+ * within MatrixFedQueryTimeout, else the connection is dropped (wait_ready()).
+ */
 static void stream_drain(mxf_db_stream_t *s)
 {
+    apr_time_t deadline = apr_time_now() + db_query_timeout;
     PGresult *res;
 
-    while ((res = PQgetResult(s->conn)) != NULL) {
+    while (wait_ready(s->r, s->conn, deadline, query_limit(), "draining", s->id)
+           && (res = PQgetResult(s->conn)) != NULL) {
         PQclear(res);
     }
     s->done = 1;
@@ -696,12 +788,20 @@ static apr_status_t stream_cleanup(void *data)
     return APR_SUCCESS;
 }
 
-/* Sends statement @a id; its first result, or NULL (logged) if it failed. */
-static PGresult *stream_start(request_rec *r, PGconn *conn, mxf_stmt_t id, int nargs,
-                              const char **args, int attempt, run_t *why)
+/*
+ * Sends statement @a id (prepared first if need be); its first result,
+ * which must come within MatrixFedStreamTimeout, or NULL (logged) if it
+ * failed, with *why.
+ */
+static PGresult *stream_start(request_rec *r, ap_dbd_t *dbd, PGconn *conn, mxf_stmt_t id,
+                              int nargs, const char **args, int attempt, run_t *why)
 {
     PGresult *res;
 
+    if ((*why = ensure_prepared(r, dbd, conn, id, apr_time_now() + db_query_timeout))
+        != RUN_OK) {
+        return NULL;
+    }
     if (!PQsendQueryPrepared(conn, statements[id].label, nargs, args, NULL, NULL, 0)) {
         ap_log_rerror(APLOG_MARK, attempt ? APLOG_ERR : APLOG_WARNING, 0, r, MXFLOGNO(25052)
                       "statement %s could not be sent: %s", statements[id].label,
@@ -713,6 +813,13 @@ static PGresult *stream_start(request_rec *r, PGconn *conn, mxf_stmt_t id, int n
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25053)
                       "statement %s: single-row mode refused; rows come all at once",
                       statements[id].label);
+    }
+    /* The function behind the statement computes its whole answer before
+     * the first row: that is what the limit bounds. */
+    if (!wait_ready(r, conn, apr_time_now() + db_stream_timeout, stream_limit(),
+                    "streamed statement", id)) {
+        *why = RUN_TIMED_OUT;
+        return NULL;
     }
     res = PQgetResult(conn);
     switch (PQresultStatus(res)) {
@@ -749,13 +856,14 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
     s = apr_pcalloc(r->pool, sizeof(*s));
     s->r = r;
     s->conn = pg;
+    s->id = id;
     s->done = 1;
     /* Not behind MatrixFedQueryConcurrency's gate: these statements take as
      * long as their answer is big (seconds in a big room), and holding a
      * turn that long would stall the short statements queued behind it. */
     for (attempt = 0; attempt < 2; attempt++) {
         run_t why = RUN_FAILED;
-        if ((first = stream_start(r, s->conn, id, nargs, args, attempt, &why)) != NULL) {
+        if ((first = stream_start(r, dbd, s->conn, id, nargs, args, attempt, &why)) != NULL) {
             break;
         }
         if (attempt == 0
@@ -796,6 +904,12 @@ int mxf_db_stream_next(mxf_db_stream_t *s)
         return 0;
     }
     else {
+        /* Rows follow one another at once, unless the database stalls. */
+        if (!wait_ready(s->r, s->conn, apr_time_now() + db_stream_timeout, stream_limit(),
+                        "streamed statement", s->id)) {
+            s->done = 1;
+            return -1;
+        }
         res = PQgetResult(s->conn);
     }
     switch (PQresultStatus(res)) {

@@ -108,10 +108,12 @@ apr_size_t mxf_db_stream_len(const mxf_db_stream_t *s, int col);
 void mxf_db_register_hooks(apr_pool_t *p);
 
 /*
- * Registers all statements with mod_dbd for cmd->server. Returns an error
- * message when mod_dbd is not loaded.
+ * Looks up mod_dbd's functions while the configuration is read. Returns an
+ * error message when mod_dbd is not loaded. (The module's statements are
+ * prepared on each connection at their first use, within
+ * MatrixFedQueryTimeout, not registered with mod_dbd.)
  */
-const char *mxf_db_prepare_statements(cmd_parms *cmd);
+const char *mxf_db_find_dbd(cmd_parms *cmd);
 
 /*
  * The request's pooled connection, or NULL (logged, rate-limited) when the

@@ -1,7 +1,9 @@
 """Robustness of the httpd glue under adverse conditions: a slow key fetch
 must not hold a database connection, a statement failing on a sound
-connection is not prepared and run again, and a subrequest to a module path
-is answered once (401) without running the handler."""
+connection is not prepared and run again, a subrequest to a module path
+is answered once (401) without running the handler, and a database that
+stops answering holds no request past its time limit, whether the request
+opens a connection, runs a short statement or a streamed one."""
 import contextlib
 import os
 import subprocess
@@ -11,8 +13,9 @@ import time
 import pytest
 import signedjson.key
 
-from conftest import site_config
+from conftest import SERVER_NAME, site_config
 from mxftest.httpd import BASE_MODULES
+from mxftest.matrix import gen_room, import_room, load_key, q
 from test_030_keys_auth import (FED, FakeKeyServer, assert_error, certs, ev,  # noqa: F401
                                 insert_key, now_ms, xmatrix)
 
@@ -192,3 +195,59 @@ def test_042_005_statement_timeout_range(httpd_factory, postgres, signing_key, b
                                      site_config(postgres, signing_key, backend,
                                                  extra=f"MatrixFedQueryTimeout {value}\n"),
                                      "MatrixFedQueryTimeout")
+
+
+@pytest.fixture(scope="module")
+def small_room(build_env, postgres, workdir):
+    room = gen_room(build_env.cli, os.path.join(workdir, "room-042"), room_version=10,
+                    events=40, servers=2, seed=42)
+    import_room(build_env.cli, postgres.conninfo(), room)
+    return room
+
+
+def test_042_006_locked_table_holds_no_request(httpd_factory, postgres, signing_key, backend,
+                                               small_room):
+    """A table every answer reads locked (as a migration or VACUUM FULL
+    holds it), from before the first request: /event gets its 503 within
+    MatrixFedQueryTimeout although its connection is new (statements are
+    prepared at first use within that time, not by mod_dbd as it opens the
+    connection, with no limit); /state_ids and /event_auth, streamed, get
+    theirs within MatrixFedStreamTimeout. Once the lock goes every one is
+    answered again, on the connections that were dropped and reset."""
+    h = httpd_factory.new("httpd-locked")
+    h.start(site_config(postgres, signing_key, backend,
+                        extra="MatrixFedQueryTimeout 700ms\nMatrixFedStreamTimeout 1500ms\n"))
+    server = sorted(small_room.summary["joined_servers"])[0]
+    key = load_key(small_room.key_path(server))
+    rid, eid = q(small_room.room_id), q(small_room.order[-1])
+    cases = [("event", f"{FED}/event/{eid}", 0.7, "MatrixFedQueryTimeout"),
+             ("state_ids", f"{FED}/state_ids/{rid}?event_id={eid}", 1.5,
+              "MatrixFedStreamTimeout"),
+             ("event_auth", f"{FED}/event_auth/{rid}/{eid}", 1.5, "MatrixFedStreamTimeout")]
+
+    def get(path):
+        return h.get(path, headers={"Authorization": xmatrix(server, key, "GET", path,
+                                                             destination=SERVER_NAME)})
+    try:
+        with events_locked(postgres):
+            for name, path, limit, directive in cases:
+                t0 = time.time()
+                r = get(path)
+                took = time.time() - t0
+                assert_error(r, 503, "M_UNKNOWN")
+                assert limit - 0.1 < took < limit + 2.5, (name, took)
+                log = "\n".join(h.new_log_lines())
+                assert "MXF25069" in log and f"({directive})" in log, (name, log)
+        for name, path, _, _ in cases:
+            r = get(path)
+            assert r.status == 200, (name, r)
+    finally:
+        h.stop()
+
+
+@pytest.mark.parametrize("value", ["50ms", "2h", "soon"])
+def test_042_007_stream_timeout_range(httpd_factory, postgres, signing_key, backend, value):
+    httpd_factory.assert_start_fails("httpd-stream-timeout-bad",
+                                     site_config(postgres, signing_key, backend,
+                                                 extra=f"MatrixFedStreamTimeout {value}\n"),
+                                     "MatrixFedStreamTimeout")
