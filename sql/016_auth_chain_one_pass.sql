@@ -6,10 +6,14 @@
 -- big room runs through the sender's membership, their inviter's, and so
 -- on) that is thousands of rounds over thousands of chains: /event_auth of
 -- one event of the benchmark's 1,000,000-event room took 10-17 s (8,838
--- events, 3,000 rounds). One recursive query visits each reached
--- (chain, position) once and only reads the links of the rows new in each
--- step: 50 ms for that event, and about a fifth less for the whole state of
--- /state_ids.
+-- events, 3,000 rounds). The recursive query below walks chain positions:
+-- each position reached brings the one below it on its chain and the
+-- targets of the links that start exactly there, and each position is
+-- produced once (UNION), so the work is one index probe per position of the
+-- answer, whatever the shape of the room: 0.2 s for that event. (Reading
+-- every link up to a position instead, once per position reached, is
+-- quadratic where a chain is reached at many positions: power levels handed
+-- from member to member 12,000 times took 10-19 s.)
 --
 -- The callers joined the chain to mxf_events with a plain join, which the
 -- planner, expecting the function's 1,000 rows, made a hash join over a
@@ -17,8 +21,7 @@
 -- the 10,000-event room). The events are now read by one index scan over
 -- the sorted IDs (= ANY of an array), and /event_auth sorts the IDs by
 -- depth before it reads the PDUs, not the PDUs themselves (8,838 PDUs went
--- to a 7 MB sort on disk). /state_ids and /event_auth of the 10,000-event
--- room take 40-50 % less time.
+-- to a 7 MB sort on disk).
 
 CREATE OR REPLACE FUNCTION mxf_auth_chain(p_room bigint, p_nids bigint[])
 RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 1000 AS $$
@@ -28,19 +31,22 @@ BEGIN
         RETURN QUERY SELECT w.w FROM mxf_auth_chain_walk(p_room, p_nids) w(w);
         RETURN;
     END IF;
-    -- A reached chain position: the events of chain c up to rtop are in the
-    -- chain, and the links of c from positions up to ltop lead further. A
-    -- given event with a position is strictly below itself (rtop = seq - 1)
-    -- but its links count; one without (not a state event) starts from its
-    -- auth events. UNION keeps each (chain, rtop, ltop) once, so the query
-    -- ends: there are finitely many link targets.
+    -- r: positions (chain, seq) in the chain. A given event with a position
+    -- is not itself in it (unless reached from another): it starts with the
+    -- position below it and the targets of its own links. A given event
+    -- without one (not a state event) starts with its auth events'.
     RETURN QUERY
-        WITH RECURSIVE r (c, rtop, ltop) AS (
-            SELECT p.chain_id, p.seq - 1, p.seq
+        WITH RECURSIVE g (c, s) AS (
+            SELECT p.chain_id, p.seq
               FROM mxf_auth_chain_pos p JOIN mxf_events e USING (event_nid)
              WHERE p.event_nid = ANY (p_nids) AND e.room_nid = p_room
+        ), r (c, s) AS (
+            SELECT g.c, g.s - 1 FROM g WHERE g.s > 1
             UNION ALL
-            SELECT p.chain_id, p.seq, p.seq
+            SELECT l.target_chain, l.target_seq
+              FROM g JOIN mxf_auth_chain_links l ON l.origin_chain = g.c AND l.origin_seq = g.s
+            UNION ALL
+            SELECT p.chain_id, p.seq
               FROM mxf_auth_edges a
               JOIN mxf_events e ON e.event_nid = a.event_nid
               JOIN mxf_auth_chain_pos p ON p.event_nid = a.auth_nid
@@ -48,14 +54,16 @@ BEGIN
                AND NOT EXISTS (SELECT 1 FROM mxf_auth_chain_pos q
                                 WHERE q.event_nid = a.event_nid)
             UNION
-            SELECT l.target_chain, l.target_seq, l.target_seq
+            SELECT n.c, n.s
               FROM r
-              CROSS JOIN LATERAL (SELECT x.target_chain, x.target_seq
+              CROSS JOIN LATERAL (SELECT r.c, r.s - 1 WHERE r.s > 1
+                                  UNION ALL
+                                  SELECT x.target_chain, x.target_seq
                                     FROM mxf_auth_chain_links x
-                                   WHERE x.origin_chain = r.c AND x.origin_seq <= r.ltop
-                                  OFFSET 0) l
+                                   WHERE x.origin_chain = r.c AND x.origin_seq = r.s
+                                  OFFSET 0) n (c, s)
         ), tops AS (
-            SELECT r.c, max(r.rtop) AS top FROM r GROUP BY r.c
+            SELECT r.c, max(r.s) AS top FROM r GROUP BY r.c
         )
         SELECT p.event_nid
           FROM tops
