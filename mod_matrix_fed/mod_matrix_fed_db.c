@@ -876,7 +876,10 @@ int mxf_db_stream_open(mxf_req_t *req, mxf_stmt_t id, int nargs, const char **ar
     }
     s->done = 0;
     s->first = first;
-    apr_pool_cleanup_register(r->pool, s, stream_cleanup, apr_pool_cleanup_null);
+    /* A pre-cleanup: it must run while the connection is still there. With
+     * DBDPersist Off it lives in a subpool of r->pool, which is destroyed
+     * (and the connection closed) before r->pool's own cleanups run. */
+    apr_pool_pre_cleanup_register(r->pool, s, stream_cleanup);
     *out = s;
     return OK;
 }
