@@ -175,3 +175,45 @@ $$;
 DROP INDEX mxf_events_room_ts;
 CREATE INDEX mxf_events_room_ts ON mxf_events (room_nid, origin_server_ts, depth, event_nid)
     WHERE rejected_reason IS NULL AND NOT outlier;
+
+-- The step-by-step backfill walk (rooms that are not depth-monotone) read
+-- every queued event from the events table again at each step to pick the
+-- deepest: 55-105 ms for 100 events of a wide room. The queue now carries
+-- each event's depth and whether it is accepted, and the deepest is picked
+-- from the arrays.
+CREATE OR REPLACE FUNCTION mxf_backfill_walk(p_room bigint, p_v text[], p_limit int)
+RETURNS SETOF bigint LANGUAGE plpgsql STABLE ROWS 100
+SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    seen    bigint[];
+    qn      bigint[];               -- queued events,
+    qd      bigint[];               -- their depths,
+    qa      boolean[];              -- and whether they are accepted
+    picked  bigint[] := '{}';
+    best    int;
+BEGIN
+    SELECT coalesce(array_agg(e.event_nid), '{}'), coalesce(array_agg(e.depth), '{}'),
+           coalesce(array_agg(e.rejected_reason IS NULL), '{}')
+      INTO qn, qd, qa
+      FROM mxf_events e
+     WHERE e.event_id = ANY (p_v) AND e.room_nid = p_room AND NOT e.outlier;
+    seen := qn;
+    WHILE cardinality(qn) > 0 AND cardinality(picked) < p_limit LOOP
+        SELECT u.i INTO best FROM unnest(qn, qd) WITH ORDINALITY u(n, d, i)
+         ORDER BY u.d DESC, u.n DESC LIMIT 1;
+        IF qa[best] THEN
+            picked := picked || qn[best];
+        END IF;
+        SELECT qn[:best - 1] || qn[best + 1:] || coalesce(array_agg(p.event_nid), '{}'),
+               qd[:best - 1] || qd[best + 1:] || coalesce(array_agg(p.depth), '{}'),
+               qa[:best - 1] || qa[best + 1:] || coalesce(array_agg(p.rejected_reason IS NULL), '{}'),
+               seen || coalesce(array_agg(p.event_nid), '{}')
+          INTO qn, qd, qa, seen
+          FROM (SELECT DISTINCT p.event_nid, p.depth, p.rejected_reason
+                  FROM mxf_event_edges x JOIN mxf_events p ON p.event_nid = x.prev_nid
+                 WHERE x.event_nid = qn[best] AND p.room_nid = p_room AND NOT p.outlier
+                   AND NOT (p.event_nid = ANY (seen))) p;
+    END LOOP;
+    RETURN QUERY SELECT unnest(picked);
+END
+$$;
