@@ -114,6 +114,10 @@ int mxf_cmd_db(apr_pool_t *p, int argc, const char *const *argv)
         return MXF_EXIT_USAGE;
     }
     for (i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            db_usage(stdout);
+            return MXF_EXIT_OK;
+        }
         if (!strcmp(argv[i], "--db") && i + 1 < argc) {
             conninfo = argv[++i];
         }

@@ -259,3 +259,13 @@ class TestSchema:
         assert r.returncode == 0 and "db init --db CONNINFO" in r.stdout
         r = subprocess.run([build_env.cli, "frobnicate"], stderr=subprocess.PIPE, text=True)
         assert r.returncode == 2 and "unknown command" in r.stderr
+
+    @pytest.mark.parametrize("cmd", [["import"], ["export"], ["gen-room"], ["keygen"],
+                                     ["pubkey"], ["sign-request"], ["verify-event"], ["db"],
+                                     ["db", "init"]])
+    def test_001_044_every_command_has_help(self, build_env, cmd):
+        """The README: every command has --help (usage on stdout, status 0),
+        wherever it comes among the arguments."""
+        r = subprocess.run([build_env.cli, *cmd, "--help"], capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.returncode, r.stderr)
+        assert "Usage: matrix-fed" in r.stdout and "unexpected argument" not in r.stderr
