@@ -517,7 +517,7 @@ def bench_room(args, env, pg, label, rdir, db, rundir, key_path, staticdir, rng)
                     log(f"{label:>3} {name:<11} {vname:<10} SKIPPED: {secs:.1f} s per request, "
                         f"answers of {median:,} bytes")
                     continue
-                ok_files[(name, vname)] = (reqfile, secs)
+                ok_files[(name, vname)] = (reqfile, secs, median)
                 static = static_file(staticdir, f"{label}-{name}-{vname}", median)
                 staticreqs = os.path.join(reqdir, f"static-{name}-{vname}.tsv")
                 with open(staticreqs, "w") as f:
@@ -572,28 +572,33 @@ def bench_room(args, env, pg, label, rdir, db, rundir, key_path, staticdir, rng)
     return results, viewers, ok_files, bad
 
 
-# A case whose requests take longer than this one at a time is left out of
-# the memory soak: a million requests cannot include answers of several
-# megabytes that take seconds each (their memory is measured by their own
-# cases, whose RSS before and after is in the results).
+# A case whose requests take longer than this one at a time, or whose
+# median answer is bigger than this, is left out of the memory soak: a
+# million requests cannot include answers of several megabytes that take
+# seconds each (their memory is measured by their own cases, whose RSS
+# before and after is in the results).
 SOAK_MAX_PROBE_SECONDS = 0.25
+SOAK_MAX_MEDIAN_BYTES = 1 << 20
 
 
 def soak(args, env, pg, label, db, rundir, key_path, staticdir, files, servers):
     """A fresh httpd; the prepared requests of the room's cases mixed (but
-    those of cases slower than SOAK_MAX_PROBE_SECONDS), 16 connections;
+    those of cases slower than SOAK_MAX_PROBE_SECONDS or with median answers
+    over SOAK_MAX_MEDIAN_BYTES), 16 connections;
     httpd RSS after the first 10,000 requests, then after each further
     chunk until args.soak requests in all or args.soak_seconds."""
     mixed = os.path.join(rundir, f"soak-{label}.tsv")
     lines, mixed_cases, left_out = [], [], []
-    for (name, vname), (path, secs) in sorted(files.items()):
-        if secs > SOAK_MAX_PROBE_SECONDS:
-            left_out.append(f"{name} {vname} ({secs:.2f} s per request)")
+    for (name, vname), (path, secs, median) in sorted(files.items()):
+        if secs > SOAK_MAX_PROBE_SECONDS or median > SOAK_MAX_MEDIAN_BYTES:
+            left_out.append(f"{name} {vname} ({secs:.2f} s per request, median answer "
+                            f"{median:,} bytes)")
             continue
         mixed_cases.append(f"{name} {vname}")
         lines += open(path).readlines()
     if left_out:
-        log(f"soak {label}: left out (slower than {SOAK_MAX_PROBE_SECONDS} s per request): "
+        log(f"soak {label}: left out (slower than {SOAK_MAX_PROBE_SECONDS} s per request, or "
+            f"median answers over {SOAK_MAX_MEDIAN_BYTES:,} bytes): "
             + ", ".join(left_out))
     random.Random(7).shuffle(lines)
     with open(mixed, "w") as f:
