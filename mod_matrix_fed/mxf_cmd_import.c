@@ -270,7 +270,6 @@ struct importer {
     int db_failed;                      /* a look-up during state resolution failed */
     long n_rejected, n_rejected_unknown_auth, n_sr_fetched, n_sr_full_conflicted;
     long n_rooms_gap;                   /* current state left events of unknown state out */
-    long n_rooms_folded;                /* current state resolved in rounds (many extremities) */
     /* summary */
     long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
@@ -2469,15 +2468,6 @@ static int compute_state(importer_t *im, ev_t *e, apr_array_header_t *parents)
         if (parents->nelts == 0) {
             goto unknown;
         }
-        if (parents->nelts > MXF_SR_MAX_STATES) {
-            /* More than any valid PDU has: cannot be resolved, so not authorised. */
-            e->before = APR_ARRAY_IDX(parents, 0, mxf_rs_state_t *);
-            e->rejected = 1;
-            e->rejected_reason = "too many prev_events to resolve their states";
-            im->n_rejected++;
-            e->after = e->before;
-            return 1;
-        }
         im->sr_seq_limit = e->seq;
         e->before = mxf_rs_merge(im->rs, e->room->rs, parents, &why);
         im->sr_seq_limit = 0;
@@ -3264,33 +3254,6 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
             }
             continue;
         }
-        if (states->nelts > MXF_SR_MAX_STATES) {
-            /*
-             * More forward extremities than one resolution takes (a room
-             * with many dangling branches): resolved in rounds, the first
-             * MXF_SR_MAX_STATES states into one, which joins the next round.
-             * The order is the extremities' (arrival, or state group
-             * number), so the outcome does not depend on the run.
-             */
-            im->n_rooms_folded++;
-            while (states->nelts > MXF_SR_MAX_STATES) {
-                apr_array_header_t *part = apr_array_make(im->p, MXF_SR_MAX_STATES,
-                                                          sizeof(mxf_rs_state_t *));
-                apr_array_header_t *rest = apr_array_make(im->p, states->nelts,
-                                                          sizeof(mxf_rs_state_t *));
-                for (i = 0; i < states->nelts; i++) {
-                    APR_ARRAY_PUSH(i < MXF_SR_MAX_STATES ? part : rest, mxf_rs_state_t *) =
-                        APR_ARRAY_IDX(states, i, mxf_rs_state_t *);
-                }
-                if (!(cur = mxf_rs_merge(im->rs, r->rs, part, &why))) {
-                    mxf_cmd_error("the current state of %s cannot be resolved: %s",
-                                  r->room_id, why ? why : "unknown error");
-                    return 0;
-                }
-                APR_ARRAY_PUSH(rest, mxf_rs_state_t *) = cur;
-                states = rest;
-            }
-        }
         cur = mxf_rs_merge(im->rs, r->rs, states, &why);
         if (!cur) {
             mxf_cmd_error("the current state of %s cannot be resolved: %s", r->room_id,
@@ -3757,10 +3720,6 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_local_taken) {
         printf("  %ld PDUs carried values servers do not share (in unsigned, or top-level"
                " age_ts, outlier, destinations): stored without them\n", im.n_local_taken);
-    }
-    if (im.n_rooms_folded) {
-        printf("  current state: %ld room(s) with over %d forward extremities, resolved in"
-               " rounds of %d\n", im.n_rooms_folded, MXF_SR_MAX_STATES, MXF_SR_MAX_STATES);
     }
     if (im.n_rooms_gap) {
         printf("  current state: %ld room(s) with forward extremities behind missing"

@@ -79,8 +79,8 @@ struct node {
     const char *type, *sk, *sender;
     apr_int64_t ts, depth;
     apr_array_header_t *auth;       /* const char * */
-    /* auth difference */
-    apr_uint64_t mask;
+    /* auth difference: the states whose auth chain holds it (NULL: none) */
+    apr_uint64_t *mask;
     unsigned in_heap:1, done:1, numbered:1;
     /* in the auth chain of the unconflicted state (ru_known: decided) */
     unsigned ru_known:1, ru:1;
@@ -106,6 +106,8 @@ typedef struct sr {
     const char *create_id;          /* v12 */
     mxf_sr_stats_t *st;
     unsigned visit;                 /* last upward search generation */
+    int mwords;                     /* words of a set of states (bit i: states[i]) */
+    apr_uint64_t *full;             /* the set of all states */
 } sr_t;
 
 static apr_int64_t jint(const json_t *o, const char *key)
@@ -328,12 +330,58 @@ static void number_ancestry(sr_t *s, apr_array_header_t *seeds)
     }
 }
 
+/* ------------------------------------------------------------------------
+ * Sets of states, as bit sets of s->mwords words: as many states as the
+ * caller gives (the forward extremities of a room can be hundreds).
+ */
+static apr_uint64_t *mask_new(sr_t *s)
+{
+    return apr_pcalloc(s->p, sizeof(apr_uint64_t) * (apr_size_t)s->mwords);
+}
+
+static void mask_add_state(apr_uint64_t *m, int i)
+{
+    m[i / 64] |= (apr_uint64_t)1 << (i % 64);
+}
+
+static int mask_is_full(const sr_t *s, const apr_uint64_t *m)
+{
+    return m != NULL && memcmp(m, s->full, sizeof(apr_uint64_t) * (apr_size_t)s->mwords) == 0;
+}
+
+/* n's set |= m */
+static void mask_or(sr_t *s, node_t *n, const apr_uint64_t *m)
+{
+    int w;
+
+    if (m == NULL) {
+        return;
+    }
+    if (n->mask == NULL) {
+        n->mask = mask_new(s);
+    }
+    for (w = 0; w < s->mwords; w++) {
+        n->mask[w] |= m[w];
+    }
+}
+
+static void mask_init(sr_t *s, int nstates)
+{
+    int i;
+
+    s->mwords = (nstates + 63) / 64;
+    s->full = mask_new(s);
+    for (i = 0; i < nstates; i++) {
+        mask_add_state(s->full, i);
+    }
+}
+
 /*
  * Pushes the mask of @a x (just taken from @a h) down to its auth events,
  * queueing those not queued yet (and recording them in @a touched, if
- * given); *partial counts the queued events whose mask is not @a full.
+ * given); *partial counts the queued events whose mask is not full.
  */
-static void mask_down(sr_t *s, heap_t *h, node_t *x, apr_uint64_t full, long *partial,
+static void mask_down(sr_t *s, heap_t *h, node_t *x, long *partial,
                       apr_array_header_t *touched)
 {
     int i;
@@ -343,20 +391,21 @@ static void mask_down(sr_t *s, heap_t *h, node_t *x, apr_uint64_t full, long *pa
     }
     for (i = 0; i < x->auth->nelts; i++) {
         node_t *a = node_get(s, APR_ARRAY_IDX(x->auth, i, const char *));
-        apr_uint64_t old = a->mask;
+        int was_full;
         if (a->missing || a->done) {
             continue;   /* unknown, or a sequence number out of order */
         }
-        a->mask |= x->mask;
+        was_full = mask_is_full(s, a->mask);
+        mask_or(s, a, x->mask);
         if (!a->in_heap) {
             a->in_heap = 1;
             heap_push(h, a);
             if (touched) {
                 APR_ARRAY_PUSH(touched, node_t *) = a;
             }
-            *partial += a->mask != full;
+            *partial += !mask_is_full(s, a->mask);
         }
-        else if (old != full && a->mask == full) {
+        else if (!was_full && mask_is_full(s, a->mask)) {
             (*partial)--;
         }
     }
@@ -370,10 +419,8 @@ static void mask_down(sr_t *s, heap_t *h, node_t *x, apr_uint64_t full, long *pa
  * Once all events left to take are in every chain, none below can be in
  * the difference, and the walk stops.
  */
-static void auth_difference(sr_t *s, apr_hash_t *seedmask, int nstates,
-                            apr_array_header_t *diff)
+static void auth_difference(sr_t *s, apr_hash_t *seedmask, apr_array_header_t *diff)
 {
-    apr_uint64_t full = nstates >= 64 ? ~(apr_uint64_t)0 : (((apr_uint64_t)1 << nstates) - 1);
     apr_hash_index_t *hi;
     heap_t h;
     long partial = 0;
@@ -388,10 +435,10 @@ static void auth_difference(sr_t *s, apr_hash_t *seedmask, int nstates,
         if (n->missing) {
             continue;
         }
-        n->mask |= *(apr_uint64_t *)v;
+        mask_or(s, n, v);
         n->in_heap = 1;
         heap_push(&h, n);
-        if (n->mask != full) {
+        if (!mask_is_full(s, n->mask)) {
             partial++;
         }
     }
@@ -401,11 +448,11 @@ static void auth_difference(sr_t *s, apr_hash_t *seedmask, int nstates,
             break;
         }
         x->done = 1;
-        if (x->mask != full) {      /* in some auth chains, not all */
+        if (!mask_is_full(s, x->mask)) {    /* in some auth chains, not all */
             partial--;
             APR_ARRAY_PUSH(diff, node_t *) = x;
         }
-        mask_down(s, &h, x, full, &partial, NULL);
+        mask_down(s, &h, x, &partial, NULL);
     }
 }
 
@@ -507,10 +554,9 @@ static int in_unconflicted_chain(sr_t *s, apr_hash_t *u, node_t *x)
  * auth_difference()).
  */
 static int auth_difference_from_conflict(sr_t *s, apr_hash_t *u, apr_hash_t *cmask,
-                                         int nstates, apr_array_header_t *conflicted,
+                                         apr_array_header_t *conflicted,
                                          apr_array_header_t *diff)
 {
-    apr_uint64_t full = nstates >= 64 ? ~(apr_uint64_t)0 : (((apr_uint64_t)1 << nstates) - 1);
     apr_array_header_t *out = apr_array_make(s->p, 16, sizeof(node_t *));
     apr_array_header_t *touched = apr_array_make(s->p, 16, sizeof(node_t *));
     heap_t h;
@@ -524,11 +570,11 @@ static int auth_difference_from_conflict(sr_t *s, apr_hash_t *u, apr_hash_t *cma
         if (c->missing || c->in_heap) {
             continue;
         }
-        c->mask |= m ? *m : 0;
+        mask_or(s, c, m);
         c->in_heap = 1;
         heap_push(&h, c);
         APR_ARRAY_PUSH(touched, node_t *) = c;
-        partial += c->mask != full;
+        partial += !mask_is_full(s, c->mask);
     }
     while (partial > 0) {
         node_t *x = heap_pop(&h);
@@ -538,25 +584,25 @@ static int auth_difference_from_conflict(sr_t *s, apr_hash_t *u, apr_hash_t *cma
             break;
         }
         x->done = 1;
-        if (x->mask != full) {
+        if (!mask_is_full(s, x->mask)) {
             partial--;
             if ((r = in_unconflicted_chain(s, u, x)) < 0) {
                 ok = 0;
                 break;
             }
             if (r) {
-                x->mask = full;     /* in every chain, and so is all below it */
+                x->mask = s->full;  /* in every chain, and so is all below it */
             }
             else {
                 APR_ARRAY_PUSH(out, node_t *) = x;
             }
         }
-        mask_down(s, &h, x, full, &partial, touched);
+        mask_down(s, &h, x, &partial, touched);
     }
     if (!ok) {
         for (i = 0; i < touched->nelts; i++) {
             node_t *n = APR_ARRAY_IDX(touched, i, node_t *);
-            n->mask = 0;
+            n->mask = NULL;
             n->in_heap = n->done = 0;
         }
         return 0;
@@ -1038,10 +1084,10 @@ static apr_hash_t *resolve_v2(sr_t *s, apr_hash_t *const *states, int nstates)
                 continue;
             }
             if ((m = apr_hash_get(cmask, id, APR_HASH_KEY_STRING)) == NULL) {
-                m = apr_pcalloc(s->p, sizeof(*m));
+                m = mask_new(s);
                 apr_hash_set(cmask, id, APR_HASH_KEY_STRING, m);
             }
-            *m |= (apr_uint64_t)1 << i;
+            mask_add_state(m, i);
         }
     }
     if (s->st) {
@@ -1049,8 +1095,7 @@ static apr_hash_t *resolve_v2(sr_t *s, apr_hash_t *const *states, int nstates)
     }
 
     if (!(s->prov->seq && s->prov->children
-          && auth_difference_from_conflict(s, sp.unconflicted, cmask, nstates, conflicted,
-                                           diff))) {
+          && auth_difference_from_conflict(s, sp.unconflicted, cmask, conflicted, diff))) {
         /* seeds: each state event with the states holding it */
         apr_hash_t *seedmask = apr_hash_make(s->p);
         for (i = 0; i < nstates; i++) {
@@ -1060,10 +1105,10 @@ static apr_hash_t *resolve_v2(sr_t *s, apr_hash_t *const *states, int nstates)
                 apr_hash_this(hi, NULL, NULL, &v);
                 m = apr_hash_get(seedmask, v, APR_HASH_KEY_STRING);
                 if (m == NULL) {
-                    m = apr_pcalloc(s->p, sizeof(*m));
+                    m = mask_new(s);
                     apr_hash_set(seedmask, v, APR_HASH_KEY_STRING, m);
                 }
-                *m |= (apr_uint64_t)1 << i;
+                mask_add_state(m, i);
             }
         }
         if (s->prov->seq == NULL) {
@@ -1075,7 +1120,7 @@ static apr_hash_t *resolve_v2(sr_t *s, apr_hash_t *const *states, int nstates)
             }
             number_ancestry(s, seeds);
         }
-        auth_difference(s, seedmask, nstates, diff);
+        auth_difference(s, seedmask, diff);
         if (s->st) {
             s->st->walked_all = 1;
         }
@@ -1283,9 +1328,8 @@ apr_status_t mxf_stateres_resolve(apr_pool_t *p, const mxf_roomver_t *rv, const 
         *why = "state resolution needs a room version and an event provider";
         return APR_EINVAL;
     }
-    if (nstates < 0 || nstates > MXF_SR_MAX_STATES) {
-        *why = apr_psprintf(p, "state resolution of %d states (at most %d)", nstates,
-                            MXF_SR_MAX_STATES);
+    if (nstates < 0) {
+        *why = "state resolution of a negative number of states";
         return APR_EINVAL;
     }
     if (stats) {
@@ -1313,6 +1357,7 @@ apr_status_t mxf_stateres_resolve(apr_pool_t *p, const mxf_roomver_t *rv, const 
         }
     }
     apr_pool_create(&s.scratch, p);
+    mask_init(&s, nstates);
     *out = rv->state_res == MXF_STATERES_V1 ? resolve_v1(&s, states, nstates)
                                              : resolve_v2(&s, states, nstates);
     apr_pool_destroy(s.scratch);

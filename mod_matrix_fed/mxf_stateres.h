@@ -70,9 +70,6 @@
 #include "mxf_json.h"
 #include "mxf_roomver.h"
 
-/* Most states one resolution takes (a PDU has at most 20 prev_events). */
-#define MXF_SR_MAX_STATES 64
-
 /* ------------------------------------------------------------------------
  * State maps: apr_hash_t, key = type NUL state_key (see mxf_sr_key()),
  * value = const char *event_id.
@@ -144,8 +141,9 @@ typedef struct mxf_sr_stats {
  * @a room_id in room version @a rv. On success *out is a new map (from
  * @a p; event ID strings are shared with the inputs). @a room_id may be
  * NULL except in room version 12, where it names the create event. @a stats
- * (optional) receives counts. APR_EINVAL with *why for no provider or more
- * than MXF_SR_MAX_STATES states; an auth failure is never an error.
+ * (optional) receives counts. Any number of states is taken (the
+ * forward extremities of a room can be hundreds). APR_EINVAL with *why for
+ * no provider; an auth failure is never an error.
  */
 apr_status_t mxf_stateres_resolve(apr_pool_t *p, const mxf_roomver_t *rv, const char *room_id,
                                   apr_hash_t *const *states, int nstates,
