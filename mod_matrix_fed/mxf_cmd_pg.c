@@ -105,6 +105,27 @@ static void put_be32(mxf_copy_t *b, apr_uint32_t v)
     mxf_buf_append(&b->buf, x, 4);
 }
 
+/*
+ * PQputCopyData() takes an int length: a round's rows (2 GiB and more with a
+ * large --batch-events and big PDUs) go in pieces of at most 1 MiB. Given
+ * whole, a length of 2 GiB or more would be negative or wrapped, and libpq
+ * sends nothing (or a part) yet reports success.
+ */
+static int put_copy_data(PGconn *conn, const char *data, apr_size_t len)
+{
+    const apr_size_t piece = (apr_size_t)1 << 20;
+
+    while (len > 0) {
+        apr_size_t n = len < piece ? len : piece;
+        if (PQputCopyData(conn, data, (int)n) != 1) {
+            return 0;
+        }
+        data += n;
+        len -= n;
+    }
+    return 1;
+}
+
 int mxf_pg_copy(PGconn *conn, const char *sql, const mxf_copy_t *copy)
 {
     const mxf_buf_t *data = &copy->buf;
@@ -121,7 +142,7 @@ int mxf_pg_copy(PGconn *conn, const char *sql, const mxf_copy_t *copy)
     PQclear(res);
     if ((copy->binary && PQputCopyData(conn, copy_binary_header,
                                        (int)sizeof(copy_binary_header)) != 1)
-        || PQputCopyData(conn, data->data, (int)data->len) != 1
+        || !put_copy_data(conn, data->data, data->len)
         || (copy->binary && PQputCopyData(conn, "\377\377", 2) != 1)   /* trailer: -1 */
         || PQputCopyEnd(conn, NULL) != 1) {
         mxf_cmd_error("%s failed: %s", sql, PQerrorMessage(conn));

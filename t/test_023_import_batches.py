@@ -6,6 +6,7 @@ the database between them) give exactly the rows one round gives - for a
 whole room, and for a room imported in two parts, the later part first
 (events whose state the second part completes)."""
 import os
+import subprocess
 
 import pytest
 
@@ -73,3 +74,19 @@ def test_023_003_batch_events_range(room, build_env, postgres):
                 "--batch-events", bad, room["room"])
         assert r.returncode != 0, bad
         assert b"--batch-events takes 1 to 1000000" in r.stderr, bad
+
+
+def test_023_010_round_over_2_gib(build_env, postgres):
+    """A round of 2 GiB and more (a large --batch-events with big PDUs: each
+    event row holds the PDU and its redacted copy) goes to PostgreSQL in
+    pieces: PQputCopyData() takes an int length, and given whole such a
+    round was sent as nothing, reported as written, and its events lost
+    (the bulk tables have no foreign keys to catch it). The driver
+    (t/tools/mxf_copy_len) hands mxf_pg_copy() 2 GiB + 1 MiB: 1000 rows, then
+    NUL bytes, which PostgreSQL refuses, so the copy must fail."""
+    tool = os.path.join(build_env.builddir, "t", "tools", "mxf_copy_len")
+    assert os.access(tool, os.X_OK), f"{tool} is not built"
+    r = subprocess.run([tool, postgres.conninfo()], capture_output=True, text=True,
+                       timeout=300, env=build_env.sanitizer_env("/tmp"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mxf_pg_copy: failure" in r.stdout, r.stdout
