@@ -633,7 +633,7 @@ static int run_on(request_rec *r, ap_dbd_t *dbd, mxf_stmt_t id, int nargs, const
         rv = ensure_prepared(r, dbd, pg, id, deadline);
         if (rv == RUN_OK) {
             if (!PQsendQueryPrepared(pg, statements[id].label, nargs, args, NULL, NULL, 0)) {
-                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(20009)
+                ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25070)
                               "statement %s could not be sent: %s", statements[id].label,
                               PQerrorMessage(pg));
                 rv = PQstatus(pg) != CONNECTION_OK ? RUN_BROKEN : RUN_FAILED;

@@ -526,6 +526,15 @@ static const char *key_cache_id(apr_pool_t *p, const char *server, const char *k
     return apr_pstrcat(p, "mxfk\x1f", server, "\x1f", key_id, NULL);
 }
 
+/* Until when a cache keeps @a e: its validity, but at most CACHE_MAX_AGE. */
+static apr_time_t key_cache_expiry(const centry_t *e)
+{
+    apr_time_t exp = apr_time_from_msec(e->valid_until_ts);
+    apr_time_t cap = apr_time_now() + CACHE_MAX_AGE;
+
+    return exp > cap ? cap : exp;
+}
+
 static int key_cache_get(request_rec *r, const char *server, const char *key_id,
                          centry_t *e)
 {
@@ -542,7 +551,9 @@ static int key_cache_get(request_rec *r, const char *server, const char *key_id,
     found = shared_get(r, id, e, sizeof(*e));
     shared_unlock();
     if (found) {
-        apr_time_t exp = apr_time_from_msec(e->valid_until_ts);
+        /* Capped like key_cache_put()'s: a key changed in the table since is
+         * read again within the hour in every child. */
+        apr_time_t exp = key_cache_expiry(e);
         apr_thread_mutex_lock(keys_g->tmutex);
         local_put(id, e, sizeof(*e), exp);
         apr_thread_mutex_unlock(keys_g->tmutex);
@@ -554,12 +565,8 @@ static void key_cache_put(request_rec *r, const char *server, const char *key_id
                           const centry_t *e)
 {
     const char *id = key_cache_id(r->pool, server, key_id);
-    apr_time_t exp = apr_time_from_msec(e->valid_until_ts);
-    apr_time_t cap = apr_time_now() + CACHE_MAX_AGE;
+    apr_time_t exp = key_cache_expiry(e);
 
-    if (exp > cap) {
-        exp = cap;
-    }
     apr_thread_mutex_lock(keys_g->tmutex);
     local_put(id, e, sizeof(*e), exp);
     apr_thread_mutex_unlock(keys_g->tmutex);
@@ -1167,7 +1174,7 @@ static int keys_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if ((err = keys_g->sc_prov->create(&keys_g->sc, args, ptemp, pconf)) != NULL) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25024)
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25071)
                      "MatrixFedKeyCache %s: %s", spec, err);
         keys_g->sc = NULL;
         return HTTP_INTERNAL_SERVER_ERROR;
