@@ -13,6 +13,7 @@
 
 #include <apr_strings.h>
 #include <http_request.h>
+#include <jansson.h>
 #include <sodium.h>
 
 #include "mod_matrix_fed.h"
@@ -74,6 +75,11 @@ static int mxf_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                      "libsodium could not be initialised");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    /*
+     * jansson's hash seed, chosen here, in the parent, before any request
+     * thread (jansson would otherwise seed at the first object it makes).
+     */
+    json_object_seed(0);
     mxf_log_set(log_is_level, log_print, s);
     ap_add_version_component(pconf, MXF_PACKAGE_NAME "/" MXF_PACKAGE_VERSION);
     return OK;

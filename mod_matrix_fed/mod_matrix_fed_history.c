@@ -426,7 +426,12 @@ int mxf_handle_backfill(mxf_req_t *req)
     }
     vlist = mxf_json_own(r->pool, json_array());
     for (i = 0; i < v->nelts; i++) {
-        json_array_append_new(vlist, json_string(APR_ARRAY_IDX(v, i, const char *)));
+        /* NULL for a value that is not UTF-8: no event has such an ID. */
+        json_t *id = json_string(APR_ARRAY_IDX(v, i, const char *));
+        if (id == NULL || json_array_append_new(vlist, id) != 0) {
+            return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
+                                       "v must be event IDs");
+        }
     }
     apr_snprintf(lim_buf, sizeof(lim_buf), "%" APR_INT64_T_FMT, lim);
     args[0] = origin_of(req);

@@ -118,7 +118,7 @@ int mxf_http_read_body(mxf_req_t *req)
     request_rec *r = req->r;
     apr_off_t max = mxf_config_max_body(req->conf);
     apr_bucket_brigade *bb;
-    apr_size_t total = 0;
+    apr_size_t total = 0, cap;
     int seen_eos = 0;
     char *buf, *end;
     const char *why = NULL, *cl;
@@ -143,7 +143,17 @@ int mxf_http_read_body(mxf_req_t *req)
                                    "Request body exceeds %" APR_OFF_T_FMT " bytes", max),
                HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
-    buf = apr_palloc(r->pool, (apr_size_t)max + 1);
+    /*
+     * As much as the body announces, or grown as it arrives (chunked): not
+     * MatrixFedMaxBodySize for every request with a body.
+     */
+    cap = (apr_size_t)(max < 8192 ? max : 8192);
+    if (cl && !apr_table_get(r->headers_in, "Transfer-Encoding")
+        && apr_strtoff(&announced, cl, &end, 10) == APR_SUCCESS && !*end
+        && announced >= 0 && announced <= max) {
+        cap = (apr_size_t)announced;
+    }
+    buf = apr_palloc(r->pool, cap + 1);
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     do {
         apr_bucket *b;
@@ -184,6 +194,17 @@ int mxf_http_read_body(mxf_req_t *req)
                 return mxf_http_send_error(r, HTTP_REQUEST_ENTITY_TOO_LARGE, MXF_M_TOO_LARGE,
                                            "Request body exceeds %" APR_OFF_T_FMT " bytes",
                                            max), HTTP_REQUEST_ENTITY_TOO_LARGE;
+            }
+            if (total + n > cap) {
+                /* Doubled, up to the limit: at most twice the body in all. */
+                char *more;
+                cap = total + n > cap * 2 ? total + n : cap * 2;
+                if (cap > (apr_size_t)max) {
+                    cap = (apr_size_t)max;
+                }
+                more = apr_palloc(r->pool, cap + 1);
+                memcpy(more, buf, total);
+                buf = more;
             }
             memcpy(buf + total, data, n);
             total += n;

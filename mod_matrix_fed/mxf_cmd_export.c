@@ -93,7 +93,15 @@ int mxf_cmd_export(apr_pool_t *p, int argc, const char *const *argv)
         }
         PQclear(res);
     }
-    if ((f != stdout && fclose(f) != 0) || (f == stdout && fflush(f) != 0)) {
+    /* A write that failed in a flush before the last one shows only here. */
+    if (ferror(f)) {
+        mxf_cmd_error("export: write error");
+        rc = MXF_EXIT_FAILURE;
+        if (f != stdout) {
+            fclose(f);
+        }
+    }
+    else if ((f != stdout && fclose(f) != 0) || (f == stdout && fflush(f) != 0)) {
         mxf_cmd_error("export: write error");
         rc = MXF_EXIT_FAILURE;
     }

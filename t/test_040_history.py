@@ -273,6 +273,44 @@ class TestGetMissingEvents:
         assert b"Connection: close" in head, head
         assert json.loads(body)["errcode"] == "M_TOO_LARGE"
 
+    @pytest.mark.parametrize("size", [100, 9000, 60000])
+    def test_040_012_chunked_body(self, client, room, size):
+        """A body sent chunked (no Content-Length), in pieces of 1,000 bytes,
+        small or grown past its first buffer: the same answer as sent whole.
+        earliest_events is padded with unknown IDs to the size wanted."""
+        tip = room.order[-1]
+        body = {"earliest_events": [], "latest_events": [tip], "limit": 5}
+        while len(json.dumps(body)) < size:
+            body["earliest_events"].append(f"$unknown{len(body['earliest_events']):06d}")
+        data = json.dumps(body).encode()
+        path = f"{FED}/get_missing_events/{q(room.room_id)}"
+        auth = xmatrix(client.origin, client.key, SERVER_NAME, "POST", path, body)
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + 1000]), data[i:i + 1000])
+                          for i in range(0, len(data), 1000)) + b"0\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", client.httpd.port), timeout=10) as s:
+            s.sendall((f"POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth}\r\n"
+                       "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                       "Connection: close\r\n\r\n").encode() + chunks)
+            resp = b""
+            while True:
+                got = s.recv(65536)
+                if not got:
+                    break
+                resp += got
+        head, rest = resp.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 "), resp[:300]
+        if b"Transfer-Encoding: chunked" in head:
+            out, raw = b"", rest
+            while True:
+                n, raw = raw.split(b"\r\n", 1)
+                if int(n, 16) == 0:
+                    break
+                out, raw = out + raw[:int(n, 16)], raw[int(n, 16) + 2:]
+            rest = out
+        events = json.loads(rest)["events"]
+        got = [check_served(room, client.origin, rest.decode(), e) for e in events]
+        assert got == room.missing_events([], [tip], 5)
+
 
 # ------------------------------------------------------------------ backfill
 
@@ -382,6 +420,23 @@ class TestBackfill:
                      f"{FED}/timestamp_to_event/{q(room.room_id)}?ts=1%G0&dir=f",
                      f"{FED}/timestamp_to_event/{q(room.room_id)}?ts=1&dir=%"):
             assert_error(client.get(path), 400, "M_INVALID_PARAM")
+
+    def test_040_029_ids_not_utf8(self, client, room):
+        """An ID that is not UTF-8 (no event or room has one) is 400
+        M_INVALID_PARAM wherever it comes: a backfill v among good ones
+        (it was dropped, and the rest answered), an event_id, a path."""
+        rid, tip = q(room.room_id), q(room.order[-1])
+        for path in (f"{FED}/backfill/{rid}?v=%24%FF&limit=2",
+                     f"{FED}/backfill/{rid}?v={tip}&v=%24a%C3&limit=2",
+                     f"{FED}/backfill/{rid}?v={tip},%ED%A0%80&limit=2",
+                     f"{FED}/state_ids/{rid}?event_id=%24%FF",
+                     f"{FED}/state/{rid}?event_id=%24%C0%80",
+                     f"{FED}/event/%24%FF",
+                     f"{FED}/event_auth/{rid}/%24%FF",
+                     f"{FED}/backfill/%21%FF%3Ahs1.example?v={tip}&limit=2",
+                     f"{FED}/timestamp_to_event/%21%FF%3Ahs1.example?ts=1&dir=f"):
+            r = client.get(path)
+            assert_error(r, 400, "M_INVALID_PARAM")
 
 
 # ------------------------------------------------------------------ event

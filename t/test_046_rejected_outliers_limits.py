@@ -193,7 +193,7 @@ def rooms(build_env, postgres, workdir):
 def srv(httpd_factory, postgres, signing_key, backend, rooms):
     h = httpd_factory.new("httpd-rol")
     h.start(site_config(postgres, signing_key, backend,
-                        extra="MatrixFedStreamTimeout 2s\nTimeout 60"))
+                        extra="MatrixFedStreamTimeout 8s\nTimeout 60"))
     yield h
     h.stop()
 
