@@ -12,6 +12,8 @@
 #include "mod_matrix_fed_private.h"
 
 #include <apr_strings.h>
+#include <http_core.h>
+#include <http_protocol.h>
 #include <http_request.h>
 #include <jansson.h>
 #include <sodium.h>
@@ -99,6 +101,16 @@ static mxf_req_t *claimed(request_rec *r)
 static void claim(request_rec *r, mxf_req_t *req)
 {
     ap_set_module_config(r->request_config, &matrix_fed_module, req);
+    /*
+     * A body only POST and PUT routes read (mxf_http_read_body()): any other
+     * announced body is left unread, and httpd would hold the answer until
+     * it has discarded that body or Timeout has passed. Close instead, as
+     * for a body refused for its size.
+     */
+    if (ap_request_has_body(r)
+        && !(req->route && (r->method_number == M_POST || r->method_number == M_PUT))) {
+        r->connection->keepalive = AP_CONN_CLOSE;
+    }
     apr_table_setn(r->err_headers_out, "Access-Control-Allow-Origin", "*");
     apr_table_setn(r->err_headers_out, "Access-Control-Allow-Methods",
                    "GET, POST, PUT, DELETE, OPTIONS");
@@ -155,6 +167,32 @@ static int mxf_translate_name(request_rec *r)
     return OK;
 }
 
+/*
+ * An ErrorDocument of the host would otherwise answer httpd's own errors
+ * under /_matrix/ (a Require in a <Location>, LimitRequestBody, the
+ * homeserver unreachable) with an HTML page or a redirect: a request-level
+ * custom response, which overrides ErrorDocument, keeps them httpd's own
+ * error pages, which the JSON error filter turns into Matrix errors.
+ */
+static int mxf_post_read_request(request_rec *r)
+{
+    static const int statuses[] = {
+        400, 401, 403, 404, 405, 406, 408, 411, 412, 413, 414, 415, 416, 417, 421, 429, 431,
+        500, 501, 502, 503, 504
+    };
+    const char *path = r->parsed_uri.path;
+    apr_size_t i;
+
+    if (r->proxyreq || !path || strncmp(path, "/_matrix/", 9) != 0
+        || !mxf_config_enabled(mxf_config_get(r->server))) {
+        return DECLINED;
+    }
+    for (i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        ap_custom_response(r, statuses[i], "\"");
+    }
+    return DECLINED;
+}
+
 static int mxf_map_to_storage(request_rec *r)
 {
     /* Our endpoints are not files: skip the <Directory>/<Files> walk. */
@@ -184,6 +222,7 @@ static void mxf_register_hooks(apr_pool_t *p)
     ap_hook_pre_translate_name(mxf_pre_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
 #endif
     ap_hook_translate_name(mxf_translate_name, NULL, before_proxy, APR_HOOK_FIRST);
+    ap_hook_post_read_request(mxf_post_read_request, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_map_to_storage(mxf_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_handler(mxf_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
     mxf_auth_register_hooks(p);

@@ -2,6 +2,7 @@
 #include "mod_matrix_fed_private.h"
 
 #include <apr_fnmatch.h>
+#include <apr_lib.h>
 #include <apr_strings.h>
 #include <http_protocol.h>
 #include <http_request.h>
@@ -311,6 +312,26 @@ static const char *raw_path(request_rec *r)
  * Answers that other handlers make, the homeserver's included, pass
  * untouched.
  */
+typedef struct matrix_error {
+    const char *errcode, *error;        /* NULL: by the status */
+} matrix_error_t;
+
+static const matrix_error_t unrecognized = { MXF_M_UNRECOGNIZED, NULL };
+static const matrix_error_t bad_escape = {
+    MXF_M_INVALID_PARAM, "Malformed percent-encoding in the path"
+};
+
+/* Whether @a path has a % not followed by two hex digits. */
+static int has_bad_escape(const char *path)
+{
+    for (path = strchr(path, '%'); path; path = strchr(path + 1, '%')) {
+        if (!apr_isxdigit(path[1]) || !apr_isxdigit(path[2])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void auth_insert_error_filter(request_rec *r)
 {
     const char *path;
@@ -322,10 +343,20 @@ static void auth_insert_error_filter(request_rec *r)
     if (ap_is_HTTP_ERROR(r->status) && r->proxyreq != PROXYREQ_PROXY
         && mxf_config_enabled(mxf_config_get(r->server))
         && (path = raw_path(r)) != NULL && strncmp(path, "/_matrix/", 9) == 0) {
-        /* Outside the module's paths, a 404 or 405 means no such endpoint here. */
-        ap_add_output_filter(JSON_ERROR_FILTER,
-                             mxf_router_claims(r->pool, mxf_config_get(r->server), path)
-                             ? NULL : (void *)MXF_M_UNRECOGNIZED, r, r->connection);
+        const matrix_error_t *e = NULL;
+        if (r->status == HTTP_BAD_REQUEST && has_bad_escape(path)) {
+            /*
+             * httpd refuses such a path before the module sees it; the
+             * module's own answer to a bad escape (%00) is this one.
+             */
+            e = &bad_escape;
+        }
+        else if ((r->status == HTTP_NOT_FOUND || r->status == HTTP_METHOD_NOT_ALLOWED)
+                 && !mxf_router_claims(r->pool, mxf_config_get(r->server), path)) {
+            /* Outside the module's paths: no such endpoint here. */
+            e = &unrecognized;
+        }
+        ap_add_output_filter(JSON_ERROR_FILTER, (void *)e, r, r->connection);
     }
 }
 
@@ -342,12 +373,12 @@ static apr_status_t json_error_filter(ap_filter_t *f, apr_bucket_brigade *bb)
         }
     }
     if (f->ctx != f) {
+        const matrix_error_t *e = f->ctx;
         const char *reason = ap_get_status_line(r->status);
-        const char *errcode = f->ctx && (r->status == HTTP_NOT_FOUND
-                                         || r->status == HTTP_METHOD_NOT_ALLOWED)
-                            ? (const char *)f->ctx : errcode_of(r->status);
+        const char *errcode = e && e->errcode ? e->errcode : errcode_of(r->status);
+        const char *error = e && e->error ? e->error : reason ? reason + 4 : "Error";
         json_t *err = mxf_json_own(r->pool, json_pack("{s:s, s:s}", "errcode", errcode,
-                                                      "error", reason ? reason + 4 : "Error"));
+                                                      "error", error));
         apr_size_t len = 0;
         const char *body = err ? mxf_json_dump(r->pool, err, &len) : NULL;
 

@@ -45,6 +45,12 @@ void *mxf_config_merge_srv(apr_pool_t *p, void *basev, void *addv)
     MERGE_INT(enabled);
     MERGE_PTR(server_name);
     conf->keys = mxf_keys_conf_merge(p, base->keys, add->keys);
+    /* Retired keys belong to a server name: a host that is another Matrix
+     * server does not publish the main server's. */
+    if (!add->keys->old_keys && add->server_name && base->server_name
+        && strcmp(add->server_name, base->server_name) != 0) {
+        conf->keys->old_keys = NULL;
+    }
     MERGE_INT(max_body);
     MERGE_INT(gme_limit);
     MERGE_INT(backfill_limit);

@@ -1016,6 +1016,7 @@ int mxf_handle_key_query(mxf_req_t *req)
     }
     else {
         int bad;
+        /* Given twice, the first value counts (README; the reference homeserver). */
         apr_array_header_t *v = mxf_http_query_values(r, "minimum_valid_until_ts", 0,
                                                       &bad);
         const char *m = v->nelts ? APR_ARRAY_IDX(v, 0, const char *) : NULL;
@@ -1025,7 +1026,7 @@ int mxf_handle_key_query(mxf_req_t *req)
         if (m || bad) {
             errno = 0;
             min_valid = m ? apr_strtoi64(m, &end, 10) : -1;
-            if (v->nelts > 1 || bad || !*m || *end || errno || min_valid < 0) {
+            if (bad || !*m || *end || errno || min_valid < 0) {
                 return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_INVALID_PARAM,
                                            "minimum_valid_until_ts must be a timestamp in "
                                            "milliseconds");
