@@ -115,7 +115,7 @@ int mxf_auth_authenticate(mxf_req_t *req)
     const mxf_srv_conf_t *conf = req->conf;
     apr_array_header_t *values = apr_array_make(r->pool, 2, sizeof(const char *));
     apr_array_header_t *creds = NULL;
-    const char *why = NULL, *origin, *skipped = NULL;
+    const char *why = NULL, *origin, *skipped = NULL, *busy = NULL;
     unsigned char pk[MXF_ED25519_PK_BYTES];
     int status, i, verified = 0, no_database = 0;
     apr_status_t rv;
@@ -158,6 +158,10 @@ int mxf_auth_authenticate(mxf_req_t *req)
             no_database = 1;
             continue;
         }
+        if (rv == MXF_KEY_BUSY) {
+            busy = why;
+            continue;
+        }
         if (rv != APR_SUCCESS) {
             if (!skipped) {
                 skipped = rv == MXF_KEY_UNKNOWN
@@ -180,6 +184,16 @@ int mxf_auth_authenticate(mxf_req_t *req)
                       "X-Matrix keys of %s cannot be looked up: the database is not "
                       "available", origin);
         return mxf_db_unavailable(r, 0);
+    }
+    if (!verified && busy) {
+        /* This server's limit, not the requester's fault: try again shortly. */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MXFLOGNO(25073)
+                      "X-Matrix keys of %s not available now: %s", origin, busy);
+        apr_table_setn(r->err_headers_out, "Retry-After", "1");
+        mxf_http_send_error(r, HTTP_SERVICE_UNAVAILABLE, MXF_M_UNKNOWN,
+                            "This server is fetching too many keys at once; "
+                            "try again later");
+        return HTTP_SERVICE_UNAVAILABLE;
     }
     if (!verified) {
         return fail(req, "%s", skipped ? skipped : "No usable X-Matrix credential");

@@ -359,6 +359,9 @@ const command_rec mxf_cmds[] = {
                   "CA certificates (PEM) for key fetching instead of the system's"),
     AP_INIT_TAKE1("MatrixFedKeyFetchTimeout", mxf_keys_set_interval, (void *)1, RSRC_CONF,
                   "Time limit of each key-fetch HTTP request (default 10s)"),
+    AP_INIT_TAKE1("MatrixFedKeyFetchConcurrency", mxf_keys_set_fetch_slots, NULL, RSRC_CONF,
+                  "Most key fetches one child process makes at once; past it a request "
+                  "whose origin's keys are not known is answered 503 (default 8)"),
     AP_INIT_TAKE1("MatrixFedKeyFetchRetryInterval", mxf_keys_set_interval, (void *)2,
                   RSRC_CONF, "How long a key fetch's outcome (failed or not) is "
                   "remembered before the server is asked again (default 60s)"),

@@ -46,6 +46,7 @@ mxf_keys_conf_t *mxf_keys_conf_create(apr_pool_t *p)
     kc->fetch_timeout = UNSET;
     kc->retry_interval = UNSET;
     kc->notary = UNSET;
+    kc->fetch_slots = UNSET;
     return kc;
 }
 
@@ -60,6 +61,7 @@ mxf_keys_conf_t *mxf_keys_conf_merge(apr_pool_t *p, const mxf_keys_conf_t *base,
     KMERGE(fetch_timeout, UNSET);
     KMERGE(retry_interval, UNSET);
     KMERGE(notary, UNSET);
+    KMERGE(fetch_slots, UNSET);
     KMERGE(fetch_deny, NULL);
     KMERGE(old_keys, NULL);
     KMERGE(notaries, NULL);
@@ -309,6 +311,24 @@ const char *mxf_keys_set_interval(cmd_parms *cmd, void *dconf, const char *arg)
                                      "1s to 1 day", &kc->retry_interval);
 }
 
+const char *mxf_keys_set_fetch_slots(cmd_parms *cmd, void *dconf, const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char *end;
+    long n;
+
+    if (err) {
+        return err;
+    }
+    n = strtol(arg, &end, 10);
+    if (end == arg || *end || n < 1 || n > 1000) {
+        return apr_psprintf(cmd->pool, "MatrixFedKeyFetchConcurrency: '%s' is not a number "
+                            "from 1 to 1000", arg);
+    }
+    kconf_of(cmd)->fetch_slots = (int)n;
+    return NULL;
+}
+
 const char *mxf_keys_set_cache(cmd_parms *cmd, void *dconf, const char *spec)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -391,7 +411,7 @@ typedef struct {
 } centry_t;
 
 /* Per-server fetch state, shared by all children. */
-enum { MARK_FETCHING = 1, MARK_FAILED, MARK_DONE };
+enum { MARK_FETCHING = 1, MARK_FAILED, MARK_DONE, MARK_BUSY };
 typedef struct {
     apr_int64_t until_ms;
     int state;
@@ -413,6 +433,8 @@ typedef struct {
     apr_pool_t *local_pool;
     apr_hash_t *local;
     int nlocal;
+    int fetching;                       /* fetches under way in this child (tmutex) */
+    int fetch_slots;                    /* MatrixFedKeyFetchConcurrency */
 } keys_global_t;
 
 /* The one process-wide record, from pconf; reset when pconf goes. */
@@ -743,7 +765,8 @@ static apr_status_t refresh_server(request_rec *r, const mxf_srv_conf_t *conf,
     const json_t *obj = NULL;
     const char *source = NULL, *reason = NULL;
     marker_t m;
-    int i;
+    apr_status_t rv;
+    int i, busy;
 
     if (!marker_claim(r, server, budget, &m)) {
         while (m.state == MARK_FETCHING) {
@@ -757,13 +780,42 @@ static apr_status_t refresh_server(request_rec *r, const mxf_srv_conf_t *conf,
                                NULL);
             return APR_EGENERAL;
         }
+        if (m.state == MARK_BUSY) {
+            *why = apr_pstrdup(r->pool, m.reason);
+            return APR_EBUSY;
+        }
         if (m.state == MARK_FETCHING) {
             *why = "another request's fetch of these keys did not finish in time";
             return APR_EGENERAL;
         }
         return APR_SUCCESS;
     }
-    if (mxf_keyfetch(r, kc, server, budget, &keys, &obj, &source, &reason) != APR_SUCCESS) {
+    /*
+     * MatrixFedKeyFetchConcurrency: requests naming ever new origins would
+     * otherwise each hold a worker for the whole budget. Past it, the fetch
+     * is not made; the marker says so for a second (the requests waiting on
+     * it get the same answer), then the next request may fetch.
+     */
+    apr_thread_mutex_lock(keys_g->tmutex);
+    busy = keys_g->fetching >= keys_g->fetch_slots;
+    if (!busy) {
+        keys_g->fetching++;
+    }
+    apr_thread_mutex_unlock(keys_g->tmutex);
+    if (busy) {
+        reason = apr_psprintf(r->pool, "%d key fetches are under way in this process "
+                              "(MatrixFedKeyFetchConcurrency)", keys_g->fetch_slots);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, MXFLOGNO(25072)
+                      "the keys of %s are not fetched now: %s", server, reason);
+        marker_set(r, server, MARK_BUSY, reason, apr_time_from_sec(1));
+        *why = reason;
+        return APR_EBUSY;
+    }
+    rv = mxf_keyfetch(r, kc, server, budget, &keys, &obj, &source, &reason);
+    apr_thread_mutex_lock(keys_g->tmutex);
+    keys_g->fetching--;
+    apr_thread_mutex_unlock(keys_g->tmutex);
+    if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25014)
                       "could not fetch the keys of %s: %s", server, reason);
         marker_set(r, server, MARK_FAILED, reason, mxf_keys_retry_interval(kc));
@@ -876,7 +928,8 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
     if (rv != APR_SUCCESS) {
         *why = apr_psprintf(r->pool, "the keys of %s could not be fetched: %s", server,
                             reason);
-        return db_down ? MXF_KEY_NO_DATABASE : MXF_KEY_UNAVAILABLE;
+        return db_down ? MXF_KEY_NO_DATABASE : rv == APR_EBUSY ? MXF_KEY_BUSY
+                                                               : MXF_KEY_UNAVAILABLE;
     }
     *why = apr_psprintf(r->pool, "%s does not publish a key %s", server, key_id);
     return MXF_KEY_UNKNOWN;
@@ -1151,6 +1204,11 @@ static int keys_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
     }
     keys_g = apr_pcalloc(pconf, sizeof(*keys_g));
     apr_pool_cleanup_register(pconf, NULL, keys_g_reset, apr_pool_cleanup_null);
+    {
+        const mxf_keys_conf_t *main_kc = mxf_config_get(s)->keys;
+        keys_g->fetch_slots = main_kc->fetch_slots != UNSET ? main_kc->fetch_slots
+                                                            : MXF_DEFAULT_FETCH_SLOTS;
+    }
     if (mxf_keyfetch_global_init(pconf, &why) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, MXFLOGNO(25021) "%s", why);
         return HTTP_INTERNAL_SERVER_ERROR;

@@ -50,6 +50,7 @@ typedef struct mxf_keys_conf {
     apr_interval_time_t fetch_timeout;  /* MatrixFedKeyFetchTimeout, -1 unset */
     apr_interval_time_t retry_interval; /* MatrixFedKeyFetchRetryInterval, -1 unset */
     const char *cache_spec;             /* MatrixFedKeyCache (main server only) */
+    int fetch_slots;                    /* MatrixFedKeyFetchConcurrency (main server), -1 unset */
     int notary;                         /* MatrixFedNotary, -1 unset */
     apr_array_header_t *fetch_deny;     /* MatrixFedKeyFetchDeny (mxf_iprange_t); NULL unset */
     int fetch_deny_none;                /* "none" given: no range may follow (parsing only) */
@@ -58,6 +59,7 @@ typedef struct mxf_keys_conf {
 #define MXF_DEFAULT_KEY_VALIDITY_MS   (24LL * 3600 * 1000)
 #define MXF_DEFAULT_FETCH_TIMEOUT     apr_time_from_sec(10)
 #define MXF_DEFAULT_RETRY_INTERVAL    apr_time_from_sec(60)
+#define MXF_DEFAULT_FETCH_SLOTS       8
 
 mxf_keys_conf_t *mxf_keys_conf_create(apr_pool_t *p);
 mxf_keys_conf_t *mxf_keys_conf_merge(apr_pool_t *p, const mxf_keys_conf_t *base,
@@ -86,6 +88,7 @@ const char *mxf_keys_set_fetch_deny(cmd_parms *cmd, void *dconf, const char *arg
 const char *mxf_keys_set_ca_file(cmd_parms *cmd, void *dconf, const char *path);
 const char *mxf_keys_set_interval(cmd_parms *cmd, void *dconf, const char *arg);
 const char *mxf_keys_set_cache(cmd_parms *cmd, void *dconf, const char *spec);
+const char *mxf_keys_set_fetch_slots(cmd_parms *cmd, void *dconf, const char *arg);
 
 
 /*
@@ -105,6 +108,7 @@ const char *mxf_keys_check_key_file(apr_pool_t *p, const char *path);
 #define MXF_KEY_EXPIRED      APR_TIMEUP     /* known, but not valid now */
 #define MXF_KEY_UNAVAILABLE  APR_EGENERAL   /* the server's keys could not be fetched */
 #define MXF_KEY_NO_DATABASE  APR_EAGAIN     /* the key table cannot be read (no fetch made) */
+#define MXF_KEY_BUSY         APR_EBUSY      /* MatrixFedKeyFetchConcurrency fetches under way */
 
 /*
  * The public key @a key_id of @a server, valid now, for verifying a request

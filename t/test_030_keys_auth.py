@@ -213,6 +213,7 @@ def fakes(certs):
         "notarised3": FakeKeyServer("notarised3.test", good),
         "rotating": FakeKeyServer("rotating.test", good, validity_ms=30 * 86400_000),
         "iplit": FakeKeyServer("ip-literal", good),  # named 127.0.0.1:<port> below
+        "slots": FakeKeyServer("slots.test", good),        # TestFetchConcurrency's
     }
     f["iplit"].name = f"127.0.0.1:{f['iplit'].port}"
     f["notary"].notarised["notarised.test"] = f["notarised"]
@@ -835,6 +836,66 @@ class TestAuthentication:
 
     def test_030_039_error_log(self, khttpd):
         assert khttpd.unexpected_log_lines(ALLOWED_LOG) == []
+
+
+class TestFetchConcurrency:
+    """MatrixFedKeyFetchConcurrency: past that many key fetches at once in a
+    child, a request whose origin's keys are not known is answered 503 with
+    Retry-After at once, instead of holding a worker for the fetch; it
+    succeeds once a slot is free."""
+
+    @pytest.fixture(scope="class")
+    def chttpd(self, httpd_factory, postgres, signing_key, backend, fakes, certs):
+        h = httpd_factory.new("httpd-fetch-slots")
+        h.start(site_config(postgres, signing_key, backend,
+                            extra=key_site(fakes, certs, f"""
+MatrixFedKeyFetchCAFile {certs["good"][0]}
+MatrixFedKeyCache shmcb
+MatrixFedKeyFetchConcurrency 1
+""")),
+                modules=MODULES)
+        yield h
+        h.stop()
+
+    def test_030_036_fetches_past_the_limit_wait_their_turn(self, chttpd, fakes):
+        slow, slots = fakes["slow"], fakes["slots"]
+        path = FED + "/event/" + ev("slots")
+        result = {}
+
+        def slow_call():
+            result["r"] = chttpd.get(path, headers={
+                "Authorization": xmatrix("slow.test", slow.key, "GET", path)})
+
+        before = slow.hits
+        th = threading.Thread(target=slow_call)
+        th.start()
+        deadline = time.time() + 3
+        while slow.hits == before and time.time() < deadline:
+            time.sleep(0.02)
+        assert slow.hits == before + 1, "the slow fetch did not start"
+        t0 = time.time()
+        r = chttpd.get(path, headers={"Authorization": xmatrix("slots.test", slots.key,
+                                                               "GET", path)})
+        assert time.time() - t0 < 1.0
+        assert_error(r, 503, "M_UNKNOWN", "too many keys")
+        assert r.header("Retry-After") == "1"
+        th.join(15)
+        assert_error(result["r"], 401, "M_UNAUTHORIZED", "key unavailable")
+        # The slot is free again, and the busy answer was remembered a second only.
+        time.sleep(1.1)
+        r = chttpd.get(path, headers={"Authorization": xmatrix("slots.test", slots.key,
+                                                               "GET", path)})
+        assert_error(r, 404, "M_NOT_FOUND")
+        assert any("MXF25072" in line for line in chttpd.new_log_lines())
+
+    @pytest.mark.parametrize("value", ["0", "1001", "x"])
+    def test_030_037_directive_range(self, httpd_factory, postgres, signing_key, backend,
+                                     value):
+        httpd_factory.assert_start_fails(
+            "httpd-fetch-slots-bad",
+            site_config(postgres, signing_key, backend,
+                        extra=f"MatrixFedKeyFetchConcurrency {value}\n"),
+            "MatrixFedKeyFetchConcurrency")
 
 
 # ------------------------------------------------------------------ authorization
