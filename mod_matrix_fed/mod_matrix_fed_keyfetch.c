@@ -132,6 +132,12 @@ static apr_status_t https_get_json(request_rec *r, const get_opts_t *o, const ch
     sink.too_large = 0;
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    /*
+     * No proxy from the environment (https_proxy, ALL_PROXY in httpd's
+     * envvars): MatrixFedKeyFetchDeny would check the proxy's address, not
+     * the server's, and the proxy would connect wherever it is told.
+     */
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "https");

@@ -214,6 +214,7 @@ def fakes(certs):
         "rotating": FakeKeyServer("rotating.test", good, validity_ms=30 * 86400_000),
         "iplit": FakeKeyServer("ip-literal", good),  # named 127.0.0.1:<port> below
         "slots": FakeKeyServer("slots.test", good),        # TestFetchConcurrency's
+        "proxied": FakeKeyServer("proxied.test", good),    # test_030_038's
     }
     f["iplit"].name = f"127.0.0.1:{f['iplit'].port}"
     f["notary"].notarised["notarised.test"] = f["notarised"]
@@ -887,6 +888,32 @@ MatrixFedKeyFetchConcurrency 1
                                                                "GET", path)})
         assert_error(r, 404, "M_NOT_FOUND")
         assert any("MXF25072" in line for line in chttpd.new_log_lines())
+
+    def test_030_038_proxy_from_the_environment_not_used(self, httpd_factory, postgres,
+                                                         signing_key, backend, fakes, certs,
+                                                         monkeypatch):
+        """A proxy in httpd's environment (https_proxy, ALL_PROXY, as
+        /etc/apache2/envvars may set) is not used for key fetches: through
+        it, MatrixFedKeyFetchDeny would see the proxy's address only. The
+        proxy here is a dead port: the fetch reaches the server directly."""
+        for var in ("https_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(var, f"http://127.0.0.1:{DEAD_PORT}")
+        h = httpd_factory.new("httpd-env-proxy")
+        h.start(site_config(postgres, signing_key, backend,
+                            extra=key_site(fakes, certs, f"""
+MatrixFedKeyFetchCAFile {certs["good"][0]}
+MatrixFedKeyCache shmcb
+""")), modules=MODULES)
+        try:
+            p = fakes["proxied"]
+            path = FED + "/event/" + ev("proxy")
+            before = p.hits
+            r = h.get(path, headers={"Authorization": xmatrix("proxied.test", p.key, "GET",
+                                                              path)})
+            assert_error(r, 404, "M_NOT_FOUND")
+            assert p.hits == before + 1
+        finally:
+            h.stop()
 
     @pytest.mark.parametrize("value", ["0", "1001", "x"])
     def test_030_037_directive_range(self, httpd_factory, postgres, signing_key, backend,
