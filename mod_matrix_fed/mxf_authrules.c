@@ -156,19 +156,28 @@ int mxf_auth_is_power_event(const json_t *event)
  * Power levels.
  */
 
-/* A level as the version allows it: integer; integer string before v10;
- * float (truncated) in v1-v5. 1 if readable. */
+/*
+ * A level as the version allows it: integer; before v10 also what the
+ * reference homeserver's int() takes: an integer string ([ws] [+|-] digits
+ * [ws], leading zeroes and single underscores between digits allowed) and
+ * true or false (1, 0); float (truncated) in v1-v5. 1 if readable. (int()
+ * also takes non-ASCII digits and spaces; those are not read here.)
+ */
 static int level_value(const rules_t *r, const json_t *v, apr_int64_t *out)
 {
     if (json_is_integer(v)) {
         *out = (apr_int64_t)json_integer_value(v);
         return 1;
     }
+    if (json_is_boolean(v) && !r->int_levels) {
+        *out = json_is_true(v) ? 1 : 0;
+        return 1;
+    }
     if (json_is_string(v) && !r->int_levels) {
-        /* [ws] [+|-] digits [ws]; leading zeroes allowed. */
-        const char *s = json_string_value(v), *e;
-        char *end;
-        long long n;
+        const char *s = json_string_value(v);
+        char digits[32], *end;
+        apr_size_t n = 0, sign;
+        long long value;
 
         if (json_string_length(v) != strlen(s)) {
             return 0;
@@ -176,22 +185,41 @@ static int level_value(const rules_t *r, const json_t *v, apr_int64_t *out)
         while (*s == ' ' || (*s >= '\t' && *s <= '\r')) {
             s++;
         }
-        e = s + (*s == '+' || *s == '-');
-        if (*e < '0' || *e > '9') {
+        if (*s == '+' || *s == '-') {
+            digits[n++] = *s++;
+        }
+        sign = n;
+        if (*s < '0' || *s > '9') {
+            return 0;
+        }
+        for (; (*s >= '0' && *s <= '9') || *s == '_'; s++) {
+            if (*s == '_' && !(s[1] >= '0' && s[1] <= '9')) {
+                return 0;               /* "1_", "1__0" */
+            }
+            if (*s == '_' || (*s == '0' && n == sign)) {
+                continue;               /* leading zeroes */
+            }
+            if (n + 1 >= sizeof(digits)) {
+                return 0;               /* beyond 64 bits */
+            }
+            digits[n++] = *s;
+        }
+        if (n == sign) {
+            digits[n++] = '0';
+        }
+        digits[n] = '\0';
+        while (*s == ' ' || (*s >= '\t' && *s <= '\r')) {
+            s++;
+        }
+        if (*s != '\0') {
             return 0;
         }
         errno = 0;
-        n = strtoll(s, &end, 10);
-        if (errno == ERANGE) {
+        value = strtoll(digits, &end, 10);
+        if (errno == ERANGE || *end != '\0') {
             return 0;
         }
-        while (*end == ' ' || (*end >= '\t' && *end <= '\r')) {
-            end++;
-        }
-        if (*end != '\0') {
-            return 0;
-        }
-        *out = (apr_int64_t)n;
+        *out = (apr_int64_t)value;
         return 1;
     }
     if (json_is_real(v) && r->float_levels) {
