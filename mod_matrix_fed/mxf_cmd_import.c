@@ -414,7 +414,14 @@ static apr_status_t read_input(apr_pool_t *p, const char *path, const char **buf
 /*
  * The PDUs of the input (mxf_pduinput.h), numbered from 1 in input order;
  * bad_line() reports them by the line they start on. NULL when the input is
- * not well formed (reported).
+ * not well formed, or holds a partial-state /send_join answer (reported).
+ *
+ * A partial-state answer ("members_omitted": true, from a join with
+ * omit_members) leaves the other members' m.room.member events out of its
+ * "state" and "auth_chain": taken as the state before the join, it would
+ * have the events after the join judged against a room without their
+ * senders, and a state given by an answer is never judged again. It is
+ * refused; the full answer is what can be imported.
  */
 static apr_array_header_t *split_input(importer_t *im, const char *buf, apr_size_t len)
 {
@@ -422,7 +429,7 @@ static apr_array_header_t *split_input(importer_t *im, const char *buf, apr_size
     apr_array_header_t *lines;
     const char *why = NULL;
     long err_line = 0;
-    int i;
+    int i, partial_response = 0;
 
     if (mxf_pdu_input_split(im->p, buf, len, items, &err_line, &why) != APR_SUCCESS) {
         bad_line(im, -err_line, "%s", why);
@@ -441,8 +448,16 @@ static apr_array_header_t *split_input(importer_t *im, const char *buf, apr_size
         l->response = it->response;
         l->role = it->role;
         l->snapshot = it->snapshot;
+        if (it->partial_line && it->response != partial_response) {
+            partial_response = it->response;
+            bad_line(im, -it->partial_line, "a partial-state /send_join answer"
+                     " (\"members_omitted\": true: the members' m.room.member events are"
+                     " left out of its state) cannot be imported, as its state would be"
+                     " taken for the whole state before the join; save the answer of a"
+                     " /send_join without omit_members (or with omit_members=false)");
+        }
     }
-    return lines;
+    return im->errors ? NULL : lines;
 }
 
 /* ------------------------------------------------------------------ rooms */

@@ -30,6 +30,7 @@ typedef struct scan {
     int response;                       /* the one whose PDUs are being handed on, or 0 */
     mxf_pdu_role_t role;                /* theirs */
     int snapshot;                       /* it has an "auth_chain" */
+    long partial_line;                  /* its "members_omitted": true, or 0 */
 } scan_t;
 
 typedef struct held {
@@ -159,6 +160,7 @@ static void emit(scan_t *sc, const char *s, const char *e, long line, const char
     it->response = sc->response;
     it->role = sc->role;
     it->snapshot = sc->snapshot;
+    it->partial_line = sc->partial_line;
     if (!memchr(s, '\n', len) && !memchr(s, '\r', len)) {
         it->text = s;
         it->len = len;
@@ -276,6 +278,7 @@ static const char *object(scan_t *sc, const char *s, const char *where)
     long line0 = sc->line, line_after;
     held_t held[MAX_HELD];
     int nheld = 0, has_type = 0, i;
+    long partial_line = 0;
 
     s = skip_ws(sc, s + 1);
     while (s < sc->end && *s != '}') {
@@ -303,6 +306,10 @@ static const char *object(scan_t *sc, const char *s, const char *where)
         }
         if (klen == 4 && !memcmp(key, "type", 4)) {
             has_type = 1;
+        }
+        else if (klen == 15 && !memcmp(key, "members_omitted", 15) && ve - v == 4
+                 && !memcmp(v, "true", 4)) {
+            partial_line = vline;       /* a partial-state /send_join answer */
         }
         else if (is_holder(key, klen, *v)) {
             if (nheld == MAX_HELD) {
@@ -336,6 +343,7 @@ static const char *object(scan_t *sc, const char *s, const char *where)
     /* A response: its PDUs, member by member. */
     line_after = sc->line;
     sc->response = ++sc->responses;
+    sc->partial_line = partial_line;
     for (i = 0; i < nheld; i++) {
         sc->snapshot |= held[i].klen == 10 && !memcmp(held[i].key, "auth_chain", 10);
     }
@@ -359,10 +367,12 @@ static const char *object(scan_t *sc, const char *s, const char *where)
         sc->role = MXF_PDU_LOOSE;
         if (!e) {
             sc->response = sc->snapshot = 0;
+            sc->partial_line = 0;
             return NULL;
         }
     }
     sc->response = sc->snapshot = 0;
+    sc->partial_line = 0;
     sc->line = line_after;
     return end_of_object;
 

@@ -36,6 +36,9 @@ typedef struct mxf_pdu_item {
     mxf_pdu_role_t role;
     int snapshot;                       /* its response has an "auth_chain" (/state,
                                          * /event_auth, /send_join): not history */
+    long partial_line;                  /* its response says "members_omitted": true (a
+                                         * partial-state /send_join answer): the line of
+                                         * that member; else 0 */
 } mxf_pdu_item_t;
 
 /*
@@ -54,6 +57,9 @@ typedef struct mxf_pdu_item {
  *
  * PDUs of the same response share its number, counted from 1 in input
  * order; those of a /send_join answer's "state" and "event" say so (role).
+ * Those of a response with "members_omitted": true (a partial-state
+ * /send_join answer, whose "state" lacks the members' events) say so too
+ * (partial_line), for the importer to refuse them.
  *
  * An object is a PDU when it has a "type" member or none of the members
  * that hold PDUs in responses; elements of arrays that are not objects are

@@ -1682,6 +1682,75 @@ class TestBadLines:
                            f" WHERE s.type = 'm.room.member' AND s.state_key = '{user}'")
         assert cur["event_id"] == final["m.room.member|" + user]
 
+    def test_021_042_partial_state_send_join_answer_refused(self, build_env, postgres,
+                                                            tmp_path):
+        """A /send_join answer from a join with omit_members ("members_omitted":
+        true: its state lacks the other members' m.room.member events) would be
+        taken for the whole state before the join, and the events after it
+        judged against a room without their senders: it is refused (status 1,
+        its line named, the database unchanged), on one line, pretty-printed
+        or in the v1 form; the whole answer imports."""
+        version = "10"
+        d = gen(build_env, tmp_path / "room", version, seed=42, events=150, branchiness=0)
+        lines = read_lines(os.path.join(d, "room.jsonl"))
+        keys = os.path.join(d, "keys", "all.json")
+        evs = [json.loads(x) for x in lines]
+        ids = [event_id(ev, version) for ev in evs]
+        by_id = dict(zip(ids, evs))
+        with open(os.path.join(d, "expected.jsonl")) as f:
+            expect = {x["event_id"]: x for x in map(json.loads, f)}
+        j = max(i for i, ev in enumerate(evs[:120]) if ev["type"] == "m.room.member"
+                and ev["content"].get("membership") == "join")
+        join_id = ids[j]
+        joiner = by_id[join_id]["state_key"]
+
+        def chain_of(roots):
+            chain, todo = set(), list(roots)
+            while todo:
+                for a in by_id[todo.pop()]["auth_events"]:
+                    if a not in chain:
+                        chain.add(a)
+                        todo.append(a)
+            return chain
+
+        full_state = list(expect[join_id]["state_before"].values())
+        partial = [x for x in full_state if by_id[x]["type"] != "m.room.member"
+                   or by_id[x]["state_key"] == joiner]
+        assert len(partial) < len(full_state)
+
+        def answer(state_ids, omitted):
+            return {"origin": "hs1.example", "members_omitted": omitted,
+                    "servers_in_room": ["hs1.example"],
+                    "state": [by_id[x] for x in state_ids],
+                    "auth_chain": [by_id[x] for x in sorted(chain_of(state_ids + [join_id]))],
+                    "event": by_id[join_id]}
+
+        after = b"\n".join(lines[j + 1:]) + b"\n"
+        db = new_db(postgres, build_env)
+        before = snapshot(postgres, db)
+        pretty = json.dumps(answer(partial, True), indent=2).encode()
+        forms = {
+            "one-line": (json.dumps(answer(partial, True)).encode(), 1),
+            "pretty": (pretty, pretty[:pretty.index(b'"members_omitted"')].count(b"\n") + 1),
+            "v1": (json.dumps([200, answer(partial, True)]).encode(), 1),
+        }
+        for name, (text, lineno) in forms.items():
+            path = tmp_path / f"partial-{name}.json"
+            path.write_bytes(text + b"\n" + after)
+            r = import_file(build_env, postgres, db, str(path), keys)
+            err = r.stderr.decode()
+            assert r.returncode == 1, (name, err)
+            line = [x for x in err.splitlines() if f"{path}:{lineno}: " in x]
+            assert line and "partial-state /send_join answer" in line[0] \
+                and "omit_members" in line[0], (name, err)
+            assert "1 bad line" in err and "the database is unchanged" in err, (name, err)
+            assert snapshot(postgres, db) == before, name
+        # The whole answer ("members_omitted": false) imports.
+        path = tmp_path / "whole.json"
+        path.write_bytes(json.dumps(answer(full_state, False)).encode() + b"\n" + after)
+        out = import_ok(build_env, postgres, db, str(path), keys)
+        assert "1 event given the state before it by a /send_join answer" in out, out
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""

@@ -148,6 +148,36 @@ START_TEST(responses_and_roles)
 }
 END_TEST
 
+START_TEST(partial_state_answer)
+{
+    /* A /send_join answer with "members_omitted": true (a partial-state
+     * answer) marks its PDUs with the line of that member; false, a PDU's
+     * own member of that name, or another response, do not. */
+    static const char input[] =
+        "{\n"
+        "  \"state\": [{\"type\": \"s\"}],\n"
+        "  \"members_omitted\": true,\n"
+        "  \"event\": {\"type\": \"j\"}\n"
+        "}\n"
+        "{\"members_omitted\":false,\"state\":[{\"type\":\"s\"}],\"event\":{\"type\":\"j\"}}\n"
+        "{\"type\":\"loose\",\"members_omitted\":true}\n"
+        "{\"pdus\":[{\"type\":\"p\"}]}\n"
+        "{\"members_omitted\":true,\"state\":[{\"type\":\"s\"}]}\n";
+    static const long want[] = { 3, 3, 0, 0, 0, 0, 9 };
+    apr_array_header_t *items = apr_array_make(mxf_test_pool, 4, sizeof(mxf_pdu_item_t));
+    const char *why = NULL;
+    long err_line = 0;
+    int i;
+
+    ck_assert_int_eq(mxf_pdu_input_split(mxf_test_pool, input, strlen(input), items, &err_line,
+                                         &why), APR_SUCCESS);
+    ck_assert_int_eq(items->nelts, 7);
+    for (i = 0; i < 7; i++) {
+        ck_assert_int_eq(APR_ARRAY_IDX(items, i, mxf_pdu_item_t).partial_line, want[i]);
+    }
+}
+END_TEST
+
 START_TEST(pretty_printed)
 {
     /* Over many lines: each PDU starts where it says and is copied without the
@@ -310,6 +340,7 @@ Suite *mxf_suite_pduinput(void)
     tcase_add_test(tc, json_lines_bad_line_handed_on);
     tcase_add_test(tc, responses_on_one_line);
     tcase_add_test(tc, responses_and_roles);
+    tcase_add_test(tc, partial_state_answer);
     tcase_add_test(tc, pretty_printed);
     tcase_add_test(tc, pretty_printed_responses);
     tcase_add_test(tc, not_responses);
