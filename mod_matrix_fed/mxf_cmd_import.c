@@ -3544,6 +3544,57 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
            && update_current_state(im, topo);
 }
 
+/*
+ * Takes the import lock (imports into one database run one at a time: the
+ * identifiers and the look-ups of known events assume no other import
+ * writes meanwhile). When another import holds it, says so - with that
+ * import's PostgreSQL backend, for pg_stat_activity or pg_terminate_backend()
+ * - and waits. 0 (reported) on failure.
+ */
+static int take_import_lock(PGconn *conn)
+{
+    PGresult *res = PQexec(conn, "SELECT pg_try_advisory_xact_lock(" MXF_PG_IMPORT_LOCK ")");
+    int got;
+
+    if (!mxf_pg_ok(res, "taking the import lock")) {
+        return 0;
+    }
+    got = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (got) {
+        return 1;
+    }
+    /*
+     * Who holds it (a bigint key is shown as its high half, classid, and
+     * low half, objid), in a savepoint: a failure here loses only the pid.
+     */
+    if (!mxf_pg_exec(conn, "SAVEPOINT mxf_lock_holder")) {
+        return 0;
+    }
+    res = PQexec(conn, "SELECT pid FROM pg_locks"
+                       " WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+                       "   AND database = (SELECT oid FROM pg_database"
+                       "                    WHERE datname = current_database())"
+                       "   AND (classid::bigint << 32 | objid::bigint) = " MXF_PG_IMPORT_LOCK
+                       "   AND pid IS NOT NULL LIMIT 1");
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        fprintf(stderr, "matrix-fed: import: waiting for another import into this database"
+                " (PostgreSQL backend pid %s) to end\n", PQgetvalue(res, 0, 0));
+    }
+    else {
+        fprintf(stderr, "matrix-fed: import: waiting for another import into this database"
+                " to end\n");
+    }
+    got = res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    PQclear(res);
+    fflush(stderr);
+    if (!mxf_pg_exec(conn, got ? "RELEASE SAVEPOINT mxf_lock_holder"
+                               : "ROLLBACK TO SAVEPOINT mxf_lock_holder")) {
+        return 0;
+    }
+    return mxf_pg_exec(conn, "SELECT pg_advisory_xact_lock(" MXF_PG_IMPORT_LOCK ")");
+}
+
 static void import_usage(FILE *out)
 {
     fputs("Usage: matrix-fed import --db CONNINFO [--keys FILE ...] [--require-signatures]\n"
@@ -3557,7 +3608,8 @@ static void import_usage(FILE *out)
           "  Lines are checked in N threads (default: one per CPU). Rows are written\n"
           "  in rounds of --batch-events events (default 5000), each while the next\n"
           "  is computed.\n"
-          "  The import is one transaction: on any error nothing is written.\n", out);
+          "  The import is one transaction: on any error nothing is written. Imports\n"
+          "  into one database run one at a time (a waiting import says so).\n", out);
 }
 
 int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
@@ -3650,7 +3702,7 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
         return MXF_EXIT_FAILURE;
     }
     ok = mxf_pg_exec(im.conn, "BEGIN")
-         && mxf_pg_exec(im.conn, "SELECT pg_advisory_xact_lock(" MXF_PG_IMPORT_LOCK ")");
+         && take_import_lock(im.conn);
     if (ok) {
         im.keys = mxf_keystore_open(p, im.conn);
         ok = im.keys != NULL;

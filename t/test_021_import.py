@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import time
@@ -1771,6 +1772,42 @@ class TestBadLines:
 
 # ---------------------------------------------------------------------------
 # Interrupted import
+
+
+def test_021_043_waiting_import_says_so(build_env, postgres, tmp_path):
+    """Imports into one database run one at a time (an advisory lock held by
+    the import's transaction). An import that finds the lock taken says that
+    it waits, and for which PostgreSQL backend, then waits and completes."""
+    d = gen(build_env, tmp_path / "room", "10", seed=43, events=40, branchiness=0)
+    db = new_db(postgres, build_env)
+    holder = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", postgres.conninfo(db)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder.stdin.write("BEGIN; SELECT pg_advisory_xact_lock(7249018340513);"
+                       " SELECT pg_backend_pid();\n")
+    holder.stdin.flush()
+    holder.stdout.readline()                    # the lock's empty result
+    pid = holder.stdout.readline().strip()
+    assert pid.isdigit(), pid
+    p = subprocess.Popen([build_env.cli, "import", "--db", postgres.conninfo(db), "--quiet",
+                          "--keys", os.path.join(d, "keys", "all.json"),
+                          os.path.join(d, "room.jsonl")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=build_env.sanitizer_env(str(tmp_path)))
+    try:
+        # Said before it waits (a time-out: an import that says nothing waits for good).
+        ready, _, _ = select.select([p.stderr], [], [], 30)
+        assert ready, "the import waited for the lock without a word"
+        said = p.stderr.readline()
+        assert p.poll() is None, "the import did not wait for the lock"
+        assert said.strip() == ("matrix-fed: import: waiting for another import into this"
+                                f" database (PostgreSQL backend pid {pid}) to end"), said
+    finally:
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "imported 40 new events" in out, out
 
 
 def test_021_030_killed_import_leaves_consistent_db(big_room, build_env, postgres):
