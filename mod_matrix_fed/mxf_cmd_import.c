@@ -277,6 +277,7 @@ struct importer {
     long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
     long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
     long n_given_state;                 /* events given their state by a /send_join answer */
+    long n_altered_kept;                /* stored as altered copies, given with matching content */
     long n_id_clash;                    /* v1/v2 events whose ID another room's event has */
     apr_time_t t_start, t_checked, t_ordered, t_written;
     double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
@@ -1632,7 +1633,8 @@ static int load_known(importer_t *im)
     res = PQexec(im->conn,
                  "SELECT e.event_id, e.event_nid, r.room_id, coalesce(e.state_after, 0),"
                  "       e.depth, e.rejected_reason IS NOT NULL, coalesce(c.chain_id, 0),"
-                 "       coalesce(c.seq, 0), e.outlier"
+                 "       coalesce(c.seq, 0), e.outlier,"
+                 "       coalesce(e.redacted_because = 'content-hash', false)"
                  "  FROM mxf_import_ids i JOIN mxf_events e USING (event_id)"
                  "  JOIN mxf_rooms r USING (room_nid)"
                  "  LEFT JOIN mxf_auth_chain_pos c ON c.event_nid = e.event_nid");
@@ -1650,10 +1652,21 @@ static int load_known(importer_t *im)
         else if (e->pdu && e->room != room_get(im, PQgetvalue(res, i, 2))) {
             im->n_id_clash++;           /* v1/v2: taken by an event of another room */
         }
-        else if (e->pdu && !e->outlier && PQgetvalue(res, i, 8)[0] == 't') {
-            /* An outlier of an earlier snapshot answer, given here as an event
-             * of the room's history: one no longer (below). */
-            APR_ARRAY_PUSH(history, const char *) = e->event_id;
+        else if (e->pdu) {
+            /* Given again. */
+            if (!e->outlier && PQgetvalue(res, i, 8)[0] == 't') {
+                /* An outlier of an earlier snapshot answer, given here as an
+                 * event of the room's history: one no longer (below). */
+                APR_ARRAY_PUSH(history, const char *) = e->event_id;
+            }
+            if (!e->hash_mismatch && PQgetvalue(res, i, 9)[0] == 't') {
+                /*
+                 * Stored as a copy altered in transit, given here with its
+                 * matching content: the stored copy stays (it was processed
+                 * redacted, and the events after it judged so); counted.
+                 */
+                im->n_altered_kept++;
+            }
         }
         e->known = 1;
         e->nid = apr_atoi64(PQgetvalue(res, i, 1));
@@ -3769,6 +3782,13 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_dup_other) {
         printf("  %ld event%s repeated with other bytes: one copy kept (the one whose content"
                " hash matches, else the first)\n", im.n_dup_other, im.n_dup_other == 1 ? "" : "s");
+    }
+    if (im.n_altered_kept) {
+        printf("  %ld event%s stored as altered cop%s (content hash mismatch) given again with"
+               " %s matching content: the stored cop%s kept, served redacted (see README)\n",
+               im.n_altered_kept, im.n_altered_kept == 1 ? "" : "s",
+               im.n_altered_kept == 1 ? "y" : "ies", im.n_altered_kept == 1 ? "its" : "their",
+               im.n_altered_kept == 1 ? "y is" : "ies are");
     }
     if (im.n_event_id_taken) {
         printf("  %ld PDUs of room version 3 or later carried their event_id: stored"

@@ -1752,6 +1752,36 @@ class TestBadLines:
         out = import_ok(build_env, postgres, db, str(path), keys)
         assert "1 event given the state before it by a /send_join answer" in out, out
 
+    def test_021_044_altered_copy_stored_by_an_earlier_import(self, bad_base, build_env,
+                                                              postgres, tmp_path):
+        """A message altered in transit (its ID and signatures cover only its
+        redacted form) comes in one import, the original in a later one: the
+        stored copy is kept (it was processed redacted, and the events after it
+        judged so), and the later import's summary says so."""
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        k = next(i for i, line in enumerate(lines)
+                 if i > 20 and json.loads(line)["type"] == "m.room.message")
+        ev = json.loads(lines[k])
+        altered = canonical(dict(ev, content=dict(ev["content"], body="altered in transit")))
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "b1.jsonl", lines[:k] + [altered]), room["keys"])
+        assert "1 by content hash mismatch" in out, out
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "b2.jsonl", lines[k:]), room["keys"])
+        assert f"imported {len(lines) - k - 1} new events" in out, out
+        assert ("  1 event stored as altered copy (content hash mismatch) given again with its"
+                " matching content: the stored copy is kept, served redacted (see README)"
+                in out.splitlines()), out
+        [row] = query_json(postgres, db, "SELECT redacted_because, pdu FROM mxf_events"
+                                         f" WHERE event_id = '{event_id(ev, '10')}'")
+        assert row["redacted_because"] == "content-hash" and row["pdu"].encode() == altered
+        # Given again as stored, or any event stored whole: nothing to say.
+        out = import_ok(build_env, postgres, db,
+                        write_lines(tmp_path / "b3.jsonl", [altered] + lines[:k]), room["keys"])
+        assert "altered" not in out, out
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
