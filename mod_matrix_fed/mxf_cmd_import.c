@@ -278,6 +278,7 @@ struct importer {
     long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
     long n_given_state;                 /* events given their state by a /send_join answer */
     long n_altered_kept;                /* stored as altered copies, given with matching content */
+    long n_sig_now_verified;            /* stored unverified, their signatures verified now */
     long n_id_clash;                    /* v1/v2 events whose ID another room's event has */
     apr_time_t t_start, t_checked, t_ordered, t_written;
     double c_start, c_checked, c_ordered, c_written;    /* process CPU seconds */
@@ -1599,6 +1600,7 @@ static int load_known(importer_t *im)
     apr_hash_t *missing = apr_hash_make(im->p);
     apr_array_header_t *ids = apr_array_make(im->p, im->order->nelts + 16, sizeof(const char *));
     apr_array_header_t *history = apr_array_make(im->p, 16, sizeof(const char *));
+    mxf_copy_t verified;
     PGresult *res;
     int i, k, empty;
 
@@ -1634,13 +1636,15 @@ static int load_known(importer_t *im)
                  "SELECT e.event_id, e.event_nid, r.room_id, coalesce(e.state_after, 0),"
                  "       e.depth, e.rejected_reason IS NOT NULL, coalesce(c.chain_id, 0),"
                  "       coalesce(c.seq, 0), e.outlier,"
-                 "       coalesce(e.redacted_because = 'content-hash', false)"
+                 "       coalesce(e.redacted_because = 'content-hash', false),"
+                 "       e.signatures_verified"
                  "  FROM mxf_import_ids i JOIN mxf_events e USING (event_id)"
                  "  JOIN mxf_rooms r USING (room_nid)"
                  "  LEFT JOIN mxf_auth_chain_pos c ON c.event_nid = e.event_nid");
     if (!mxf_pg_ok(res, "looking up known events")) {
         return 0;
     }
+    mxf_copy_init(&verified, im->p, 1024);
     for (i = 0; i < PQntuples(res); i++) {
         const char *id = PQgetvalue(res, i, 0);
         ev_t *e = ev_get(im, id);
@@ -1667,6 +1671,17 @@ static int load_known(importer_t *im)
                  */
                 im->n_altered_kept++;
             }
+            if (e->sigs_verified && PQgetvalue(res, i, 10)[0] != 't') {
+                /*
+                 * Stored unverified (no key was known), its signatures
+                 * verified now: the stored row says so (below) when it is
+                 * this very PDU. A signature that does not verify fails the
+                 * import, and this with it.
+                 */
+                mxf_copy_str(&verified, e->event_id);
+                mxf_copy_strn(&verified, e->pdu, e->pdu_len);
+                mxf_copy_end(&verified);
+            }
         }
         e->known = 1;
         e->nid = apr_atoi64(PQgetvalue(res, i, 1));
@@ -1679,6 +1694,22 @@ static int load_known(importer_t *im)
         e->seq = e->nid;
     }
     PQclear(res);
+    if (verified.rows > 0) {
+        if (!mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_verified (event_id text,"
+                                   " pdu text) ON COMMIT DROP")
+            || !mxf_pg_copy(im->conn, "COPY mxf_import_verified FROM STDIN", &verified)) {
+            return 0;
+        }
+        res = PQexec(im->conn, "UPDATE mxf_events e SET signatures_verified = true"
+                               "  FROM mxf_import_verified v"
+                               " WHERE e.event_id = v.event_id AND e.pdu = v.pdu"
+                               "   AND NOT e.signatures_verified");
+        if (!mxf_pg_ok(res, "marking stored events verified")) {
+            return 0;
+        }
+        im->n_sig_now_verified = atol(PQcmdTuples(res));
+        PQclear(res);
+    }
     return history->nelts == 0
            || (mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_history (event_id text)"
                                      " ON COMMIT DROP")
@@ -3789,6 +3820,11 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
                im.n_altered_kept, im.n_altered_kept == 1 ? "" : "s",
                im.n_altered_kept == 1 ? "y" : "ies", im.n_altered_kept == 1 ? "its" : "their",
                im.n_altered_kept == 1 ? "y is" : "ies are");
+    }
+    if (im.n_sig_now_verified) {
+        printf("  %ld event%s stored before with signatures unverified (no key known then):"
+               " verified now, and marked so\n", im.n_sig_now_verified,
+               im.n_sig_now_verified == 1 ? "" : "s");
     }
     if (im.n_event_id_taken) {
         printf("  %ld PDUs of room version 3 or later carried their event_id: stored"

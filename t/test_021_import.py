@@ -1782,6 +1782,35 @@ class TestBadLines:
                         write_lines(tmp_path / "b3.jsonl", [altered] + lines[:k]), room["keys"])
         assert "altered" not in out, out
 
+    def test_021_045_keys_given_later_verify_stored_events(self, bad_base, build_env, postgres,
+                                                           tmp_path):
+        """Events stored unverified (no key known) and given again with the keys:
+        their signatures verify, and their rows say so (the summary counts
+        them) - only where the stored PDU is the one verified (a stored copy
+        whose signature is another stays unverified)."""
+        room = bad_base["10"]
+        lines = list(room["lines"])
+        k = next(i for i, line in enumerate(lines)
+                 if i > 20 and json.loads(line)["type"] == "m.room.message")
+        spoilt = _bad_signature(json.loads(lines[k]), lines[k], room)
+        first = lines[:k] + [spoilt] + lines[k + 1:]
+        db = new_db(postgres, build_env)
+        out = import_ok(build_env, postgres, db, write_lines(tmp_path / "nokeys.jsonl", first))
+        assert f"signatures: 0 verified, {len(lines)} unverifiable" in out, out
+        path = write_lines(tmp_path / "room.jsonl", lines)
+        out = import_ok(build_env, postgres, db, path, room["keys"],
+                        extra=["--require-signatures"])
+        assert (f"  {len(lines) - 1} events stored before with signatures unverified (no key"
+                " known then): verified now, and marked so" in out.splitlines()), out
+        rows = {r["event_id"]: r["signatures_verified"] for r in query_json(
+            postgres, db, "SELECT event_id, signatures_verified FROM mxf_events")}
+        spoilt_id = event_id(json.loads(lines[k]), "10")
+        assert rows.pop(spoilt_id) is False
+        assert set(rows.values()) == {True}
+        # Again: nothing left to mark.
+        out = import_ok(build_env, postgres, db, path, room["keys"])
+        assert "verified now" not in out, out
+
     def test_021_024_unverifiable(self, bad_base, build_env, postgres, tmp_path):
         """Without keys: imported as unverified, or refused with
         --require-signatures."""
