@@ -242,6 +242,13 @@ def ensure_db(pg, cli, label, rdir, reimport=False):
     if not stale and exists:
         subprocess.run([cli, "db", "init", "--db", pg.conninfo(db)], check=True,
                        stdout=subprocess.DEVNULL)
+        # The signing servers' keys again: keys are trusted for 7 days from
+        # when they were obtained, and this database may be older.
+        empty = os.path.join(CACHE, "empty.jsonl")
+        open(empty, "w").close()
+        subprocess.run([cli, "import", "--quiet", "--db", pg.conninfo(db),
+                        "--keys", os.path.join(rdir, "keys", "all.json"), empty], check=True,
+                       stdout=subprocess.DEVNULL)
         have["schema"] = files
         pg.save_state(state)
         log(f"room {label}: imported earlier into database {db} "

@@ -161,10 +161,15 @@ static const struct {
         "   AND rejected_reason IS NULL AND NOT outlier"
         " ORDER BY origin_server_ts DESC, depth DESC, event_nid DESC LIMIT 1"
     },
-    /* args: server name, key ID (mod_matrix_fed_keys.c) */
+    /*
+     * args: server name, key ID (mod_matrix_fed_keys.c). Valid until the
+     * lesser of valid_until_ts and 7 days after the key was obtained (the
+     * spec's MUST), whether fetched or imported from a file.
+     */
     [MXF_STMT_KEY_GET] = {
         "mxf_key_get",
-        "SELECT encode(public_key, 'hex'), valid_until_ts, coalesce(expired_ts, 0)"
+        "SELECT encode(public_key, 'hex'), least(valid_until_ts, fetched_ts + 604800000),"
+        "       coalesce(expired_ts, 0)"
         " FROM mxf_server_keys WHERE server_name = %s AND key_id = %s"
     },
     /* args: server name, key ID, hex public key, valid_until_ts, expired_ts
@@ -182,9 +187,16 @@ static const struct {
         "      fetched_ts = EXCLUDED.fetched_ts"
     },
     /* args: server name (mod_matrix_fed_keys.c: the notary endpoints) */
+    /*
+     * args: server name (mod_matrix_fed_keys.c: the notary endpoints); the
+     * third column is until when the kept response is fresh: half its
+     * lifetime (the spec's advice to notaries), taken at most 7 days.
+     */
     [MXF_STMT_KEY_RESPONSE_GET] = {
         "mxf_key_response_get",
-        "SELECT response, valid_until_ts FROM mxf_server_key_responses WHERE server_name = %s"
+        "SELECT response, valid_until_ts,"
+        "       fetched_ts + greatest(least(valid_until_ts - fetched_ts, 604800000), 0) / 2"
+        " FROM mxf_server_key_responses WHERE server_name = %s"
     },
     /*
      * args: server name, response, valid_until_ts, fetched_ts; the latest

@@ -950,7 +950,8 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
  * The Server Keys object of @a server to hand out, signed by this server
  * too, into *out (NULL: none known). Ours is built afresh; another's is the
  * one kept from its last fetch, fetched again first when it is valid for
- * less than @a min_valid (at most *fetches_left fetches; a server whose
+ * less than @a min_valid or past half its lifetime (at most 7 days) since
+ * it was fetched (at most *fetches_left fetches; a server whose
  * fetch failed recently is not asked again) and served as kept when that
  * fails (the spec asks notaries to keep serving the last answer). Returns
  * OK, or the status of the database error already sent.
@@ -973,7 +974,8 @@ static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_val
     if ((status = mxf_db_select_brief(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
         return status;
     }
-    if ((!rows->nrows || apr_atoi64(mxf_db_get(rows, 0, 1)) < min_valid)
+    if ((!rows->nrows || apr_atoi64(mxf_db_get(rows, 0, 1)) < min_valid
+         || apr_atoi64(mxf_db_get(rows, 0, 2)) <= apr_time_as_msec(apr_time_now()))
         && *fetches_left > 0 && keys_g && keys_g->tmutex) {
         (*fetches_left)--;
         if (refresh_server(r, conf, server, &why) == APR_SUCCESS

@@ -925,6 +925,94 @@ MatrixFedKeyCache shmcb
             "MatrixFedKeyFetchConcurrency")
 
 
+class TestKeyFreshness:
+    """Keys are valid until the lesser of valid_until_ts and 7 days after
+    they were obtained (keys.yaml: a MUST), fetched or imported; a notary
+    refreshes a kept response past half its lifetime (keys_server.yaml's
+    advice), at most 7 days. Time is moved by setting the stored times back."""
+
+    @pytest.fixture(scope="class")
+    def fhttpd(self, httpd_factory, postgres, signing_key, backend, certs):
+        long_lived = FakeKeyServer("longlived.test", certs["good"], validity_ms=30 * 86400_000)
+        h = httpd_factory.new("httpd-freshness")
+        h.start(site_config(postgres, signing_key, backend, extra=f"""
+MatrixFedKeyServerURL longlived.test {long_lived.url()}
+MatrixFedKeyServerURL imported.test https://127.0.0.1:{DEAD_PORT}
+MatrixFedKeyServerURL imported2.test https://127.0.0.1:{DEAD_PORT}
+MatrixFedKeyFetchCAFile {certs["good"][0]}
+MatrixFedKeyFetchTimeout 2
+MatrixFedKeyFetchRetryInterval 1
+"""), modules=MODULES)
+        yield h, long_lived
+        h.stop()
+        long_lived.stop()
+
+    def test_030_045_notary_refetches_a_response_older_than_7_days(self, fhttpd, postgres):
+        h, srv = fhttpd
+        r = h.get("/_matrix/key/v2/query/longlived.test")
+        assert r.status == 200 and len(r.json["server_keys"]) == 1, r
+        hits = srv.hits
+        # Fetched 8 days ago; its valid_until_ts (30 days on) still 22 days ahead.
+        postgres.psql(postgres.DBNAME,
+                      "UPDATE mxf_server_key_responses SET fetched_ts = fetched_ts - 691200000,"
+                      " valid_until_ts = valid_until_ts - 691200000"
+                      " WHERE server_name = 'longlived.test'")
+        time.sleep(1.1)                 # past MatrixFedKeyFetchRetryInterval
+        r = h.get("/_matrix/key/v2/query/longlived.test")
+        assert r.status == 200 and len(r.json["server_keys"]) == 1, r
+        assert srv.hits == hits + 1
+
+    def test_030_046_notary_refetches_past_half_the_lifetime(self, fhttpd, postgres):
+        h, srv = fhttpd
+        h.get("/_matrix/key/v2/query/longlived.test")
+        hits = srv.hits
+        # Valid for 6 days, fetched 4 days ago: past half (3 days), not expired.
+        postgres.psql(postgres.DBNAME,
+                      f"UPDATE mxf_server_key_responses SET fetched_ts = {now_ms()} - 345600000,"
+                      f" valid_until_ts = {now_ms()} + 172800000"
+                      " WHERE server_name = 'longlived.test'")
+        time.sleep(1.1)
+        r = h.get("/_matrix/key/v2/query/longlived.test")
+        assert r.status == 200, r
+        assert srv.hits == hits + 1
+        # Just fetched: served as kept.
+        r = h.get("/_matrix/key/v2/query/longlived.test")
+        assert r.status == 200 and srv.hits == hits + 1
+
+    def test_030_047_imported_key_not_trusted_beyond_7_days(self, fhttpd, postgres, build_env,
+                                                           workdir):
+        """Keys imported with `matrix-fed import --keys` from documents valid
+        until 2100: one imported 6 days ago is trusted, one imported 8 days
+        ago is fetched again first (its server is unreachable here: 401)."""
+        h, _ = fhttpd
+        d = os.path.join(workdir, "imported-key")
+        os.makedirs(d, exist_ok=True)
+        empty = os.path.join(d, "empty.jsonl")
+        open(empty, "w").close()
+        keys = {}
+        for server, days in (("imported.test", 6), ("imported2.test", 8)):
+            key = keys[server] = signedjson.key.generate_signing_key("imp")
+            doc = signedjson.sign.sign_json(
+                {"server_name": server, "valid_until_ts": 4102444800000,
+                 "old_verify_keys": {}, "verify_keys": {key_id(key): {"key": vkey_b64(key)}}},
+                server, key)
+            kf = os.path.join(d, f"{server}.json")
+            with open(kf, "w") as f:
+                json.dump({"server_keys": [doc]}, f)
+            subprocess.run([build_env.cli, "import", "--quiet", "--db", postgres.conninfo(),
+                            "--keys", kf, empty], check=True, capture_output=True,
+                           env=build_env.sanitizer_env(d))
+            postgres.psql(postgres.DBNAME,
+                          f"UPDATE mxf_server_keys SET fetched_ts = fetched_ts - {days} * 86400000"
+                          f" WHERE server_name = '{server}'")
+        path = FED + "/event/" + ev("imported")
+        for server, status, errcode in (("imported.test", 404, "M_NOT_FOUND"),
+                                        ("imported2.test", 401, "M_UNAUTHORIZED")):
+            r = h.get(path, headers={"Authorization": xmatrix(server, keys[server], "GET",
+                                                              path)})
+            assert_error(r, status, errcode)
+
+
 # ------------------------------------------------------------------ authorization
 
 class TestRequireOrigin:
