@@ -152,7 +152,7 @@ class Room:
         return self.events[eid]["json"]["content"].get("membership")
 
     def visible(self, eid, server):
-        """Server history visibility at an event (digest section 7.2), judged
+        """Server history visibility at an event (the spec's rules for servers), judged
         on the state after the event, as the reference homeserver does (for
         an event that is not a state event, the state before it)."""
         exp = self.events[eid]["exp"]
