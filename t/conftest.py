@@ -77,9 +77,9 @@ def signing_key(workdir):
     return write_key(os.path.join(workdir, "signing.key"))
 
 
-def site_config(pg, key, backend, server_name=SERVER_NAME, extra=""):
-    """The configuration an operator writes: the module on a vhost that
-    proxies the rest of /_matrix to the homeserver."""
+def module_config(pg, key, server_name=SERVER_NAME):
+    """The module's part of an operator's configuration: the database pool
+    and the module on, with its server name and signing key."""
     return f"""
 AllowEncodedSlashes NoDecode
 DBDriver pgsql
@@ -90,7 +90,13 @@ DBDMax 8
 MatrixFederation On
 MatrixFedServerName {server_name}
 MatrixFedSigningKey {key}
-{extra}
+"""
+
+
+def site_config(pg, key, backend, server_name=SERVER_NAME, extra=""):
+    """The configuration an operator writes: the module on a vhost that
+    proxies the rest of /_matrix to the homeserver."""
+    return module_config(pg, key, server_name) + f"""{extra}
 ProxyPass /_matrix http://127.0.0.1:{backend.port}/_matrix nocanon
 ProxyPass / http://127.0.0.1:{backend.port}/
 """

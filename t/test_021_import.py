@@ -204,6 +204,22 @@ def canonical(ev):
 # Fixtures
 
 
+def late_join_room(build_env, tmp_path, version, seed):
+    """A linear room of 150 events and its last join among the first 120:
+    the directory, lines, key file, events, IDs, events by ID, what the
+    generator expects of each, and the join's index."""
+    d = gen(build_env, tmp_path / "room", version, seed=seed, events=150, branchiness=0)
+    lines = read_lines(os.path.join(d, "room.jsonl"))
+    keys = os.path.join(d, "keys", "all.json")
+    evs = [json.loads(x) for x in lines]
+    ids = [event_id(ev, version) for ev in evs]
+    with open(os.path.join(d, "expected.jsonl")) as f:
+        expect = {x["event_id"]: x for x in map(json.loads, f)}
+    j = max(i for i, ev in enumerate(evs[:120]) if ev["type"] == "m.room.member"
+            and ev["content"].get("membership") == "join")
+    return d, lines, keys, evs, ids, dict(zip(ids, evs)), expect, j
+
+
 @pytest.fixture(scope="module", params=VERSIONS)
 def imported(request, build_env, postgres, tmp_path_factory):
     """A generated room of each version, imported into a fresh database."""
@@ -1422,16 +1438,8 @@ class TestBadLines:
         after the join. The join's prev_events are not known, so the state
         before it is the answer's; from there every state is known, the same
         as with the whole room, and so are the room's members and servers."""
-        d = gen(build_env, tmp_path / "room", version, seed=37, events=150, branchiness=0)
-        lines = read_lines(os.path.join(d, "room.jsonl"))
-        keys = os.path.join(d, "keys", "all.json")
-        evs = [json.loads(x) for x in lines]
-        ids = [event_id(ev, version) for ev in evs]
-        by_id = dict(zip(ids, evs))
-        with open(os.path.join(d, "expected.jsonl")) as f:
-            expect = {x["event_id"]: x for x in map(json.loads, f)}
-        j = max(i for i, ev in enumerate(evs[:120]) if ev["type"] == "m.room.member"
-                and ev["content"].get("membership") == "join")
+        d, lines, keys, evs, ids, by_id, expect, j = late_join_room(build_env, tmp_path,
+                                                                    version, 37)
         assert j > 40
         join_id = ids[j]
         state_ids = list(expect[join_id]["state_before"].values())
@@ -1692,16 +1700,8 @@ class TestBadLines:
         its line named, the database unchanged), on one line, pretty-printed
         or in the v1 form; the whole answer imports."""
         version = "10"
-        d = gen(build_env, tmp_path / "room", version, seed=42, events=150, branchiness=0)
-        lines = read_lines(os.path.join(d, "room.jsonl"))
-        keys = os.path.join(d, "keys", "all.json")
-        evs = [json.loads(x) for x in lines]
-        ids = [event_id(ev, version) for ev in evs]
-        by_id = dict(zip(ids, evs))
-        with open(os.path.join(d, "expected.jsonl")) as f:
-            expect = {x["event_id"]: x for x in map(json.loads, f)}
-        j = max(i for i, ev in enumerate(evs[:120]) if ev["type"] == "m.room.member"
-                and ev["content"].get("membership") == "join")
+        d, lines, keys, evs, ids, by_id, expect, j = late_join_room(build_env, tmp_path,
+                                                                    version, 42)
         join_id = ids[j]
         joiner = by_id[join_id]["state_key"]
 

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import signedjson.key
 
-from conftest import write_key
+from conftest import module_config, write_key
 from mxftest.env import free_port
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
 
@@ -52,15 +52,7 @@ def setup(build_env, postgres, workdir, backend, httpd_factory):
     p2, p3, p4 = free_port(), free_port(), free_port()
     proxy = f"ProxyPass /_matrix http://127.0.0.1:{backend.port}/_matrix nocanon"
     site = f"""
-AllowEncodedSlashes NoDecode
-DBDriver pgsql
-DBDParams "{postgres.conninfo()}"
-DBDMin 0
-DBDKeep 2
-DBDMax 8
-MatrixFederation On
-MatrixFedServerName main.example
-MatrixFedSigningKey {keys['main']}
+{module_config(postgres, keys['main'], "main.example")}
 MatrixFedOldVerifyKey ed25519:oldmain {OLD_MAIN} 1532645052628
 <VirtualHost 127.0.0.1:{p1}>
   ServerName a.example

@@ -21,7 +21,7 @@ import os
 
 import pytest
 
-from conftest import SERVER_NAME
+from conftest import SERVER_NAME, module_config
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
 
 FED = "/_matrix/federation/v1"
@@ -57,15 +57,7 @@ DocumentRoot {docroot}
   Require all granted
 </Directory>
 {ed}
-AllowEncodedSlashes NoDecode
-DBDriver pgsql
-DBDParams "{postgres.conninfo()}"
-DBDMin 0
-DBDKeep 2
-DBDMax 8
-MatrixFederation On
-MatrixFedServerName {SERVER_NAME}
-MatrixFedSigningKey {signing_key}
+{module_config(postgres, signing_key)}
 LimitRequestBody 2000
 <Location /_matrix/federation/v1/state_ids>
   Require ip 192.0.2.1

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from conftest import SERVER_NAME
+from conftest import SERVER_NAME, module_config
 from mxftest.env import free_port
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
 
@@ -49,15 +49,7 @@ def srv(httpd_factory, postgres, signing_key, backend, workdir, room):
     tls = f"SSLEngine on\n  SSLCertificateFile {crt}\n  SSLCertificateKeyFile {key}"
     site = f"""
 TypesConfig /etc/mime.types
-AllowEncodedSlashes NoDecode
-DBDriver pgsql
-DBDParams "{postgres.conninfo()}"
-DBDMin 0
-DBDKeep 2
-DBDMax 8
-MatrixFederation On
-MatrixFedServerName {SERVER_NAME}
-MatrixFedSigningKey {signing_key}
+{module_config(postgres, signing_key)}
 H2MaxSessionStreams 100
 <VirtualHost 127.0.0.1:{p1}>
   Protocols h2c http/1.1

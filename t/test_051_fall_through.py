@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from conftest import SERVER_NAME
+from conftest import SERVER_NAME, module_config
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
 
 FED = "/_matrix/federation/v1"
@@ -44,15 +44,7 @@ def variants(b):
 def srv(request, httpd_factory, postgres, signing_key, backend):
     h = httpd_factory.new(f"httpd-fall-{request.param}")
     site = f"""
-AllowEncodedSlashes NoDecode
-DBDriver pgsql
-DBDParams "{postgres.conninfo()}"
-DBDMin 0
-DBDKeep 2
-DBDMax 8
-MatrixFederation On
-MatrixFedServerName {SERVER_NAME}
-MatrixFedSigningKey {signing_key}
+{module_config(postgres, signing_key)}
 {variants(f"http://127.0.0.1:{backend.port}")[request.param]}
 """
     h.start(site, modules=MODULES)

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from conftest import SERVER_NAME
+from conftest import SERVER_NAME, module_config
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
 
 FED = "/_matrix/federation/v1"
@@ -31,15 +31,7 @@ def room(build_env, postgres, workdir):
 def base(postgres, signing_key, backend):
     return f"""
 TypesConfig /etc/mime.types
-AllowEncodedSlashes NoDecode
-DBDriver pgsql
-DBDParams "{postgres.conninfo()}"
-DBDMin 0
-DBDKeep 2
-DBDMax 8
-MatrixFederation On
-MatrixFedServerName {SERVER_NAME}
-MatrixFedSigningKey {signing_key}
+{module_config(postgres, signing_key)}
 ProxyPass /_matrix http://127.0.0.1:{backend.port}/_matrix nocanon
 """
 

@@ -15,7 +15,7 @@ import nacl.signing
 import pytest
 import signedjson.key
 
-from conftest import SERVER_NAME, write_key
+from conftest import SERVER_NAME, module_config, write_key
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
 
 FED = "/_matrix/federation/v1"
@@ -24,14 +24,7 @@ MODULES = ["mpm_event", "authz_core", "authn_core", "log_config", "dbd", "proxy"
 
 def site(postgres, key, old=""):
     return f"""
-DBDriver pgsql
-DBDParams "{postgres.conninfo()}"
-DBDMin 0
-DBDKeep 2
-DBDMax 8
-MatrixFederation On
-MatrixFedServerName {SERVER_NAME}
-MatrixFedSigningKey {key}
+{module_config(postgres, key)}
 {old}
 SendBufferSize 16384
 """

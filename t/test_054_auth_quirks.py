@@ -8,7 +8,7 @@ accepted (the others rejected, never served: /event 404), and serve the
 accepted ones."""
 import pytest
 
-from mxftest.vroom import FED, Fed, db_rejected, db_unverified, import_rooms
+from mxftest.vroom import db_rejected, db_unverified, FED, import_rooms, serve
 from mxftest.matrix import q
 from mxftest.vbuilder import Keys, VRoom
 
@@ -137,12 +137,8 @@ def rooms(build_env, postgres, workdir):
 
 @pytest.fixture(scope="module")
 def fed(httpd_factory, postgres, signing_key, backend, rooms):
-    from conftest import site_config
-    h = httpd_factory.new("httpd-901")
-    h.start(site_config(postgres, signing_key, backend,
-                        extra="MatrixFedBackfillLimit 1000\nMatrixFedMissingEventsLimit 1000"))
-    yield Fed(h, rooms[0])
-    h.stop()
+    yield from serve(httpd_factory, postgres, signing_key, backend, rooms[0], "httpd-054",
+                     extra="MatrixFedBackfillLimit 1000\nMatrixFedMissingEventsLimit 1000")
 
 
 def label(r, eid):

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from mxftest.vroom import Fed, import_rooms
+from mxftest.vroom import import_rooms, serve
 from mxftest.vbuilder import Keys, VRoom, redact, reference_hash, b64, b64u
 
 A = "@admin:hs1.example"
@@ -178,12 +178,8 @@ def rooms(build_env, postgres, workdir):
 
 @pytest.fixture(scope="module")
 def fed(httpd_factory, postgres, signing_key, backend, rooms):
-    from conftest import site_config
-    h = httpd_factory.new("httpd-902")
-    h.start(site_config(postgres, signing_key, backend,
-                        extra="MatrixFedBackfillLimit 1000\nMatrixFedMissingEventsLimit 1000"))
-    yield Fed(h, rooms[0])
-    h.stop()
+    yield from serve(httpd_factory, postgres, signing_key, backend, rooms[0], "httpd-055",
+                     extra="MatrixFedBackfillLimit 1000\nMatrixFedMissingEventsLimit 1000")
 
 
 def describe(r, eid):

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from mxftest.vroom import Fed, db_rejected, import_rooms
+from mxftest.vroom import db_rejected, import_rooms, serve
 from mxftest.vbuilder import Keys, VRoom, redact
 
 A = "@admin:hs1.example"
@@ -141,11 +141,7 @@ def rooms(build_env, postgres, workdir):
 
 @pytest.fixture(scope="module")
 def fed(httpd_factory, postgres, signing_key, backend, rooms):
-    from conftest import site_config
-    h = httpd_factory.new("httpd-903")
-    h.start(site_config(postgres, signing_key, backend))
-    yield Fed(h, rooms[0])
-    h.stop()
+    yield from serve(httpd_factory, postgres, signing_key, backend, rooms[0], "httpd-056")
 
 
 def label(r, eid):

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from mxftest.vroom import Fed, db_rejected, db_unverified, import_rooms
+from mxftest.vroom import db_rejected, db_unverified, import_rooms, serve
 from mxftest.matrix import q
 from mxftest.vbuilder import Keys, VRoom
 
@@ -70,11 +70,7 @@ def rooms(build_env, postgres, workdir):
 
 @pytest.fixture(scope="module")
 def fed(httpd_factory, postgres, signing_key, backend, rooms):
-    from conftest import site_config
-    h = httpd_factory.new("httpd-904")
-    h.start(site_config(postgres, signing_key, backend))
-    yield Fed(h, rooms[0])
-    h.stop()
+    yield from serve(httpd_factory, postgres, signing_key, backend, rooms[0], "httpd-057")
 
 
 @pytest.mark.parametrize("v", VERSIONS)

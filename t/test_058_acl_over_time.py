@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from mxftest.vroom import Fed, import_rooms
+from mxftest.vroom import import_rooms, serve
 from mxftest.matrix import q
 from mxftest.vbuilder import Keys, VRoom
 
@@ -112,11 +112,7 @@ def rooms(build_env, postgres, workdir):
 
 @pytest.fixture(scope="module")
 def fed(httpd_factory, postgres, signing_key, backend, rooms):
-    from conftest import site_config
-    h = httpd_factory.new("httpd-905")
-    h.start(site_config(postgres, signing_key, backend))
-    yield Fed(h, rooms[0])
-    h.stop()
+    yield from serve(httpd_factory, postgres, signing_key, backend, rooms[0], "httpd-058")
 
 
 @pytest.mark.parametrize("name", list(HISTORIES) + ["rejected", "redacted"])

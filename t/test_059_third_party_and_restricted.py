@@ -13,7 +13,7 @@ import pytest
 import signedjson.key
 import signedjson.sign
 
-from mxftest.vroom import FED, Fed, db_rejected, db_unverified, import_rooms
+from mxftest.vroom import db_rejected, db_unverified, FED, import_rooms, serve
 from mxftest.matrix import q
 from mxftest.vbuilder import Keys, VRoom, redact
 
@@ -95,11 +95,7 @@ def rooms(build_env, postgres, workdir):
 
 @pytest.fixture(scope="module")
 def fed(httpd_factory, postgres, signing_key, backend, rooms):
-    from conftest import site_config
-    h = httpd_factory.new("httpd-906")
-    h.start(site_config(postgres, signing_key, backend))
-    yield Fed(h, rooms[0])
-    h.stop()
+    yield from serve(httpd_factory, postgres, signing_key, backend, rooms[0], "httpd-059")
 
 
 def label(r, eid):

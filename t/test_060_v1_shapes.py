@@ -6,7 +6,7 @@ whose hash part is empty or not the event's reference hash (receivers never
 check it: the reference homeserver reads only the first element)."""
 import pytest
 
-from mxftest.vroom import FED, Fed, db_rejected, db_unverified, import_rooms
+from mxftest.vroom import db_rejected, db_unverified, FED, import_rooms, serve
 from mxftest.matrix import q
 from mxftest.vbuilder import Keys, VRoom
 
@@ -43,11 +43,7 @@ def rooms(build_env, postgres, workdir):
 
 @pytest.fixture(scope="module")
 def fed(httpd_factory, postgres, signing_key, backend, rooms):
-    from conftest import site_config
-    h = httpd_factory.new("httpd-907")
-    h.start(site_config(postgres, signing_key, backend))
-    yield Fed(h, rooms[0])
-    h.stop()
+    yield from serve(httpd_factory, postgres, signing_key, backend, rooms[0], "httpd-060")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[2] for c in CASES])

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from conftest import SERVER_NAME
+from conftest import SERVER_NAME, site_config
 from .matrix import q, xmatrix
 
 FED = "/_matrix/federation/v1"
@@ -45,6 +45,15 @@ def db_unverified(postgres, room_id):
                         "SELECT e.event_id FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
                         f" WHERE r.room_id = '{room_id}' AND NOT e.signatures_verified")
     return set(out.split())
+
+
+def serve(httpd_factory, postgres, signing_key, backend, keys, name, extra=""):
+    """For a module-scoped fixture (yield from): httpd serving the database,
+    and a Fed that signs as any server of @keys."""
+    h = httpd_factory.new(name)
+    h.start(site_config(postgres, signing_key, backend, extra=extra))
+    yield Fed(h, keys)
+    h.stop()
 
 
 class Fed:
