@@ -5,7 +5,6 @@ MatrixFedServerName, signing key and (mod_dbd allows it) database; a host
 with MatrixFederation Off; a host that inherits everything from the main
 server. README "Directives": all directives are valid in the server config
 and in virtual hosts except the server-config-only ones."""
-import http.client
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import signedjson.key
 
 from conftest import module_config, write_key
 from mxftest.env import free_port
-from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
+from mxftest.matrix import gen_room, import_room, load_key, q, room_request
 
 FED = "/_matrix/federation/v1"
 MODULES = ["mpm_event", "authz_core", "authn_core", "authz_host", "log_config", "dbd",
@@ -88,21 +87,8 @@ MatrixFedOldVerifyKey ed25519:oldmain {OLD_MAIN} 1532645052628
 
 
 def req(port, host, method, path, room=None, dest=None, content=None):
-    hdr = {"Host": host}
-    if dest:
-        origin = sorted(room.summary["joined_servers"])[0]
-        hdr["Authorization"] = xmatrix(origin, load_key(room.key_path(origin)), dest, method,
-                                       path, content)
-    body = json.dumps(content) if content is not None else None
-    if body:
-        hdr["Content-Type"] = "application/json"
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        c.request(method, path, body=body, headers=hdr)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    status, _, body = room_request(port, room, method, path, content, {"Host": host}, dest)
+    return status, body
 
 
 def pubkey(path):

@@ -15,14 +15,13 @@ unreachable) with its HTML page or, for a remote URL, a 302 redirect: for
 requests under /_matrix/ on such a host the module sets httpd's own error
 pages back, which become Matrix errors. A string ErrorDocument, and the
 module's own errors, are Matrix errors either way."""
-import http.client
 import json
 import os
 
 import pytest
 
 from conftest import SERVER_NAME, module_config
-from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
+from mxftest.matrix import gen_room, import_room, q, room_request
 
 FED = "/_matrix/federation/v1"
 MODULES = ["mpm_event", "authz_core", "authn_core", "authz_host", "log_config", "dbd",
@@ -72,21 +71,9 @@ ProxyPass /_matrix/client http://127.0.0.1:1/_matrix/client
 
 
 def send(h, room, method, path, content=None, signed=True):
-    hdr = {}
-    if signed:
-        origin = sorted(room.summary["joined_servers"])[0]
-        hdr["Authorization"] = xmatrix(origin, load_key(room.key_path(origin)), SERVER_NAME,
-                                       method, path, content)
-    body = json.dumps(content) if content is not None else None
-    if body:
-        hdr["Content-Type"] = "application/json"
-    c = http.client.HTTPConnection("127.0.0.1", h.port, timeout=30)
-    try:
-        c.request(method, path, body=body, headers=hdr)
-        r = c.getresponse()
-        return r.status, r.getheader("Content-Type"), r.read()
-    finally:
-        c.close()
+    status, headers, body = room_request(h.port, room, method, path, content,
+                                         destination=SERVER_NAME if signed else None)
+    return status, headers.get("content-type"), body
 
 
 def assert_matrix_error(got, status, errcode):

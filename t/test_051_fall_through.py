@@ -5,14 +5,13 @@ the module does not own reaches the homeserver behind mod_proxy unchanged
 (ProxyPass, ProxyPassMatch, ProxyPass in a <Location>, mod_rewrite [P]);
 the module's own endpoints never reach it. MatrixFedNotary Off gives the
 notary endpoints to the homeserver. README "What it is"."""
-import http.client
 import json
 import os
 
 import pytest
 
 from conftest import SERVER_NAME, module_config
-from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
+from mxftest.matrix import gen_room, import_room, q, room_request
 
 FED = "/_matrix/federation/v1"
 MODULES = ["mpm_event", "authz_core", "authn_core", "authz_host", "log_config", "dbd",
@@ -92,19 +91,9 @@ def not_owned():
 
 
 def send(h, room, method, path, content):
-    origin = sorted(room.summary["joined_servers"])[0]
-    hdr = {"Authorization": xmatrix(origin, load_key(room.key_path(origin)), SERVER_NAME,
-                                    method, path, content)}
-    body = json.dumps(content) if content is not None else None
-    if body:
-        hdr["Content-Type"] = "application/json"
-    c = http.client.HTTPConnection("127.0.0.1", h.port, timeout=30)
-    try:
-        c.request(method, path, body=body, headers=hdr)
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
+    status, _, body = room_request(h.port, room, method, path, content,
+                                   destination=SERVER_NAME)
+    return status, body
 
 
 def test_051_001_owned_never_reach_the_homeserver(srv, room):

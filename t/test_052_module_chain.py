@@ -4,7 +4,6 @@ mod_deflate on the answers (the streamed ones decompress to the same JSON),
 mod_headers, mod_status, `Require ip` in a <Location> (a Matrix 403),
 and LimitRequestBody below a get_missing_events body (a Matrix 413)."""
 import gzip
-import http.client
 import json
 import os
 import re
@@ -12,7 +11,7 @@ import re
 import pytest
 
 from conftest import SERVER_NAME, module_config
-from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
+from mxftest.matrix import gen_room, import_room, q, room_request
 
 FED = "/_matrix/federation/v1"
 MODULES = ["mpm_event", "authz_core", "authn_core", "authz_host", "log_config", "dbd",
@@ -37,21 +36,8 @@ ProxyPass /_matrix http://127.0.0.1:{backend.port}/_matrix nocanon
 
 
 def send(h, room, method, path, content=None, headers=None, signed=True):
-    hdr = dict(headers or {})
-    if signed:
-        origin = sorted(room.summary["joined_servers"])[0]
-        hdr["Authorization"] = xmatrix(origin, load_key(room.key_path(origin)), SERVER_NAME,
-                                       method, path, content)
-    body = json.dumps(content) if content is not None else None
-    if body:
-        hdr["Content-Type"] = "application/json"
-    c = http.client.HTTPConnection("127.0.0.1", h.port, timeout=60)
-    try:
-        c.request(method, path, body=body, headers=hdr)
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
+    return room_request(h.port, room, method, path, content, headers,
+                        destination=SERVER_NAME if signed else None, timeout=60)
 
 
 def norm(body):

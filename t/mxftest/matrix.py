@@ -4,6 +4,7 @@ on the libraries the reference homeserver uses (python3-signedjson,
 python3-canonicaljson): X-Matrix request signing, generated rooms as an
 in-memory DAG, and expectations for the history endpoints computed here,
 independently of the module's SQL."""
+import http.client
 import json
 import os
 import subprocess
@@ -180,6 +181,29 @@ class Room:
             if m == "join" or (hv == "invited" and m == "invite"):
                 return True
         return False
+
+
+def room_request(port, room, method, path, content=None, headers=None, destination=None,
+                 timeout=30):
+    """One request on a connection of its own to 127.0.0.1:@port, signed
+    (X-Matrix, for @destination) as the first joined server of @room when
+    @destination is given, with @content as its JSON body: (status, headers
+    with lower-case names, body)."""
+    hdr = dict(headers or {})
+    if destination:
+        origin = sorted(room.summary["joined_servers"])[0]
+        hdr["Authorization"] = xmatrix(origin, load_key(room.key_path(origin)), destination,
+                                       method, path, content)
+    body = json.dumps(content) if content is not None else None
+    if body:
+        hdr["Content-Type"] = "application/json"
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=hdr)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
 
 
 def gen_room(cli, out, **opts):
