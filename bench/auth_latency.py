@@ -58,7 +58,7 @@ def main():
                 "INSERT INTO mxf_server_keys (server_name, key_id, public_key, valid_until_ts,"
                 " source, fetched_ts) VALUES ('origin.bench', 'ed25519:bench',"
                 f" decode('{vk}' || repeat('=', (4 - length('{vk}') % 4) % 4), 'base64'),"
-                " 4102444800000, 'bench', 0)")
+                " 4102444800000, 'bench', (extract(epoch FROM now()) * 1000)::bigint)")
         backend.start()
         signing = write_key(os.path.join(work, "signing.key"))
         h.start(site_config(pg, signing, backend).replace(

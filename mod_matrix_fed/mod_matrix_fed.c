@@ -100,6 +100,10 @@ static mxf_req_t *claimed(request_rec *r)
  */
 static void claim(request_rec *r, mxf_req_t *req)
 {
+    const char *cl = apr_table_get(r->headers_in, "Content-Length");
+    apr_off_t announced = 0;
+    char *end;
+
     ap_set_module_config(r->request_config, &matrix_fed_module, req);
     /*
      * A body only POST and PUT routes read (mxf_http_read_body()): any other
@@ -107,7 +111,11 @@ static void claim(request_rec *r, mxf_req_t *req)
      * it has discarded that body or Timeout has passed. Close instead, as
      * for a body refused for its size.
      */
-    if (ap_request_has_body(r)
+    if (cl && (apr_strtoff(&announced, cl, &end, 10) != APR_SUCCESS || *end)) {
+        announced = 1;                  /* malformed: httpd refuses it anyway */
+    }
+    /* Not ap_request_has_body(): false for a HEAD, whose body httpd still reads. */
+    if ((announced > 0 || apr_table_get(r->headers_in, "Transfer-Encoding"))
         && !(req->route && (r->method_number == M_POST || r->method_number == M_PUT))) {
         r->connection->keepalive = AP_CONN_CLOSE;
     }

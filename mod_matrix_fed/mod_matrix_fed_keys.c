@@ -914,6 +914,12 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
         memcpy(pk, e.pk, MXF_ED25519_PK_BYTES);
         return APR_SUCCESS;
     }
+    if (rv == APR_EBUSY && !expired_ts) {
+        /* Known but due again, and not fetched for this server's own limit. */
+        *why = apr_psprintf(r->pool, "the keys of %s could not be fetched now: %s", server,
+                            reason);
+        return MXF_KEY_BUSY;
+    }
     if (known) {
         *why = expired_ts
             ? apr_psprintf(r->pool, "key %s of %s expired at %" APR_INT64_T_FMT

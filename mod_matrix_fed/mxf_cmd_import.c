@@ -1700,10 +1700,15 @@ static int load_known(importer_t *im)
             || !mxf_pg_copy(im->conn, "COPY mxf_import_verified FROM STDIN", &verified)) {
             return 0;
         }
+        /*
+         * The same PDU, however written (key order, spacing, escapes, as
+         * another server's encoder writes it): equal as JSON, unsigned
+         * aside. A stored copy with other signatures stays unverified.
+         */
         res = PQexec(im->conn, "UPDATE mxf_events e SET signatures_verified = true"
                                "  FROM mxf_import_verified v"
-                               " WHERE e.event_id = v.event_id AND e.pdu = v.pdu"
-                               "   AND NOT e.signatures_verified");
+                               " WHERE e.event_id = v.event_id AND NOT e.signatures_verified"
+                               "   AND (e.pdu::jsonb - 'unsigned') = (v.pdu::jsonb - 'unsigned')");
         if (!mxf_pg_ok(res, "marking stored events verified")) {
             return 0;
         }

@@ -77,9 +77,10 @@ def insert_key(pg, server, key, valid_until, expired_ts=None):
             " expired_ts, source, fetched_ts) VALUES"
             f" ('{server}', '{key_id(key)}',"
             f" decode('{vk}' || repeat('=', (4 - length('{vk}') % 4) % 4), 'base64'),"
-            f" {valid_until}, {exp}, 'test', 0)"
+            f" {valid_until}, {exp}, 'test', (extract(epoch FROM now()) * 1000)::bigint)"
             " ON CONFLICT (server_name, key_id) DO UPDATE SET public_key = EXCLUDED.public_key,"
-            " valid_until_ts = EXCLUDED.valid_until_ts, expired_ts = EXCLUDED.expired_ts")
+            " valid_until_ts = EXCLUDED.valid_until_ts, expired_ts = EXCLUDED.expired_ts,"
+            " fetched_ts = EXCLUDED.fetched_ts")
 
 
 # ------------------------------------------------------------------ TLS + fake servers
@@ -853,6 +854,10 @@ class TestFetchConcurrency:
 MatrixFedKeyFetchCAFile {certs["good"][0]}
 MatrixFedKeyCache shmcb
 MatrixFedKeyFetchConcurrency 1
+# One child: the limit is per child process.
+ServerLimit 1
+MaxRequestWorkers 8
+MinSpareThreads 1
 """)),
                 modules=MODULES)
         yield h

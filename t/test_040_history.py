@@ -50,7 +50,8 @@ def outsider(postgres, workdir):
                   "INSERT INTO mxf_server_keys (server_name, key_id, public_key, valid_until_ts,"
                   " source, fetched_ts) VALUES ('outsider.example', 'ed25519:out1',"
                   f" decode('{vk}' || repeat('=', (4 - length('{vk}') % 4) % 4), 'base64'),"
-                  " 4102444800000, 'test', 0) ON CONFLICT DO NOTHING")
+                  " 4102444800000, 'test', (extract(epoch FROM now()) * 1000)::bigint)"
+                  " ON CONFLICT DO NOTHING")
     return "outsider.example", key
 
 
