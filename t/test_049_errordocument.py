@@ -37,24 +37,33 @@ def room(build_env, postgres, workdir):
     return r
 
 
-@pytest.fixture(scope="module", params=["local", "remote"])
-def srv(request, httpd_factory, postgres, signing_key, workdir, room):
-    docroot = os.path.join(workdir, f"docroot-{request.param}")
+def error_documents(workdir, name, statuses, remote=False):
+    """Site-wide error pages, as production configurations have them: an HTML
+    page per status under a document root (a local ErrorDocument URL), or a
+    remote URL; the configuration lines."""
+    docroot = os.path.join(workdir, name)
     os.makedirs(os.path.join(docroot, "errors"), exist_ok=True)
-    for s in STATUSES:
+    for s in statuses:
         with open(os.path.join(docroot, "errors", f"{s}.html"), "w") as f:
             f.write(f"<html><body>Custom error {s}</body></html>\n")
-    if request.param == "local":
-        ed = "\n".join(f"ErrorDocument {s} /errors/{s}.html" for s in STATUSES)
-    else:
-        ed = "\n".join(f"ErrorDocument {s} https://errors.example.net/{s}" for s in STATUSES)
-    h = httpd_factory.new(f"httpd-errdoc-{request.param}")
-    site = f"""
+    ed = "\n".join(f"ErrorDocument {s} https://errors.example.net/{s}" if remote
+                   else f"ErrorDocument {s} /errors/{s}.html" for s in statuses)
+    return f"""
 TypesConfig /etc/mime.types
 DocumentRoot {docroot}
 <Directory {docroot}>
   Require all granted
 </Directory>
+{ed}
+"""
+
+
+@pytest.fixture(scope="module", params=["local", "remote"])
+def srv(request, httpd_factory, postgres, signing_key, workdir, room):
+    ed = error_documents(workdir, f"docroot-{request.param}", STATUSES,
+                         remote=request.param == "remote")
+    h = httpd_factory.new(f"httpd-errdoc-{request.param}")
+    site = f"""
 {ed}
 {module_config(postgres, signing_key)}
 LimitRequestBody 2000

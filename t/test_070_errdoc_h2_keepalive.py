@@ -15,6 +15,7 @@ import time
 import pytest
 
 from conftest import SERVER_NAME, module_config
+from test_049_errordocument import error_documents
 from mxftest.env import free_port
 from mxftest.matrix import gen_room, import_room, load_key, q, xmatrix
 
@@ -67,22 +68,11 @@ def room(build_env, postgres, workdir):
 @pytest.fixture(scope="module")
 def srv(httpd_factory, postgres, signing_key, workdir, room):
     be = ErrBackend()
-    docroot = os.path.join(workdir, "902-docroot")
-    os.makedirs(os.path.join(docroot, "errors"), exist_ok=True)
-    codes = (400, 403, 404, 429, 500, 502, 503)
-    for s in codes:
-        with open(os.path.join(docroot, "errors", f"{s}.html"), "w") as f:
-            f.write(f"<html>Custom error {s}</html>\n")
-    ed = "\n".join(f"ErrorDocument {s} /errors/{s}.html" for s in codes)
+    ed = error_documents(workdir, "070-docroot", (400, 403, 404, 429, 500, 502, 503))
     h = httpd_factory.new("httpd-070-902")
     p1, p2 = h.port, free_port()
     proxy = f"ProxyPass /_matrix/client http://127.0.0.1:{be.port}/_matrix/client"
     site = f"""
-TypesConfig /etc/mime.types
-DocumentRoot {docroot}
-<Directory {docroot}>
-  Require all granted
-</Directory>
 {ed}
 {module_config(postgres, signing_key)}
 Timeout 10
