@@ -934,8 +934,7 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
     if (rv != APR_SUCCESS) {
         *why = apr_psprintf(r->pool, "the keys of %s could not be fetched: %s", server,
                             reason);
-        return db_down ? MXF_KEY_NO_DATABASE : rv == APR_EBUSY ? MXF_KEY_BUSY
-                                                               : MXF_KEY_UNAVAILABLE;
+        return db_down ? MXF_KEY_NO_DATABASE : MXF_KEY_UNAVAILABLE;
     }
     *why = apr_psprintf(r->pool, "%s does not publish a key %s", server, key_id);
     return MXF_KEY_UNKNOWN;

@@ -1675,8 +1675,8 @@ static int load_known(importer_t *im)
                 /*
                  * Stored unverified (no key was known), its signatures
                  * verified now: the stored row says so (below) when it is
-                 * this very PDU. A signature that does not verify fails the
-                 * import, and this with it.
+                 * the same PDU (equal as JSON). A signature that does not
+                 * verify fails the import, and this with it.
                  */
                 mxf_copy_str(&verified, e->event_id);
                 mxf_copy_strn(&verified, e->pdu, e->pdu_len);
