@@ -4,10 +4,20 @@
  * its own transaction, under an advisory lock so that two runs at once
  * cannot interleave, and is recorded in mxf_schema_migrations; running it
  * again applies only what is missing.
+ *
+ * A migration that changes a table waits for that table's lock, and every
+ * statement reading the table queues behind it while it waits: on a serving
+ * database a long reader (an export, an open session) would stall every
+ * request. So each try waits at most --lock-timeout seconds for a lock; on
+ * a lock time-out the migration is rolled back (the queued readers go on),
+ * and tried again after a pause, at most --lock-tries times.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <apr_time.h>
 #include <libpq-fe.h>
 
 #include "mxf_cmd.h"
@@ -41,21 +51,56 @@ static int record(PGconn *conn, const mxf_migration_t *m)
                          2, params);
 }
 
-/* Runs one migration, naming it (not its whole text) if it fails. */
-static int run_migration(PGconn *conn, const mxf_migration_t *m)
-{
-    PGresult *res = PQexec(conn, m->sql);
+typedef struct lock_policy {
+    long timeout_ms;                    /* per try; 0: wait as long as it takes */
+    int tries;
+} lock_policy_t;
 
+#define LOCK_TIMEOUT_DEFAULT_S 5
+#define LOCK_TRIES_DEFAULT     20
+#define LOCK_PAUSE             apr_time_from_sec(1)
+#define SQLSTATE_LOCK_NOT_AVAILABLE "55P03"
+
+enum { MIG_FAILED, MIG_DONE, MIG_LOCK_TIMEOUT };
+
+/*
+ * Runs one migration in its own transaction and records it. Reports a lock
+ * time-out (rolled back) apart from other failures, which it names (the
+ * migration's name, not its whole text).
+ */
+static int run_migration(PGconn *conn, const mxf_migration_t *m, const lock_policy_t *lp)
+{
+    char set[64];
+    PGresult *res;
+    const char *state;
+
+    snprintf(set, sizeof(set), "SET LOCAL lock_timeout = %ld", lp->timeout_ms);
+    if (!mxf_pg_exec(conn, "BEGIN") || !mxf_pg_exec(conn, set)) {
+        return MIG_FAILED;
+    }
+    res = PQexec(conn, m->sql);
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (PQresultStatus(res) == PGRES_FATAL_ERROR && state
+        && !strcmp(state, SQLSTATE_LOCK_NOT_AVAILABLE)) {
+        PQclear(res);
+        return mxf_pg_exec(conn, "ROLLBACK") ? MIG_LOCK_TIMEOUT : MIG_FAILED;
+    }
     if (!mxf_pg_ok(res, m->name)) {
-        return 0;
+        mxf_pg_exec(conn, "ROLLBACK");
+        return MIG_FAILED;
     }
     PQclear(res);
-    return 1;
+    if (!record(conn, m)) {
+        mxf_pg_exec(conn, "ROLLBACK");
+        return MIG_FAILED;
+    }
+    return mxf_pg_exec(conn, "COMMIT") ? MIG_DONE : MIG_FAILED;
 }
 
-static int migrate(PGconn *conn, int *count)
+static int migrate(PGconn *conn, const lock_policy_t *lp, int *count)
 {
     const mxf_migration_t *m;
+    int try;
 
     if (!mxf_pg_exec(conn, "SET client_min_messages = warning")
         || !mxf_pg_exec(conn, "SELECT pg_advisory_lock(" MXF_PG_SCHEMA_LOCK ")")
@@ -75,32 +120,68 @@ static int migrate(PGconn *conn, int *count)
         if (done) {
             continue;
         }
-        if (!mxf_pg_exec(conn, "BEGIN")) {
-            return 0;
-        }
-        if (!run_migration(conn, m) || !record(conn, m)) {
-            mxf_pg_exec(conn, "ROLLBACK");
-            return 0;
-        }
-        if (!mxf_pg_exec(conn, "COMMIT")) {
-            return 0;
+        for (try = 1;; try++) {
+            int r = run_migration(conn, m, lp);
+
+            if (r == MIG_DONE) {
+                break;
+            }
+            if (r == MIG_FAILED) {
+                return 0;
+            }
+            if (try >= lp->tries) {
+                mxf_cmd_error("%s: a table it changes stayed locked by another session"
+                              " (%d tries of %ld s); nothing of it was applied. End the"
+                              " long transaction (an export, an open session: see"
+                              " pg_stat_activity) and run db init again", m->name,
+                              lp->tries, lp->timeout_ms / 1000);
+                return 0;
+            }
+            fprintf(stderr, "matrix-fed: %s: a table it changes is locked by another"
+                            " session; rolled back after %ld s so that readers go on,"
+                            " trying again (%d of %d)\n", m->name, lp->timeout_ms / 1000,
+                    try + 1, lp->tries);
+            apr_sleep(LOCK_PAUSE);
         }
         printf("applied %s\n", m->name);
+        fflush(stdout);
         (*count)++;
     }
     return 1;
 }
 
+/* A whole number in [lo, hi] from @a s, or -1. */
+static long parse_count(const char *s, long lo, long hi)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        return -1;
+    }
+    return v;
+}
+
 static void db_usage(FILE *out)
 {
-    fputs("Usage: matrix-fed db init --db CONNINFO\n"
+    fputs("Usage: matrix-fed db init --db CONNINFO [--lock-timeout SECONDS]"
+          " [--lock-tries N]\n"
           "  Creates the mod_matrix_fed schema in the database, or upgrades it to\n"
-          "  this version's. Safe to run again: applied migrations are skipped.\n", out);
+          "  this version's. Safe to run again: applied migrations are skipped.\n"
+          "  --lock-timeout S  a migration waits at most S seconds (default 5) for a\n"
+          "                    table lock, then is rolled back, so that the requests\n"
+          "                    queued behind it go on, and tried again; 0 waits as\n"
+          "                    long as it takes\n"
+          "  --lock-tries N    gives up after N tries (default 20), applying nothing\n"
+          "                    of that migration\n", out);
 }
 
 int mxf_cmd_db(apr_pool_t *p, int argc, const char *const *argv)
 {
     const char *conninfo = NULL;
+    lock_policy_t lp = { LOCK_TIMEOUT_DEFAULT_S * 1000L, LOCK_TRIES_DEFAULT };
     PGconn *conn;
     int i, count = 0, ok;
 
@@ -124,6 +205,24 @@ int mxf_cmd_db(apr_pool_t *p, int argc, const char *const *argv)
         else if (!strncmp(argv[i], "--db=", 5)) {
             conninfo = argv[i] + 5;
         }
+        else if (!strcmp(argv[i], "--lock-timeout") || !strcmp(argv[i], "--lock-tries")) {
+            int is_timeout = !strcmp(argv[i], "--lock-timeout");
+            long v = i + 1 < argc ? parse_count(argv[i + 1], is_timeout ? 0 : 1,
+                                                is_timeout ? 3600 : 1000) : -1;
+            if (v < 0) {
+                mxf_cmd_error("%s needs %s", argv[i], is_timeout
+                              ? "a whole number of seconds, 0 to 3600"
+                              : "a whole number, 1 to 1000");
+                return MXF_EXIT_USAGE;
+            }
+            if (is_timeout) {
+                lp.timeout_ms = v * 1000L;
+            }
+            else {
+                lp.tries = (int)v;
+            }
+            i++;
+        }
         else {
             mxf_cmd_error("unexpected argument '%s'", argv[i]);
             db_usage(stderr);
@@ -137,7 +236,10 @@ int mxf_cmd_db(apr_pool_t *p, int argc, const char *const *argv)
     if (!(conn = mxf_pg_connect(conninfo))) {
         return MXF_EXIT_FAILURE;
     }
-    ok = migrate(conn, &count);
+    if (lp.timeout_ms == 0) {
+        lp.tries = 1;                   /* it cannot time out */
+    }
+    ok = migrate(conn, &lp, &count);
     PQfinish(conn);
     if (!ok) {
         return MXF_EXIT_FAILURE;

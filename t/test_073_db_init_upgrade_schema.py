@@ -140,3 +140,71 @@ def test_073_004_killed_in_a_migration(fresh, build_env, postgres):
     assert r.returncode == 0, r.stdout
     assert schema(postgres, db) == fresh["schema"]
     assert migrations(postgres, db) == fresh["migrations"]
+
+
+def test_073_005_lock_timeout_lets_readers_go_on(fresh, build_env, postgres):
+    """README: a migration waits at most --lock-timeout for a table lock,
+    then is rolled back (the reads queued behind it go on) and tried again,
+    --lock-tries times. A database of a00cfea (015) upgraded while a long
+    transaction holds mxf_events: a reader started while db init waits is
+    answered within the lock time-out, not after the long transaction; db
+    init gives up naming the migration, with nothing of it applied, and
+    completes once the long transaction has ended."""
+    db = createdb(postgres)
+    sql = gzip.open(os.path.join(HERE, "fixtures", "upgrade_schema", "a00cfea.sql.gz")).read()
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres.conninfo(db)],
+                   input=sql, check=True, stdout=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        ["psql", "-X", "-q", "-d", postgres.conninfo(db)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    holder.stdin.write("BEGIN; LOCK TABLE mxf_events IN ACCESS SHARE MODE; SELECT pg_sleep(60);\n")
+    holder.stdin.flush()
+    time.sleep(0.5)
+    try:
+        t0 = time.monotonic()
+        p = subprocess.Popen([build_env.cli, "db", "init", "--db", postgres.conninfo(db),
+                              "--lock-timeout", "1", "--lock-tries", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.5)
+        r0 = time.monotonic()
+        reader = subprocess.run(
+            ["psql", "-X", "-qAt", "-d", postgres.conninfo(db), "-c",
+             "SET statement_timeout = '4s'", "-c", "SELECT count(*) FROM mxf_events"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        read_s = time.monotonic() - r0
+        out = p.communicate(timeout=60)[0]
+        took = time.monotonic() - t0
+        mid = migrations(postgres, db)
+    finally:
+        holder.kill()
+        holder.wait()
+        postgres.psql(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+                          " datname = current_database() AND pid <> pg_backend_pid()"
+                          " AND application_name = 'psql'")
+    assert reader.returncode == 0 and reader.stdout.strip() == "0", reader.stdout
+    assert read_s < 3, f"the reader waited {read_s:.1f} s behind db init"
+    assert p.returncode == 1, out
+    m = re.search(r"(\d{3}_\w+): a table it changes stayed locked", out)
+    assert m, out
+    assert out.count("trying again") == 2, out
+    assert 4 <= took < 30, (took, out)
+    assert m.group(1)[:3] not in mid, (m.group(1), mid)
+    assert "015" in mid, mid
+    r = init(build_env, postgres, db)
+    assert r.returncode == 0, r.stdout
+    assert schema(postgres, db) == fresh["schema"]
+    assert migrations(postgres, db) == fresh["migrations"]
+
+
+def test_073_006_lock_options(build_env, postgres):
+    db = createdb(postgres)
+    for bad in (["--lock-timeout", "-1"], ["--lock-timeout", "x"], ["--lock-timeout", "3601"],
+                ["--lock-tries", "0"], ["--lock-tries"], ["--lock-timeout", "5s"]):
+        r = subprocess.run([build_env.cli, "db", "init", "--db", postgres.conninfo(db)] + bad,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert r.returncode == 2 and bad[0] in r.stdout, (bad, r.stdout)
+    assert postgres.psql(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'mxf_events'") == "0"
+    r = subprocess.run([build_env.cli, "db", "init", "--db", postgres.conninfo(db),
+                        "--lock-timeout", "0", "--lock-tries", "1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert r.returncode == 0, r.stdout
