@@ -114,3 +114,41 @@ def test_049_004_module_errors_unaffected(srv, room):
     assert_matrix_error(send(srv, room, "GET", f"{FED}/event/%24nope"), 404, "M_NOT_FOUND")
     assert_matrix_error(send(srv, room, "GET", f"{FED}/event/%24nope", signed=False),
                         401, "M_UNAUTHORIZED")
+
+
+@pytest.fixture(scope="module")
+def srv_redirect(httpd_factory, postgres, signing_key, workdir, room):
+    """A host whose old paths under /_matrix/ are rewritten in directory
+    context, which httpd answers with an internal redirect (a new request
+    for the new path, after its post_read_request hooks have run again)."""
+    ed = error_documents(workdir, "docroot-redirect", STATUSES)
+    docroot = os.path.join(workdir, "docroot-redirect")
+    h = httpd_factory.new("httpd-errdoc-redirect")
+    site = f"""
+{ed}
+{module_config(postgres, signing_key)}
+<Directory {docroot}>
+  RewriteEngine On
+  RewriteRule ^_matrix/old/(.*)$ /_matrix/federation/v1/$1
+</Directory>
+<Location /_matrix/federation/v1/state_ids>
+  Require ip 192.0.2.1
+</Location>
+"""
+    h.start(site, modules=MODULES + ["rewrite"])
+    yield h
+    h.stop()
+    assert h.sanitizer_reports() == []
+
+
+def test_049_005_after_an_internal_redirect(srv_redirect, room):
+    """The error of the request an internal redirect makes is a Matrix error
+    too, not the host's ErrorDocument page (the custom responses are set
+    again for the new request)."""
+    st, _, body = send(srv_redirect, room, "GET", f"{FED}/event/{q(room.order[-1])}")
+    assert st == 200, body
+    path = f"/_matrix/old/state_ids/{q(room.room_id)}?event_id={q(room.order[-1])}"
+    got = send(srv_redirect, room, "GET", path, signed=False)
+    # Only the new request is under the <Location> that denies: a 403 says
+    # the redirect was made.
+    assert_matrix_error(got, 403, "M_FORBIDDEN")
