@@ -130,7 +130,14 @@ class BenchPostgres(Postgres):
 
 
 class BenchHttpd(Httpd):
-    """The harness's httpd process handling, with bench/httpd.conf.in."""
+    """The harness's httpd process handling, with bench/httpd.conf.in, and
+    glibc's malloc limited to --malloc-arenas arenas (MALLOC_ARENA_MAX, as
+    the README recommends for production; 0: glibc's default)."""
+
+    def __init__(self, env, basedir, name, arenas):
+        super().__init__(env, basedir, name)
+        if arenas:
+            self.extra_env = {"MALLOC_ARENA_MAX": str(arenas)}
 
     def render(self, site, **kw):
         values = dict(site)
@@ -490,7 +497,7 @@ def bench_room(args, env, pg, label, rdir, db, rundir, key_path, staticdir, rng)
     servers = [sv["server_name"] for sv in room.summary["servers"]]
     del room
 
-    httpd = BenchHttpd(env, rundir, f"httpd-{label}")
+    httpd = BenchHttpd(env, rundir, f"httpd-{label}", args.malloc_arenas)
     site = site_values(pg, db, key_path, staticdir, servers)
     httpd.start(site)
     results, ok_files = [], {}
@@ -610,7 +617,7 @@ def soak(args, env, pg, label, db, rundir, key_path, staticdir, files, servers):
     random.Random(7).shuffle(lines)
     with open(mixed, "w") as f:
         f.writelines(lines)
-    httpd = BenchHttpd(env, rundir, f"httpd-soak-{label}")
+    httpd = BenchHttpd(env, rundir, f"httpd-soak-{label}", args.malloc_arenas)
     site = site_values(pg, db, key_path, staticdir, servers)
     httpd.start(site)
     curve, errors, total = [], 0, 0
@@ -731,7 +738,9 @@ def markdown(meta, cases, growth, soak_res, targets):
            f"{meta['date']} · commit {meta['commit']} · {meta['cpu']} · {meta['nproc']} cores "
            f"· wrk -t{WRK_THREADS} -d{meta['duration']}s on the same machine · {meta['httpd']} "
            f"· PostgreSQL {meta['postgres']} · load average {meta['loadavg_at_start']:.1f} at "
-           f"the start, {meta['loadavg_at_end']:.1f} at the end", "",
+           f"the start, {meta['loadavg_at_end']:.1f} at the end · httpd with "
+           + (f"MALLOC_ARENA_MAX={meta['malloc_arena_max']}" if meta.get("malloc_arena_max")
+              else "glibc's default malloc arenas"), "",
            "Module: X-Matrix-signed requests, "
            f"{meta['requests_per_case']} different ones per case, replayed in a cycle. Ceiling: "
            "the same httpd serving a static file of the median response size, same wrk "
@@ -818,7 +827,8 @@ def machine_meta(args, env):
             "wrk": cmd("wrk", "-v").splitlines()[0].split(" [")[0] if shutil.which("wrk") else "",
             "mode": "quick: 10,000-event room only" if args.quick else "full",
             "duration": args.duration, "requests_per_case": args.requests,
-            "conns": list(CONNS), "wrk_threads": WRK_THREADS}
+            "conns": list(CONNS), "wrk_threads": WRK_THREADS,
+            "malloc_arena_max": args.malloc_arenas}
 
 
 # ------------------------------------------------------------------ main
@@ -843,6 +853,9 @@ def main():
                          "at a time is reported, not loaded (2)")
     ap.add_argument("--reimport", action="store_true",
                     help="import the rooms again (after changes to matrix-fed import)")
+    ap.add_argument("--malloc-arenas", type=int, default=2,
+                    help="MALLOC_ARENA_MAX of httpd (2, as the README recommends; 0: glibc's "
+                         "default, 8 per core)")
     ap.add_argument("--only", default="", help="comma-separated cases, e.g. gme10,event")
     ap.add_argument("--big-events", type=int, default=ROOMS[1][1],
                     help="events of the big room (1,000,000)")

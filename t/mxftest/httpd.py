@@ -50,6 +50,7 @@ class Httpd:
         self.access_log = os.path.join(self.dir, "access.log")
         self.proc = None
         self._log_mark = 0
+        self.extra_env = {}             # set for httpd's process (the benchmark's malloc setting)
 
     # ------------------------------------------------------------ config
     def render(self, site, modules=None, load_module=True, listen_extra=()):
@@ -102,7 +103,7 @@ class Httpd:
         self.proc = subprocess.Popen(
             [self.env.httpd, "-d", self.dir, "-f", self.conf, "-DFOREGROUND"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=self.env.sanitizer_env(self.dir), start_new_session=True)
+            env=dict(self.env.sanitizer_env(self.dir), **self.extra_env), start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -120,7 +121,8 @@ class Httpd:
         self.render(site, **kw)
         r = subprocess.run([self.env.httpd, "-d", self.dir, "-f", self.conf, "-t"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                           env=self.env.sanitizer_env(self.dir), timeout=60)
+                           env=dict(self.env.sanitizer_env(self.dir), **self.extra_env),
+                           timeout=60)
         return r.returncode, r.stdout
 
     def _answers(self):
