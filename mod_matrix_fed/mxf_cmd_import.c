@@ -18,9 +18,11 @@
  *      threads alongside steps 3 to 5, whose output does not depend on
  *      them: a signature that does not verify fails the import before it
  *      commits (its line reported);
- *   3. look up the events the database already has, and the events whose
- *      state was unknown (missing prev_events) that this import can now
- *      complete; order everything topologically (ties: input order);
+ *   3. look up the events the database already has (read as stored from
+ *      here on, with their stored redaction status, whatever copy of them
+ *      the input gives), and the events whose state was unknown (missing
+ *      prev_events) that this import can now complete; order everything
+ *      topologically (ties: input order);
  *   4. compute the state before each event (the merge of the states after
  *      its prev_events, resolved by the room version's state resolution
  *      where they differ), check the event against the authorization rules
@@ -125,7 +127,9 @@ typedef struct ev {
     const char *event_id;
     room_t *room;
     const char *type, *state_key, *sender, *membership, *redacts;
-    const char *pdu;
+    const char *pdu;                    /* NULL: read from the database (ev_json()); an event
+                                         * the database has is read as stored, given again
+                                         * or not (see load_known(), load_refills()) */
     const char **prevs, **auths;        /* event IDs */
     json_t *content;                    /* state events the state engine reads; else NULL */
     mxf_rs_state_t *before, *after;     /* NULL: state unknown */
@@ -723,6 +727,26 @@ static int extract_fields(apr_pool_t *p, apr_pool_t *tmp, json_t *j, ev_t *e,
 }
 
 /*
+ * Event @a e (PDU @a j, fields extracted) whose content hash does not
+ * match: processed redacted (checks on receipt, step 3), its fields taken
+ * from its redacted form - in room versions 1-10 a redaction has no
+ * "redacts" there, and the content the state engine keeps is the redacted
+ * one (in @a p).
+ */
+static void processed_redacted(apr_pool_t *p, apr_pool_t *tmp, json_t *j, ev_t *e)
+{
+    e->hash_mismatch = 1;
+    if (!e->room->rv->redacts_in_content) {
+        e->redacts = NULL;
+    }
+    if (e->content) {
+        json_t *red = mxf_event_redact(tmp, j, e->room->rv);
+        json_t *rc = red ? json_object_get(red, "content") : NULL;
+        e->content = rc ? mxf_json_own(p, json_incref(rc)) : NULL;
+    }
+}
+
+/*
  * Checks the signatures of every server that must sign @a j over @a bytes
  * (its redacted form less signatures): each must have signed with at least
  * one ed25519 key, and every signature by a key we know must verify.
@@ -1220,16 +1244,7 @@ static ev_t *check_line(checker_t *c, const line_t *l, const char **why)
     }
     rv = mxf_event_check_content_hash(tmp, j, r->rv, why);
     if (rv == APR_EMISMATCH) {
-        e->hash_mismatch = 1;           /* served redacted, as the spec says */
-        if (!r->rv->redacts_in_content) {
-            e->redacts = NULL;          /* the redacted form has no "redacts" (v1-v10) */
-        }
-        if (e->content) {
-            /* ... and processed redacted (checks on receipt, step 3). */
-            json_t *red = mxf_event_redact(tmp, j, r->rv);
-            json_t *rc = red ? json_object_get(red, "content") : NULL;
-            e->content = rc ? mxf_json_own(p, json_incref(rc)) : NULL;
-        }
+        processed_redacted(p, tmp, j, e);  /* and served redacted, as the spec says */
     }
     else if (rv != APR_SUCCESS) {
         return NULL;
@@ -1589,11 +1604,41 @@ static ev_t *ev_get(importer_t *im, const char *id)
     return apr_hash_get(im->events, id, APR_HASH_KEY_STRING);
 }
 
+/* Whether @a e is an event of the input (else one loaded from the database). */
+static int in_input(const importer_t *im, const ev_t *e)
+{
+    return e->line >= 1 && e->line <= im->n_lines;
+}
+
 /*
- * Marks the events the database already has, and loads the ones the input
- * refers to as prev_events or auth_events without carrying them (parents
- * at the edge of this import, auth events imported before). Leaves their
- * IDs in the temporary table mxf_import_ids.
+ * An event of the input that the database already has: from here on it is
+ * read as stored (ev_json() reads its stored PDU and redaction status when
+ * it is needed), not as the input gives it - the stored copy is the one
+ * the events after it were judged by and the one served, and an input copy
+ * may be another (altered in transit, or not), or miss a redaction that an
+ * earlier import applied. Its type, sender, state_key, prev_events and
+ * auth_events are those of the stored copy (its event ID covers them); what
+ * comes from its content is forgotten. Its input copy stays for the
+ * signature verification, which may be running.
+ */
+static void forget_input_copy(ev_t *e)
+{
+    e->pdu = NULL;
+    e->pdu_len = 0;
+    e->json = NULL;
+    e->hash_mismatch = 0;
+    e->pruned = 0;
+    e->membership = NULL;
+    e->redacts = NULL;
+    e->content = NULL;
+}
+
+/*
+ * Marks the events the database already has (forgetting the input's copy
+ * of those it gives again), and loads the ones the input refers to as
+ * prev_events or auth_events without carrying them (parents at the edge
+ * of this import, auth events imported before). Leaves their IDs in the
+ * temporary table mxf_import_ids.
  */
 static int load_known(importer_t *im)
 {
@@ -1655,6 +1700,7 @@ static int load_known(importer_t *im)
         }
         else if (e->pdu && e->room != room_get(im, PQgetvalue(res, i, 2))) {
             im->n_id_clash++;           /* v1/v2: taken by an event of another room */
+            forget_input_copy(e);
         }
         else if (e->pdu) {
             /* Given again. */
@@ -1682,6 +1728,7 @@ static int load_known(importer_t *im)
                 mxf_copy_strn(&verified, e->pdu, e->pdu_len);
                 mxf_copy_end(&verified);
             }
+            forget_input_copy(e);
         }
         e->known = 1;
         e->nid = apr_atoi64(PQgetvalue(res, i, 1));
@@ -1728,7 +1775,11 @@ static int load_known(importer_t *im)
  * Events of the database whose state was unknown (a prev_event was
  * missing) in the rooms where this import brings such a missing event:
  * they are ordered and their state computed with the new events, and
- * their rows updated. Their IDs join mxf_import_ids.
+ * their rows updated. Each is read as stored, given again in the input or
+ * not: its stored PDU, processed redacted when its content hash did not
+ * match, read redacted by the auth checks when a redaction applied to it
+ * (as ev_json() reads stored events); its stored PDU is not rewritten.
+ * Their IDs join mxf_import_ids.
  */
 static int load_refills(importer_t *im)
 {
@@ -1748,7 +1799,7 @@ static int load_refills(importer_t *im)
         const char *params[1] = { PQgetvalue(rooms, k, 0) };
         PGresult *res = mxf_pg_query(im->conn,
                                      "SELECT e.event_nid, e.event_id, e.pdu, r.room_id,"
-                                     "       e.redacted_pdu IS NOT NULL"
+                                     "       e.redacted_pdu IS NOT NULL, e.redacted_because"
                                      "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
                                      " WHERE e.room_nid = $1::bigint AND e.state_before IS NULL"
                                      "   AND NOT e.outlier"
@@ -1761,38 +1812,46 @@ static int load_refills(importer_t *im)
             const char *id = PQgetvalue(res, i, 1), *why = NULL;
             ev_t *e = ev_get(im, id);
             room_t *r = room_get(im, PQgetvalue(res, i, 3));
+            int from_input;
+            json_t *j;
 
             if (!r) {
                 continue;
             }
-            int from_input = e && e->pdu;
-
-            if (!from_input) {
-                /* Not in the input: from its stored PDU. */
-                json_t *j;
-                const char *pdu = apr_pstrmemdup(im->p, PQgetvalue(res, i, 2),
-                                                 (apr_size_t)PQgetlength(res, i, 2));
-                if (!e) {
-                    e = apr_pcalloc(im->p, sizeof(*e));
-                    e->event_id = apr_pstrdup(im->p, id);
-                    apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
-                }
-                e->room = r;
-                e->pdu = pdu;
-                e->pdu_len = (apr_size_t)PQgetlength(res, i, 2);
-                if (mxf_json_parse(im->scratch, e->pdu, e->pdu_len, PDU_PARSE, &j, &why)
-                        != APR_SUCCESS
-                    || !jstr(j, "type")
-                    || (e->type = apr_pstrdup(im->p, jstr(j, "type")),
-                        !extract_fields(im->p, im->scratch, j, e, &why))) {
-                    mxf_cmd_error("stored event %s cannot be read again: %s", id,
-                                  why ? why : "no type");
-                    PQclear(res);
-                    PQclear(rooms);
-                    return 0;
-                }
-                apr_pool_clear(im->scratch);
+            /* Given again (then ordered already, and known: load_known()), or not. */
+            from_input = e && in_input(im, e);
+            if (!e) {
+                e = apr_pcalloc(im->p, sizeof(*e));
+                e->event_id = apr_pstrdup(im->p, id);
+                apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
             }
+            e->room = r;
+            e->pdu_len = (apr_size_t)PQgetlength(res, i, 2);
+            e->pdu = apr_pstrmemdup(im->p, PQgetvalue(res, i, 2), e->pdu_len);
+            e->json = NULL;
+            e->state_key = e->membership = e->redacts = NULL;
+            e->content = NULL;
+            e->hash_mismatch = e->pruned = 0;
+            if (mxf_json_parse(im->scratch, e->pdu, e->pdu_len, PDU_PARSE, &j, &why)
+                    != APR_SUCCESS
+                || !jstr(j, "type")
+                || (e->type = apr_pstrdup(im->p, jstr(j, "type")),
+                    !extract_fields(im->p, im->scratch, j, e, &why))) {
+                mxf_cmd_error("stored event %s cannot be read again: %s", id,
+                              why ? why : "no type");
+                PQclear(res);
+                PQclear(rooms);
+                return 0;
+            }
+            if (!PQgetisnull(res, i, 5)) {
+                if (!strcmp(PQgetvalue(res, i, 5), "content-hash")) {
+                    processed_redacted(im->p, im->scratch, j, e);
+                }
+                else if (!is_create(j)) {
+                    e->pruned = 1;      /* by a redaction of an earlier import */
+                }
+            }
+            apr_pool_clear(im->scratch);
             e->known = 0;
             e->refill = 1;
             e->had_redacted = PQgetvalue(res, i, 4)[0] == 't';
@@ -2023,8 +2082,10 @@ static void cache_trim(importer_t *im)
 
 /*
  * The parsed PDU of @a e (as processed: redacted if its content hash did
- * not match), cached; for a stored event read from the database. NULL if
- * it cannot be had (im->db_failed set on a database error).
+ * not match), cached; for a stored event (other than a refilled one, whose
+ * stored PDU load_refills() took) read from the database, given again in
+ * the input or not. NULL if it cannot be had (im->db_failed set on a
+ * database error).
  */
 static json_t *ev_json(importer_t *im, ev_t *e)
 {
@@ -2051,11 +2112,19 @@ static json_t *ev_json(importer_t *im, ev_t *e)
         }
         text = PQgetvalue(res, 0, 0);
         len = (apr_size_t)PQgetlength(res, 0, 0);
-        /* Redacted by an earlier import: by its content hash (processed
-         * redacted), or by an m.room.redaction (read redacted by auth checks). */
+        /*
+         * Redacted by an earlier import: by its content hash (processed
+         * redacted), or by an m.room.redaction (read redacted by auth
+         * checks). Read again after cache_trim(): what mark_pruned() set
+         * (a redaction of this import) stays.
+         */
         if (!PQgetisnull(res, 0, 1)) {
-            e->hash_mismatch = !strcmp(PQgetvalue(res, 0, 1), "content-hash");
-            e->pruned = !e->hash_mismatch;
+            if (!strcmp(PQgetvalue(res, 0, 1), "content-hash")) {
+                e->hash_mismatch = 1;
+            }
+            else {
+                e->pruned = 1;
+            }
         }
     }
     if (mxf_json_parse(im->cache, text, len, PDU_PARSE, &j, &why) != APR_SUCCESS) {
@@ -2478,11 +2547,19 @@ static mxf_rs_state_t *given_state(importer_t *im, ev_t *e)
             continue;
         }
         v = apr_pcalloc(im->authp, sizeof(*v));
-        v->nid = g->nid;
-        v->event_id = g->event_id;
-        v->membership = g->membership;
-        v->sender = g->sender;
-        v->content = g->content;
+        if (g->known) {
+            /* Stored before: as stored (its content is not the input's). */
+            if (!rs_value_of(im, e->room->rs, g->event_id, v)) {
+                continue;               /* a database error: im->db_failed, seen by the caller */
+            }
+        }
+        else {
+            v->nid = g->nid;
+            v->event_id = g->event_id;
+            v->membership = g->membership;
+            v->sender = g->sender;
+            v->content = g->content;
+        }
         types[m] = g->type;
         keys[m] = g->state_key;
         values[m++] = v;
@@ -3092,7 +3169,9 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
         if (t && t->redacted_now) {
             continue;                   /* an earlier redaction applied */
         }
-        text = t && t->redacted_pre ? t->redacted_pre
+        /* The redacted form encoded while checking, unless the target was
+         * stored before (then of its input copy, which is not the one kept). */
+        text = t && t->redacted_pre && !t->known && !t->refill ? t->redacted_pre
                : rv ? redacted_text(im, im->p, target_id, PQgetvalue(res, i, 6),
                                     (apr_size_t)PQgetlength(res, i, 6), rv) : NULL;
         if (!text) {
@@ -3428,8 +3507,8 @@ static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *bat
             im->n_sig_unverifiable += !e->sigs_verified;
         }
         e->redacted_pdu = NULL;
-        if (need_text && e->redacted_pre) {
-            e->redacted_pdu = e->redacted_pre;
+        if (need_text && e->redacted_pre && !e->refill) {
+            e->redacted_pdu = e->redacted_pre;  /* (a refill's is of its input copy) */
         }
         else if (need_text
                  && !(e->redacted_pdu = redacted_text(im, cur->pool, e->event_id, e->pdu,

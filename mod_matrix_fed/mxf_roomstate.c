@@ -663,7 +663,9 @@ mxf_rs_state_t *mxf_rs_load(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t 
                        "       CASE WHEN s.type IN ('m.room.power_levels',"
                        "            'm.room.history_visibility', 'm.room.create',"
                        "            'm.room.server_acl', 'm.room.join_rules')"
-                       "            THEN (e.pdu::jsonb -> 'content')::text END"
+                       "            THEN ((CASE WHEN e.redacted_because = 'content-hash'"
+                       "                        THEN coalesce(e.redacted_pdu, e.pdu)"
+                       "                        ELSE e.pdu END)::jsonb -> 'content')::text END"
                        "  FROM mxf_state_of($1::bigint) s JOIN mxf_events e USING (event_nid)",
                        1, params);
     if (!res) {

@@ -85,7 +85,10 @@ mxf_rs_room_t *mxf_rs_room(mxf_rs_ctx_t *ctx, apr_int64_t room_nid, const mxf_ro
 /* The empty state (before a room's m.room.create). */
 mxf_rs_state_t *mxf_rs_empty(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room);
 
-/* A state group already in the database; NULL (reported) on error. */
+/*
+ * A state group already in the database, its events' content as processed
+ * (redacted where the content hash did not match); NULL (reported) on error.
+ */
 mxf_rs_state_t *mxf_rs_load(mxf_rs_ctx_t *ctx, mxf_rs_room_t *room, apr_int64_t group_id);
 
 /* A state of this run or one loaded before, by its group number; NULL if none. */
