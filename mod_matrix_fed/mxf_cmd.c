@@ -21,7 +21,8 @@ static const struct {
     const char *usage;
 } commands[] = {
     { "db", mxf_cmd_db,
-      "db init --db CONNINFO      create or upgrade the database schema" },
+      "db init --db CONNINFO [--lock-timeout S] [--lock-tries N]\n"
+      "                             create or upgrade the database schema" },
     { "import", mxf_cmd_import,
       "import --db CONNINFO [--keys FILE]... [--require-signatures] [--threads N]\n"
       "       [--batch-events N] [--quiet] [FILE|-]\n"

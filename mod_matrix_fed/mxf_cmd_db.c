@@ -164,6 +164,26 @@ static long parse_count(const char *s, long lo, long hi)
     return v;
 }
 
+/* --lock-timeout (@a is_timeout) or --lock-tries @a val into @a lp; 0 (said) if invalid. */
+static int set_lock_option(lock_policy_t *lp, int is_timeout, const char *val)
+{
+    long v = parse_count(val, is_timeout ? 0 : 1, is_timeout ? 3600 : 1000);
+
+    if (v < 0) {
+        mxf_cmd_error("%s needs %s", is_timeout ? "--lock-timeout" : "--lock-tries",
+                      is_timeout ? "a whole number of seconds, 0 to 3600"
+                                 : "a whole number, 1 to 1000");
+        return 0;
+    }
+    if (is_timeout) {
+        lp->timeout_ms = v * 1000L;
+    }
+    else {
+        lp->tries = (int)v;
+    }
+    return 1;
+}
+
 static void db_usage(FILE *out)
 {
     fputs("Usage: matrix-fed db init --db CONNINFO [--lock-timeout SECONDS]"
@@ -195,33 +215,27 @@ int mxf_cmd_db(apr_pool_t *p, int argc, const char *const *argv)
         return MXF_EXIT_USAGE;
     }
     for (i = 2; i < argc; i++) {
+        const char *val = NULL;
+        int got;
+
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             db_usage(stdout);
             return MXF_EXIT_OK;
         }
-        if (!strcmp(argv[i], "--db") && i + 1 < argc) {
-            conninfo = argv[++i];
-        }
-        else if (!strncmp(argv[i], "--db=", 5)) {
-            conninfo = argv[i] + 5;
-        }
-        else if (!strcmp(argv[i], "--lock-timeout") || !strcmp(argv[i], "--lock-tries")) {
-            int is_timeout = !strcmp(argv[i], "--lock-timeout");
-            long v = i + 1 < argc ? parse_count(argv[i + 1], is_timeout ? 0 : 1,
-                                                is_timeout ? 3600 : 1000) : -1;
-            if (v < 0) {
-                mxf_cmd_error("%s needs %s", argv[i], is_timeout
-                              ? "a whole number of seconds, 0 to 3600"
-                              : "a whole number, 1 to 1000");
+        if ((got = mxf_cmd_opt_value(argc, argv, &i, "--db", &conninfo)) != 0) {
+            if (got < 0) {
                 return MXF_EXIT_USAGE;
             }
-            if (is_timeout) {
-                lp.timeout_ms = v * 1000L;
+        }
+        else if ((got = mxf_cmd_opt_value(argc, argv, &i, "--lock-timeout", &val)) != 0) {
+            if (got < 0 || !set_lock_option(&lp, 1, val)) {
+                return MXF_EXIT_USAGE;
             }
-            else {
-                lp.tries = (int)v;
+        }
+        else if ((got = mxf_cmd_opt_value(argc, argv, &i, "--lock-tries", &val)) != 0) {
+            if (got < 0 || !set_lock_option(&lp, 0, val)) {
+                return MXF_EXIT_USAGE;
             }
-            i++;
         }
         else {
             mxf_cmd_error("unexpected argument '%s'", argv[i]);

@@ -27,15 +27,19 @@ int mxf_cmd_export(apr_pool_t *p, int argc, const char *const *argv)
     FILE *f = stdout;
     int i, rc = MXF_EXIT_OK;
 
+    if (argc < 2) {
+        export_usage(stderr);
+        return MXF_EXIT_USAGE;
+    }
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--db") && i + 1 < argc) {
-            conninfo = argv[++i];
-        }
-        else if (!strcmp(argv[i], "--room") && i + 1 < argc) {
-            room = argv[++i];
-        }
-        else if (!strcmp(argv[i], "--out") && i + 1 < argc) {
-            out = argv[++i];
+        int got;
+
+        if ((got = mxf_cmd_opt_value(argc, argv, &i, "--db", &conninfo)) != 0
+            || (got = mxf_cmd_opt_value(argc, argv, &i, "--room", &room)) != 0
+            || (got = mxf_cmd_opt_value(argc, argv, &i, "--out", &out)) != 0) {
+            if (got < 0) {
+                return MXF_EXIT_USAGE;
+            }
         }
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             export_usage(stdout);

@@ -59,7 +59,8 @@ static void genroom_usage(FILE *out)
           "  conflict in state (default 0; room versions 2+; the expected state after\n"
           "  their merge is the generator's prediction of state resolution).\n"
           "  Same options and seed (default 1) give the same\n"
-          "  bytes, whatever the number of signing threads T (default 2).\n"
+          "  bytes, whatever the number of signing threads T (0-64, default 2; 0\n"
+          "  signs in the calling thread).\n"
           "  Writes DIR/room.jsonl, DIR/expected.jsonl, DIR/expected.json\n"
           "  and DIR/keys/ (<server>.key, <server>.json, all.json).\n", out);
 }

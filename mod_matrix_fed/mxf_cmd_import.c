@@ -3731,11 +3731,12 @@ static void import_usage(FILE *out)
           "  Loads federation PDUs, in any order, into the database: one JSON object\n"
           "  per line, or JSON arrays of PDUs and federation responses holding them\n"
           "  (\"pdus\", \"auth_chain\", \"state\", \"events\", \"event\"), on one line\n"
-          "  or over many. --keys FILE holds /_matrix/key/v2/server responses (one JSON\n"
-          "  object, an array of them, or one per line); they are verified and stored.\n"
-          "  Lines are checked in N threads (default: one per CPU). Rows are written\n"
-          "  in rounds of --batch-events events (default 5000), each while the next\n"
-          "  is computed.\n"
+          "  or over many. --keys FILE holds /_matrix/key/v2/server or notary\n"
+          "  (/_matrix/key/v2/query) responses (one JSON object, an array of them, or\n"
+          "  one per line); they are verified and stored.\n"
+          "  Lines are checked in N threads (1-32, default: one per CPU). Rows are\n"
+          "  written in rounds of --batch-events events (1-1000000, default 5000),\n"
+          "  each while the next is computed.\n"
           "  The import is one transaction: on any error nothing is written. Imports\n"
           "  into one database run one at a time (a waiting import says so).\n", out);
 }
@@ -3755,24 +3756,39 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     im.threads = ncpu > 0 ? (int)(ncpu < MAX_THREADS ? ncpu : MAX_THREADS) : 1;
     im.batch_events = BATCH_EVENTS;
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--db") && i + 1 < argc) {
-            conninfo = argv[++i];
+        const char *v = NULL;
+        int got;
+
+        if ((got = mxf_cmd_opt_value(argc, argv, &i, "--db", &v)) != 0) {
+            if (got < 0) {
+                return MXF_EXIT_USAGE;
+            }
+            conninfo = v;
         }
-        else if (!strcmp(argv[i], "--keys") && i + 1 < argc) {
-            APR_ARRAY_PUSH(keyfiles, const char *) = argv[++i];
+        else if ((got = mxf_cmd_opt_value(argc, argv, &i, "--keys", &v)) != 0) {
+            if (got < 0) {
+                return MXF_EXIT_USAGE;
+            }
+            APR_ARRAY_PUSH(keyfiles, const char *) = v;
         }
-        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+        else if ((got = mxf_cmd_opt_value(argc, argv, &i, "--threads", &v)) != 0) {
             char *end;
-            long n = strtol(argv[++i], &end, 10);
+            long n = got < 0 ? 0 : strtol(v, &end, 10);
+            if (got < 0) {
+                return MXF_EXIT_USAGE;
+            }
             if (*end || n < 1 || n > MAX_THREADS) {
                 mxf_cmd_error("import: --threads takes 1 to %d", MAX_THREADS);
                 return MXF_EXIT_USAGE;
             }
             im.threads = (int)n;
         }
-        else if (!strcmp(argv[i], "--batch-events") && i + 1 < argc) {
+        else if ((got = mxf_cmd_opt_value(argc, argv, &i, "--batch-events", &v)) != 0) {
             char *end;
-            long n = strtol(argv[++i], &end, 10);
+            long n = got < 0 ? 0 : strtol(v, &end, 10);
+            if (got < 0) {
+                return MXF_EXIT_USAGE;
+            }
             if (*end || n < 1 || n > MAX_BATCH_EVENTS) {
                 mxf_cmd_error("import: --batch-events takes 1 to %d", MAX_BATCH_EVENTS);
                 return MXF_EXIT_USAGE;

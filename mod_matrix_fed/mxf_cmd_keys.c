@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -289,6 +290,12 @@ int mxf_cmd_sign_request(apr_pool_t *p, int argc, const char *const *argv)
     }
     if (uri[0] != '/') {
         mxf_cmd_error("sign-request: URI must be the request target, starting with '/'");
+        return MXF_EXIT_USAGE;
+    }
+    if (body && (!strcasecmp(method, "GET") || !strcasecmp(method, "HEAD"))) {
+        /* Servers leave the body of a GET out of what they check. */
+        mxf_cmd_error("sign-request: --body with %s: give the method that sends it"
+                      " (--method POST)", strcmp(method, "GET") ? method : "GET (the default)");
         return MXF_EXIT_USAGE;
     }
     m = apr_pstrdup(p, method);
