@@ -199,14 +199,14 @@ static const char *set_signing_key(cmd_parms *cmd, void *dconf, const char *path
     return NULL;
 }
 
-/* A whole number in [lo, hi] for directive @a cmd, or an error message. */
-static const char *parse_count(cmd_parms *cmd, const char *arg, long lo, long hi, long *out)
+const char *mxf_config_parse_count(cmd_parms *cmd, const char *arg, long lo, long hi,
+                                   long *out)
 {
     char *end;
     long v;
 
     errno = 0;
-    v = strtol(arg, &end, 10);
+    v = apr_isdigit(*arg) ? strtol(arg, &end, 10) : (end = (char *)arg, 0);
     if (errno || end == arg || *end || v < lo || v > hi) {
         return apr_psprintf(cmd->pool, "%s must be a whole number from %ld to %ld, not '%s'",
                             cmd->cmd->name, lo, hi, arg);
@@ -234,7 +234,7 @@ static const char *set_max_body(cmd_parms *cmd, void *dconf, const char *arg)
     long v;
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
 
-    if (err || (err = parse_count(cmd, arg, 1024, 16 * 1024 * 1024, &v))) {
+    if (err || (err = mxf_config_parse_count(cmd, arg, 1024, 16 * 1024 * 1024, &v))) {
         return err;
     }
     conf_of(cmd)->max_body = v;
@@ -247,7 +247,7 @@ static const char *set_limit(cmd_parms *cmd, void *dconf, const char *arg)
     const char *err = ap_check_cmd_context(cmd, NOT_IN_DIR_LOC_FILE);
     mxf_srv_conf_t *conf = conf_of(cmd);
 
-    if (err || (err = parse_count(cmd, arg, 1, 1000, &v))) {
+    if (err || (err = mxf_config_parse_count(cmd, arg, 1, 1000, &v))) {
         return err;
     }
     if (cmd->info == (void *)1) {
@@ -270,8 +270,9 @@ static const char *set_query_slots(cmd_parms *cmd, void *dconf, const char *arg)
     if (ap_cstr_casecmp(arg, "off") == 0) {
         v = 0;
     }
-    else if ((err = parse_count(cmd, arg, 1, 10000, &v)) != NULL) {
-        return apr_pstrcat(cmd->pool, err, " (or off)", NULL);
+    else if (mxf_config_parse_count(cmd, arg, 1, 10000, &v) != NULL) {
+        return apr_psprintf(cmd->pool, "%s must be off or a whole number from 1 to 10000,"
+                            " not '%s'", cmd->cmd->name, arg);
     }
     conf_of(cmd)->query_slots = (int)v;
     return NULL;

@@ -52,6 +52,13 @@ apr_interval_time_t mxf_config_query_timeout(const mxf_srv_conf_t *conf);
 apr_interval_time_t mxf_config_stream_timeout(const mxf_srv_conf_t *conf);
 
 /*
+ * A whole number in [@a lo, @a hi] (digits only: no sign, no spaces) for
+ * directive @a cmd into *@a out; NULL, or the error message.
+ */
+const char *mxf_config_parse_count(cmd_parms *cmd, const char *arg, long lo, long hi,
+                                   long *out);
+
+/*
  * A duration for directive @a cmd (a number of seconds, or with a unit:
  * ms, s, mi, h) in [lo, hi], into *out; or an error message naming the
  * directive, the value and @a range (how the bounds read, e.g. "0 to 300s").

@@ -314,16 +314,10 @@ const char *mxf_keys_set_interval(cmd_parms *cmd, void *dconf, const char *arg)
 const char *mxf_keys_set_fetch_slots(cmd_parms *cmd, void *dconf, const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    char *end;
     long n;
 
-    if (err) {
+    if (err || (err = mxf_config_parse_count(cmd, arg, 1, 1000, &n)) != NULL) {
         return err;
-    }
-    n = strtol(arg, &end, 10);
-    if (end == arg || *end || n < 1 || n > 1000) {
-        return apr_psprintf(cmd->pool, "MatrixFedKeyFetchConcurrency: '%s' is not a number "
-                            "from 1 to 1000", arg);
     }
     kconf_of(cmd)->fetch_slots = (int)n;
     return NULL;

@@ -920,7 +920,7 @@ MatrixFedKeyCache shmcb
         finally:
             h.stop()
 
-    @pytest.mark.parametrize("value", ["0", "1001", "x"])
+    @pytest.mark.parametrize("value", ["0", "1001", "x", "+8", '" 8"', "-0"])
     def test_030_037_directive_range(self, httpd_factory, postgres, signing_key, backend,
                                      value):
         httpd_factory.assert_start_fails(

@@ -169,6 +169,8 @@ def test_041_bad_directives(httpd_factory, postgres, signing_key, backend):
     cases = [
         ("MatrixFedQueryConcurrency 0", "whole number from 1 to 10000"),
         ("MatrixFedQueryConcurrency many", "whole number from 1 to 10000"),
+        ("MatrixFedQueryConcurrency +4", "off or a whole number from 1 to 10000, not '+4'"),
+        ('MatrixFedMaxBodySize " 2048"', "MatrixFedMaxBodySize must be a whole number"),
         ("MatrixFedQueryWait forever", "expected a duration from 0 to 300s"),
         ("MatrixFedQueryWait 301", "expected a duration from 0 to 300s"),
         ("<VirtualHost 127.0.0.1:1>\nMatrixFedQueryConcurrency 4\n</VirtualHost>",
