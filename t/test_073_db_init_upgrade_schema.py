@@ -50,6 +50,23 @@ def migrations(postgres, db):
                              " FROM mxf_schema_migrations")
 
 
+def old_database_with_events_held(postgres):
+    """A database of a00cfea (015), and a session holding mxf_events in a long
+    transaction (as a reader would), which the migrations 017 on must wait
+    for: (database, the session's psql process)."""
+    db = createdb(postgres)
+    sql = gzip.open(os.path.join(HERE, "fixtures", "upgrade_schema", "a00cfea.sql.gz")).read()
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres.conninfo(db)],
+                   input=sql, check=True, stdout=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        ["psql", "-X", "-q", "-d", postgres.conninfo(db)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    holder.stdin.write("BEGIN; LOCK TABLE mxf_events IN ACCESS SHARE MODE; SELECT pg_sleep(60);\n")
+    holder.stdin.flush()
+    time.sleep(0.5)
+    return db, holder
+
+
 @pytest.fixture(scope="module")
 def fresh(build_env, postgres):
     db = createdb(postgres)
@@ -110,16 +127,7 @@ def test_073_004_killed_in_a_migration(fresh, build_env, postgres):
     017 (DROP INDEX on mxf_events) waits for it; db init is killed (-9)
     there, the reader goes, db init runs again: nothing half-applied, the
     schema is a fresh one's."""
-    db = createdb(postgres)
-    sql = gzip.open(os.path.join(HERE, "fixtures", "upgrade_schema", "a00cfea.sql.gz")).read()
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres.conninfo(db)],
-                   input=sql, check=True, stdout=subprocess.DEVNULL)
-    holder = subprocess.Popen(
-        ["psql", "-X", "-q", "-d", postgres.conninfo(db)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    holder.stdin.write("BEGIN; LOCK TABLE mxf_events IN ACCESS SHARE MODE; SELECT pg_sleep(60);\n")
-    holder.stdin.flush()
-    time.sleep(0.5)
+    db, holder = old_database_with_events_held(postgres)
     p = subprocess.Popen([build_env.cli, "db", "init", "--db", postgres.conninfo(db)],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     time.sleep(2)
@@ -150,16 +158,7 @@ def test_073_005_lock_timeout_lets_readers_go_on(fresh, build_env, postgres):
     answered within the lock time-out, not after the long transaction; db
     init gives up naming the migration, with nothing of it applied, and
     completes once the long transaction has ended."""
-    db = createdb(postgres)
-    sql = gzip.open(os.path.join(HERE, "fixtures", "upgrade_schema", "a00cfea.sql.gz")).read()
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", postgres.conninfo(db)],
-                   input=sql, check=True, stdout=subprocess.DEVNULL)
-    holder = subprocess.Popen(
-        ["psql", "-X", "-q", "-d", postgres.conninfo(db)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    holder.stdin.write("BEGIN; LOCK TABLE mxf_events IN ACCESS SHARE MODE; SELECT pg_sleep(60);\n")
-    holder.stdin.flush()
-    time.sleep(0.5)
+    db, holder = old_database_with_events_held(postgres)
     try:
         t0 = time.monotonic()
         p = subprocess.Popen([build_env.cli, "db", "init", "--db", postgres.conninfo(db),

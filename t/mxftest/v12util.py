@@ -55,17 +55,22 @@ def db_room(postgres, room_id):
     return out or None
 
 
+def _state_map(out):
+    """(type, state_key) -> event ID from psql lines "type<TAB>key<TAB>id"."""
+    res = {}
+    for line in out.splitlines():
+        t, sk, eid = line.split("\t")
+        res[(t, sk)] = eid
+    return res
+
+
 def db_current_state(postgres, room_id):
     out = postgres.psql(postgres.DBNAME,
                         "SELECT s.type || chr(9) || s.state_key || chr(9) || e.event_id"
                         " FROM mxf_rooms r, mxf_state_of(r.current_state_group) s"
                         " JOIN mxf_events e ON e.event_nid = s.event_nid"
                         f" WHERE r.room_id = '{room_id}'")
-    res = {}
-    for l in out.splitlines():
-        t, sk, eid = l.split("\t")
-        res[(t, sk)] = eid
-    return res
+    return _state_map(out)
 
 
 def db_state_before(postgres, event_id):
@@ -74,11 +79,7 @@ def db_state_before(postgres, event_id):
                         " FROM mxf_events e, mxf_state_of(e.state_before) s"
                         " JOIN mxf_events x ON x.event_nid = s.event_nid"
                         f" WHERE e.event_id = '{event_id}'")
-    res = {}
-    for l in out.splitlines():
-        t, sk, eid = l.split("\t")
-        res[(t, sk)] = eid
-    return res
+    return _state_map(out)
 
 
 def verdict_diff(room, got):

@@ -80,7 +80,25 @@ def server_of(uid):
     return uid.split(":", 1)[1]
 
 
-class VRoom:
+class EventKinds:
+    """The event kinds the hand-built rooms use most, on top of make()."""
+
+    def join(self, user, **kw):
+        return self.make("m.room.member", user, dict({"membership": "join"}, **kw.pop("c", {})),
+                         state_key=user, **kw)
+
+    def member(self, sender, target, membership, **kw):
+        c = dict({"membership": membership}, **kw.pop("c", {}))
+        return self.make("m.room.member", sender, c, state_key=target, **kw)
+
+    def msg(self, sender, body, **kw):
+        return self.make("m.room.message", sender, {"msgtype": "m.text", "body": body}, **kw)
+
+    def pl(self, sender, content, **kw):
+        return self.make("m.room.power_levels", sender, content, state_key="", **kw)
+
+
+class VRoom(EventKinds):
     """A line of history in one room of room version @version."""
 
     def __init__(self, version, keys, room_id, ts0=1600000000000):
@@ -198,17 +216,6 @@ class VRoom:
             c["creator"] = creator
         c.update(extra_content or {})
         return self.make("m.room.create", creator, c, state_key="")
-
-    def join(self, user, **kw):
-        return self.make("m.room.member", user, dict({"membership": "join"}, **kw.pop("c", {})),
-                         state_key=user, **kw)
-
-    def member(self, sender, target, membership, **kw):
-        c = dict({"membership": membership}, **kw.pop("c", {}))
-        return self.make("m.room.member", sender, c, state_key=target, **kw)
-
-    def msg(self, sender, body, **kw):
-        return self.make("m.room.message", sender, {"msgtype": "m.text", "body": body}, **kw)
 
     def redaction(self, sender, target, **kw):
         content = dict(kw.pop("c", {}))

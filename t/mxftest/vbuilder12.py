@@ -19,7 +19,7 @@ import canonicaljson
 import signedjson.sign
 
 from .builder import Keys  # noqa: F401  (re-exported)
-from .vbuilder import b64, b64u, redact as vredact
+from .vbuilder import EventKinds, b64, b64u, redact as vredact
 
 
 def redact12(ev):
@@ -58,7 +58,7 @@ def sign(ev, keys, servers):
     return sigs
 
 
-class V12Room:
+class V12Room(EventKinds):
     """A room of version 12. By default a line of history; goto() moves the
     tip to any event (for forks), merge() adds an event with several prev
     events and the state the test says resolution gives."""
@@ -165,20 +165,6 @@ class V12Room:
             if m == "join" and via and ("m.room.member", via) in st and via != sender:
                 a.append(st[("m.room.member", via)])
         return a
-
-    def join(self, user, **kw):
-        return self.make("m.room.member", user, dict({"membership": "join"}, **kw.pop("c", {})),
-                         state_key=user, **kw)
-
-    def member(self, sender, target, membership, **kw):
-        c = dict({"membership": membership}, **kw.pop("c", {}))
-        return self.make("m.room.member", sender, c, state_key=target, **kw)
-
-    def msg(self, sender, body, **kw):
-        return self.make("m.room.message", sender, {"msgtype": "m.text", "body": body}, **kw)
-
-    def pl(self, sender, content, **kw):
-        return self.make("m.room.power_levels", sender, content, state_key="", **kw)
 
     def redaction(self, sender, target, **kw):
         return self.make("m.room.redaction", sender, {"redacts": target}, **kw)
