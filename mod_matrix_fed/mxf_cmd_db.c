@@ -60,13 +60,14 @@ typedef struct lock_policy {
 #define LOCK_TRIES_DEFAULT     20
 #define LOCK_PAUSE             apr_time_from_sec(1)
 #define SQLSTATE_LOCK_NOT_AVAILABLE "55P03"
+#define SQLSTATE_DEADLOCK_DETECTED  "40P01"
 
 enum { MIG_FAILED, MIG_DONE, MIG_LOCK_TIMEOUT };
 
 /*
  * Runs one migration in its own transaction and records it. Reports a lock
- * time-out (rolled back) apart from other failures, which it names (the
- * migration's name, not its whole text).
+ * time-out or a deadlock (rolled back: worth another try) apart from other
+ * failures, which it names (the migration's name, not its whole text).
  */
 static int run_migration(PGconn *conn, const mxf_migration_t *m, const lock_policy_t *lp)
 {
@@ -81,7 +82,8 @@ static int run_migration(PGconn *conn, const mxf_migration_t *m, const lock_poli
     res = PQexec(conn, m->sql);
     state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     if (PQresultStatus(res) == PGRES_FATAL_ERROR && state
-        && !strcmp(state, SQLSTATE_LOCK_NOT_AVAILABLE)) {
+        && (!strcmp(state, SQLSTATE_LOCK_NOT_AVAILABLE)
+            || !strcmp(state, SQLSTATE_DEADLOCK_DETECTED))) {
         PQclear(res);
         return mxf_pg_exec(conn, "ROLLBACK") ? MIG_LOCK_TIMEOUT : MIG_FAILED;
     }

@@ -1617,9 +1617,11 @@ static int in_input(const importer_t *im, const ev_t *e)
  * the events after it were judged by and the one served, and an input copy
  * may be another (altered in transit, or not), or miss a redaction that an
  * earlier import applied. Its type, sender, state_key, prev_events and
- * auth_events are those of the stored copy (its event ID covers them); what
- * comes from its content is forgotten. Its input copy stays for the
- * signature verification, which may be running.
+ * auth_events are those of the stored copy (from room version 3 its event
+ * ID covers them; in versions 1 and 2 an event of another room given the
+ * same ID keeps the input copy's, and the stored one's count only through
+ * the database); what comes from its content is forgotten. Its input copy
+ * stays for the signature verification, which may be running.
  */
 static void forget_input_copy(ev_t *e)
 {
@@ -1868,6 +1870,47 @@ static int load_refills(importer_t *im)
     PQclear(rooms);
     return ids->nelts == 0
            || mxf_pg_copy_strings(im->conn, "COPY mxf_import_ids FROM STDIN", ids);
+}
+
+/*
+ * New events of this import that an m.room.redaction
+ * stored by an earlier import redacts (it arrived before its target): read
+ * redacted by the auth checks of the events after them, as a one-go import
+ * that processes the redaction first reads them (mark_pruned()) and as the
+ * reference homeserver reads an event whose redaction it has stored. The
+ * same rule as apply_redactions(); never an m.room.create.
+ */
+static int prune_by_stored_redactions(importer_t *im)
+{
+    PGresult *res = PQexec(im->conn,
+                           "SELECT r.redacts, re.sender, r.allowed_by_power, rm.room_id"
+                           "  FROM mxf_redactions r"
+                           "  JOIN mxf_import_ids i ON i.event_id = r.redacts"
+                           "  JOIN mxf_events re ON re.event_nid = r.event_nid"
+                           "  JOIN mxf_rooms rm ON rm.room_nid = r.room_nid"
+                           " WHERE re.rejected_reason IS NULL");
+    int i;
+
+    if (!mxf_pg_ok(res, "looking up stored redactions")) {
+        return 0;
+    }
+    for (i = 0; i < PQntuples(res); i++) {
+        ev_t *t = ev_get(im, PQgetvalue(res, i, 0));
+        const char *rsender = PQgetvalue(res, i, 1), *c1, *c2;
+        if (!t || t->known || t->refill || !in_input(im, t) || !t->room
+            || strcmp(t->room->room_id, PQgetvalue(res, i, 3)) != 0
+            || !strcmp(t->type, "m.room.create")) {
+            continue;
+        }
+        c1 = strchr(rsender, ':');
+        c2 = strchr(t->sender, ':');
+        if (t->room->rv->redaction_auth_rule || PQgetvalue(res, i, 2)[0] == 't'
+            || (c1 && c2 && !strcmp(c1, c2))) {
+            t->pruned = 1;
+        }
+    }
+    PQclear(res);
+    return 1;
 }
 
 /* ------------------------------------------------------------------ ordering */
@@ -3597,7 +3640,7 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     if (!verify_start(im, (ev_t **)im->order->elts, im->order->nelts)) {
         return 0;
     }
-    if (!load_known(im) || !load_refills(im)) {
+    if (!load_known(im) || !load_refills(im) || !prune_by_stored_redactions(im)) {
         return 0;
     }
     topo = topo_order(im);

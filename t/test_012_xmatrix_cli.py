@@ -277,6 +277,8 @@ class TestSignRequest:
          "--method POST"),
         (["--origin", "a.example", "--destination", "b.example", "--method", "head", "/x",
           "--body", "{}"], 2, "--method POST"),
+        (["--origin", "a.example", "--destination", "b.example", "--method", "DELETE", "/x",
+          "--body", "{}"], 2, "--method POST"),
         (["--frobnicate", "/x"], 2, "unknown option"),
     ])
     def test_012_023_errors(self, spec_key_file, args, status, msg):

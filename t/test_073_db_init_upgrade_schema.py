@@ -164,7 +164,14 @@ def test_073_005_lock_timeout_lets_readers_go_on(fresh, build_env, postgres):
         p = subprocess.Popen([build_env.cli, "db", "init", "--db", postgres.conninfo(db),
                               "--lock-timeout", "1", "--lock-tries", "3"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(0.5)
+        # The reader comes once db init waits for mxf_events (a loaded
+        # machine may take a while to get it there).
+        waiting, deadline = "0", time.monotonic() + 20
+        while waiting == "0" and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.05)
+            waiting = postgres.psql(db, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                        " wait_event_type = 'Lock'"
+                                        " AND datname = current_database()")
         r0 = time.monotonic()
         reader = subprocess.run(
             ["psql", "-X", "-qAt", "-d", postgres.conninfo(db), "-c",
@@ -180,6 +187,7 @@ def test_073_005_lock_timeout_lets_readers_go_on(fresh, build_env, postgres):
         postgres.psql(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
                           " datname = current_database() AND pid <> pg_backend_pid()"
                           " AND application_name = 'psql'")
+    assert waiting != "0", "db init never waited for the lock; the test proves nothing"
     assert reader.returncode == 0 and reader.stdout.strip() == "0", reader.stdout
     assert read_s < 3, f"the reader waited {read_s:.1f} s behind db init"
     assert p.returncode == 1, out
