@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <apr_lib.h>
 #include <apr_time.h>
 #include <libpq-fe.h>
 
@@ -152,12 +153,15 @@ static int migrate(PGconn *conn, const lock_policy_t *lp, int *count)
     return 1;
 }
 
-/* A whole number in [lo, hi] from @a s, or -1. */
+/* A whole number in [lo, hi] from @a s (digits only), or -1. */
 static long parse_count(const char *s, long lo, long hi)
 {
     char *end;
     long v;
 
+    if (!apr_isdigit(*s)) {
+        return -1;
+    }
     errno = 0;
     v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
