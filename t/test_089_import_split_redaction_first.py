@@ -23,9 +23,8 @@ import json
 import pytest
 
 from mxftest.vbuilder import Keys, VRoom
-from test_021_import import new_db
-from test_064_import_parts import cli_sanitizer_reports, import_path, semantic
-from test_075_import_regiven_stored import current_state, redacted, rejected
+from test_064_import_parts import cli_sanitizer_reports, semantic
+from test_075_import_regiven_stored import current_state, redacted, rejected, run_parts
 
 A = "@admin:hs1.example"
 B = "@bob:hs2.example"
@@ -58,23 +57,20 @@ def build(version):
             "one_go": [part1 + part2]}
 
 
-def run_parts(build_env, workdir, postgres, keyfile, d, tag, parts):
-    db = new_db(postgres, build_env)
-    for k, part in enumerate(parts):
-        path = d / f"{tag}-{k}.jsonl"
-        path.write_text("".join(x + "\n" for x in part))
-        import_path(build_env, workdir, postgres, db, str(path), keyfile)
-    return db
+def one_go_and_split(c, build_env, workdir, postgres, tmp_path):
+    """The databases of the one-go import and of the split import of @c."""
+    keyfile = str(tmp_path / "keys.json")
+    KEYS.write_responses(keyfile)
+    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", c["one_go"])
+    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", c["parts"])
+    return want, got
 
 
 @pytest.mark.parametrize("version", ["1", "3", "10"])
 def test_089_001_redaction_stored_before_its_target(version, build_env, workdir, postgres,
                                                      tmp_path):
     c = build(version)
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", c["one_go"])
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", c["parts"])
+    want, got = one_go_and_split(c, build_env, workdir, postgres, tmp_path)
     want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
     # The one-go import reads P2 redacted for INV (sanity check of the setup).
     assert c["inv"] not in want_rej, want_rej
@@ -147,10 +143,7 @@ def build_tpi(version):
 def test_089_003_tpi_redaction_stored_before_its_target(version, build_env, workdir, postgres,
                                                          tmp_path):
     c = build_tpi(version)
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", c["one_go"])
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", c["parts"])
+    want, got = one_go_and_split(c, build_env, workdir, postgres, tmp_path)
     want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
     assert c["t"] in redacted(postgres, want)
     assert got_rej == want_rej, f"v{version}: split rejects {got_rej}, one go {want_rej}"
