@@ -1872,13 +1872,32 @@ static int load_refills(importer_t *im)
            || mxf_pg_copy_strings(im->conn, "COPY mxf_import_ids FROM STDIN", ids);
 }
 
+static const char *server_of(const char *id)
+{
+    const char *colon = strchr(id, ':');
+    return colon ? colon + 1 : "";
+}
+
+/*
+ * Whether an accepted redaction applies to its target: in room versions 1
+ * and 2 accepted is enough (auth rule 11 judged the event IDs' domains);
+ * from 3 on its sender had the redact level (@a by_power) or is of the
+ * target's sender's server.
+ */
+static int redaction_applies(const mxf_roomver_t *rv, int by_power,
+                             const char *redaction_sender, const char *target_sender)
+{
+    return (rv && rv->redaction_auth_rule) || by_power
+           || !strcmp(server_of(redaction_sender), server_of(target_sender));
+}
+
 /*
  * New events of this import that an m.room.redaction
  * stored by an earlier import redacts (it arrived before its target): read
  * redacted by the auth checks of the events after them, as a one-go import
  * that processes the redaction first reads them (mark_pruned()) and as the
- * reference homeserver reads an event whose redaction it has stored. The
- * same rule as apply_redactions(); never an m.room.create.
+ * reference homeserver reads an event whose redaction it has stored
+ * (redaction_applies(), as apply_redactions()); never an m.room.create.
  */
 static int prune_by_stored_redactions(importer_t *im)
 {
@@ -1896,16 +1915,14 @@ static int prune_by_stored_redactions(importer_t *im)
     }
     for (i = 0; i < PQntuples(res); i++) {
         ev_t *t = ev_get(im, PQgetvalue(res, i, 0));
-        const char *rsender = PQgetvalue(res, i, 1), *c1, *c2;
+
         if (!t || t->known || t->refill || !in_input(im, t) || !t->room
             || strcmp(t->room->room_id, PQgetvalue(res, i, 3)) != 0
             || !strcmp(t->type, "m.room.create")) {
             continue;
         }
-        c1 = strchr(rsender, ':');
-        c2 = strchr(t->sender, ':');
-        if (t->room->rv->redaction_auth_rule || PQgetvalue(res, i, 2)[0] == 't'
-            || (c1 && c2 && !strcmp(c1, c2))) {
+        if (redaction_applies(t->room->rv, PQgetvalue(res, i, 2)[0] == 't',
+                              PQgetvalue(res, i, 1), t->sender)) {
             t->pruned = 1;
         }
     }
@@ -2723,12 +2740,6 @@ static int redaction_by_power(ev_t *r)
     return r->before && mxf_rs_power_at_least(r->before, r->sender, "redact", 50);
 }
 
-static const char *server_of(const char *id)
-{
-    const char *colon = strchr(id, ':');
-    return colon ? colon + 1 : "";
-}
-
 /*
  * After the accepted redaction @a r: its target, when the redaction applies
  * to it (room versions 1 and 2: accepted is enough; from 3 on: the sender
@@ -2757,8 +2768,7 @@ static int mark_pruned(importer_t *im, ev_t *r)
     if (is_create(j) || !sender) {
         return 1;
     }
-    if (r->room->rv->redaction_auth_rule || r->by_power
-        || !strcmp(server_of(sender), server_of(r->sender))) {
+    if (redaction_applies(r->room->rv, r->by_power, r->sender, sender)) {
         t->pruned = 1;
     }
     return 1;
@@ -3200,13 +3210,7 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
         ev_t *t = ev_get(im, target_id);
         const char *text;
 
-        /*
-         * Room versions 1 and 2: auth rule 11 accepted it (enough power, or
-         * the event IDs' domains match), which is all it takes. From 3 on:
-         * the same server as the target's sender, or enough power.
-         */
-        if (!by_power && !(rv && rv->redaction_auth_rule)
-            && strcmp(server_of(PQgetvalue(res, i, 3)), server_of(PQgetvalue(res, i, 5))) != 0) {
+        if (!redaction_applies(rv, by_power, PQgetvalue(res, i, 3), PQgetvalue(res, i, 5))) {
             continue;
         }
         if (t && t->redacted_now) {
