@@ -254,9 +254,16 @@ static json_t *redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv,
         json_decref(out);
         return NULL;
     }
+    /*
+     * The redacted form always has a content object, {} where the event has
+     * none (or one that is not an object): the spec's signing example of an
+     * event without content is signed so, as Synapse and gomatrixserverlib
+     * redact.
+     */
     content = json_object_get(pdu, "content");
-    if (json_is_object(content)) {
-        json_t *rc = redact_content(pdu, content, rv, deep);
+    {
+        json_t *rc = json_is_object(content) ? redact_content(pdu, content, rv, deep)
+                                             : json_object();
         if (rc == NULL || json_object_set_new(out, "content", rc) != 0) {
             json_decref(out);
             return NULL;

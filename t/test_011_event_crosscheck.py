@@ -107,6 +107,10 @@ def py_redact(event, version):
     keep = TOP_ALL | (TOP_PRE_V11 if v <= 10 else set())
     out = {k: copy.deepcopy(val) for k, val in event.items() if k in keep}
     content = event.get("content")
+    # The redacted form always has a content object: {} where the event has
+    # none or one that is not an object (Synapse's prune_event_dict; the
+    # signing example of the spec's RST appendix, test_011_004).
+    out["content"] = {}
     if isinstance(content, dict):
         etype = event.get("type")
         keys, keep_all = content_rule(version, etype if isinstance(etype, str) else None)
@@ -475,3 +479,25 @@ def test_mxf_011_003_restricted_join_needs_authorising_server():
             assert res["status"] == "missing" and "two.example" in res["error"], res
         want_req = ["one.example", "two.example"] if restricted else ["one.example"]
         assert res["required"] == want_req, (version, label, res)
+
+
+def test_mxf_011_004_event_without_content():
+    """The signing example of the spec's earlier (RST) appendix: an event
+    with no content, signed over its redacted form, which has "content": {}
+    (as Synapse's prune_event_dict makes it). Content that is not an object
+    is redacted to {} too."""
+    event = {"event_id": "$0:domain", "origin": "domain", "origin_server_ts": 1000000,
+             "type": "X", "unsigned": {"age_ts": 1000000}}
+    skey = signedjson.key.decode_signing_key_base64("ed25519", "1", SPEC_SEED)
+    odd = dict(event, content=[1], sender="@u:domain")
+    r = run_tool([{"op": "sign_event", "room_version": "1", "event": event, "seed": SPEC_SEED,
+                   "server": "domain", "key_version": "1"},
+                  {"op": "sign_event", "room_version": "3", "event": odd, "seed": SPEC_SEED,
+                   "server": "domain", "key_version": "1"}])
+    assert r[0]["ok"], r[0]
+    assert r[0]["signed"]["hashes"] == {"sha256": "6tJjLpXtggfke8UxFhAKg82QVkJzvKOVOOSjUDK4ZSI"}
+    assert r[0]["signed"]["signatures"] == {"domain": {"ed25519:1": (
+        "2Wptgo4CwmLo/Y8B8qinxApKaCkBG2fjTWB7AbP5Uy+aIbygsSdLOFzvdDjww8zUVKCmI02eP9xtyJxc/cLiBA")}}
+    assert r[0]["signed"]["signatures"] == py_sign(event, "1", "domain", skey)["signatures"]
+    assert r[1]["ok"], r[1]
+    assert r[1]["signed"]["signatures"] == py_sign(odd, "3", "domain", skey)["signatures"]
