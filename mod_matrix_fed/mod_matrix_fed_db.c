@@ -134,10 +134,14 @@ static const struct {
         "mxf_state_at",
         "SELECT kind, event_id, pdu FROM mxf_state_at(%s::bigint, %s, true) ORDER BY kind"
     },
-    /* args: room nid, event ID. Streamed, in the same order. */
+    /*
+     * args: room nid, event ID. Streamed, in the same order, which the
+     * function returns them in: ordinality keeps it without a sort.
+     */
     [MXF_STMT_STATE_IDS_AT] = {
         "mxf_state_ids_at",
-        "SELECT kind, event_id FROM mxf_state_at(%s::bigint, %s, false) ORDER BY kind"
+        "SELECT s.kind, s.event_id FROM mxf_state_ids_at(%s::bigint, %s) WITH ORDINALITY s"
+        " ORDER BY s.ordinality"
     },
     /* args: room nid, event ID */
     [MXF_STMT_EVENT_AUTH] = {

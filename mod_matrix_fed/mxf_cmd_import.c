@@ -2878,6 +2878,7 @@ static void add_chain_rows(importer_t *im, batch_t *b, ev_t *e)
     mxf_copy_int(&b->chain_pos, e->nid);
     mxf_copy_int(&b->chain_pos, e->chain_id);
     mxf_copy_int(&b->chain_pos, e->chain_seq);
+    mxf_copy_str(&b->chain_pos, e->event_id);
     mxf_copy_end(&b->chain_pos);
     for (k = 0; k < e->n_auths; k++) {
         ev_t *a = ev_get(im, e->auths[k]);
@@ -2992,7 +2993,8 @@ static int write_batch(PGconn *conn, const batch_t *b)
                        "COPY mxf_redactions (event_nid, room_nid, redacts, allowed_by_power)"
                        " FROM STDIN", &b->redactions)
         && mxf_pg_copy(conn, "COPY mxf_import_refill FROM STDIN", &b->refills)
-        && mxf_pg_copy(conn, "COPY mxf_auth_chain_pos (event_nid, chain_id, seq) FROM STDIN",
+        && mxf_pg_copy(conn, "COPY mxf_auth_chain_pos (event_nid, chain_id, seq, event_id)"
+                       " FROM STDIN",
                        &b->chain_pos)
         && mxf_pg_copy(conn,
                        "COPY mxf_auth_chain_links (origin_chain, origin_seq, target_chain,"

@@ -5,7 +5,8 @@ migrations are skipped"): a database initialised by an older release and
 upgraded by this build must end with the very schema a fresh `db init` of
 this build makes (pg_dump --schema-only compared); so must a database
 after db init twice, two db inits at once, and a db init killed (-9) in the
-middle of a migration and run again.
+middle of a migration and run again. And the data a migration fills in:
+the event IDs of the auth chain index (019) in a database with rooms.
 
 t/fixtures/upgrade_schema/<commit>.sql.gz: pg_dump of a database that the
 matrix-fed of <commit> initialised (a2c4046: its migrations applied the way
@@ -19,6 +20,8 @@ import subprocess
 import time
 
 import pytest
+
+from mxftest.matrix import gen_room, import_room
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OLD = sorted(os.path.basename(p)[:-7]
@@ -216,3 +219,60 @@ def test_073_006_lock_options(build_env, postgres):
                         "--lock-timeout", "0", "--lock-tries", "1"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def sql_018_auth_chain():
+    """018's CREATE OR REPLACE of mxf_auth_chain, as released."""
+    text = open(os.path.join(HERE, "..", "sql", "018_upgrade_catch_up.sql")).read()
+    m = re.search(r"CREATE OR REPLACE FUNCTION mxf_auth_chain\(.*?\n\$\$;\n", text, re.S)
+    assert m
+    return m.group(0)
+
+
+def state_ids_rows(postgres, db, room_id, eid):
+    out = postgres.psql(db, "SELECT s.kind || ' ' || s.event_id"
+                            "  FROM mxf_state_ids_at((SELECT room_nid FROM mxf_rooms"
+                            f"                         WHERE room_id = '{room_id}'), '{eid}')"
+                            "       WITH ORDINALITY s ORDER BY s.ordinality")
+    return [tuple(line.split(" ", 1)) for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("version", ["1", "10", "12"])
+def test_073_007_chain_index_event_ids_filled(version, fresh, build_env, postgres, tmp_path):
+    """A database of 018 with a room in it: 019 gives every auth chain index
+    position its event's ID, and /state_ids' function reads the same auth
+    chain and state from them as from a fresh import (the auth chain's IDs
+    first, then the state's)."""
+    room = gen_room(build_env.cli, str(tmp_path / "room"), events=300, room_version=version,
+                    seed=7307)
+    db = createdb(postgres)
+    assert init(build_env, postgres, db).returncode == 0
+    import_room(build_env.cli, postgres.conninfo(db), room)
+    sample = room.order[5::29] + room.order[-1:]
+    want = {eid: state_ids_rows(postgres, db, room.room_id, eid) for eid in sample}
+    for eid, rows in want.items():
+        kinds = [k for k, _ in rows]
+        assert kinds == sorted(kinds) and "p" in kinds, (eid, kinds)
+    assert sum(k == "a" for rows in want.values() for k, _ in rows) > 100
+
+    # Back to 018's schema, positions without IDs.
+    postgres.psql(db, "DROP FUNCTION mxf_state_ids_at(bigint, text);"
+                      "DROP FUNCTION mxf_auth_chain_ids(bigint, bigint[]);"
+                      + sql_018_auth_chain() +
+                      "DROP FUNCTION mxf_auth_chain_tops(bigint, bigint[]);"
+                      "DROP FUNCTION mxf_auth_chain_v12_create(bigint, bigint[]);"
+                      "ALTER TABLE mxf_auth_chain_pos DROP COLUMN event_id;"
+                      "CREATE UNIQUE INDEX mxf_auth_chain_pos_chain"
+                      "  ON mxf_auth_chain_pos (chain_id, seq) INCLUDE (event_nid);"
+                      "DELETE FROM mxf_schema_migrations WHERE version = 19")
+    r = init(build_env, postgres, db)
+    assert r.returncode == 0 and "applied 019_" in r.stdout, r.stdout
+    assert schema(postgres, db) == fresh["schema"]
+    assert postgres.psql(db, "SELECT count(*) FROM mxf_auth_chain_pos p"
+                             "  JOIN mxf_events e USING (event_nid)"
+                             " WHERE e.event_id = p.event_id") == \
+        postgres.psql(db, "SELECT count(*) FROM mxf_auth_chain_pos")
+    for eid, rows in want.items():
+        got = state_ids_rows(postgres, db, room.room_id, eid)
+        assert [k for k, _ in got] == [k for k, _ in rows], eid
+        assert sorted(got) == sorted(rows), eid
