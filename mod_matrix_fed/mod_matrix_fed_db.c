@@ -216,6 +216,16 @@ static const struct {
         "      fetched_ts = EXCLUDED.fetched_ts"
         "  WHERE EXCLUDED.fetched_ts >= mxf_server_key_responses.fetched_ts"
     },
+    /*
+     * args: server name, key IDs (JSON array): the kept objects that listed
+     * them in verify_keys (sql/020), newest first
+     */
+    [MXF_STMT_KEY_DOCS_GET] = {
+        "mxf_key_docs_get",
+        "SELECT response FROM mxf_server_key_docs"
+        " WHERE server_name = %s AND key_id IN (SELECT jsonb_array_elements_text(%s::jsonb))"
+        " GROUP BY response ORDER BY max(fetched_ts) DESC"
+    },
 };
 
 /*

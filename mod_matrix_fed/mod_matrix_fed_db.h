@@ -26,6 +26,7 @@ typedef enum {
     MXF_STMT_KEY_PUT,
     MXF_STMT_KEY_RESPONSE_GET,
     MXF_STMT_KEY_RESPONSE_PUT,
+    MXF_STMT_KEY_DOCS_GET,
     MXF_STMT__COUNT
 } mxf_stmt_t;
 

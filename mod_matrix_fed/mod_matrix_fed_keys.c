@@ -946,53 +946,117 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
 #define NOTARY_MAX_FETCHES 3
 
 /*
- * The Server Keys object of @a server to hand out, signed by this server
- * too, into *out (NULL: none known). Ours is built afresh; another's is the
- * one kept from its last fetch, fetched again first when it is valid for
- * less than @a min_valid or past half its lifetime (at most 7 days) since
- * it was fetched (at most *fetches_left fetches; a server whose
- * fetch failed recently is not asked again) and served as kept when that
- * fails (the spec asks notaries to keep serving the last answer). Returns
- * OK, or the status of the database error already sent.
+ * The key IDs of @a wanted (const char *) that the kept Server Keys object
+ * @a text (NULL: none kept) lists neither in verify_keys nor in
+ * old_verify_keys, as a JSON array text; NULL when it lacks none (or none
+ * is wanted). A text that does not parse lacks them all.
  */
-static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_valid,
-                         int *fetches_left, json_t **out)
+static const char *missing_key_ids(apr_pool_t *p, const char *text,
+                                   const apr_array_header_t *wanted)
 {
-    request_rec *r = req->r;
-    const mxf_srv_conf_t *conf = req->conf;
-    const char *args[1] = { server }, *text, *why = NULL;
-    mxf_db_rows_t *rows;
-    json_t *obj = NULL;
-    int status;
+    json_t *obj = NULL, *missing;
+    const char *why = NULL;
+    int i;
 
-    *out = NULL;
-    if (strcmp(server, conf->server_name) == 0) {
-        *out = own_keys(r, conf);
-        return OK;
+    if (!wanted || !wanted->nelts) {
+        return NULL;
     }
-    if ((status = mxf_db_select_brief(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
-        return status;
+    if (text && mxf_json_parse(p, text, strlen(text), 0, &obj, &why) != APR_SUCCESS) {
+        obj = NULL;
     }
-    if ((!rows->nrows || apr_atoi64(mxf_db_get(rows, 0, 1)) < min_valid
-         || apr_atoi64(mxf_db_get(rows, 0, 2)) <= apr_time_as_msec(apr_time_now()))
-        && *fetches_left > 0 && keys_g && keys_g->tmutex) {
-        (*fetches_left)--;
-        if (refresh_server(r, conf, server, &why) == APR_SUCCESS
-            && (status = mxf_db_select_brief(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
-            return status;
+    missing = mxf_json_own(p, json_array());
+    for (i = 0; i < wanted->nelts; i++) {
+        const char *key_id = APR_ARRAY_IDX(wanted, i, const char *);
+        if (!json_object_get(json_object_get(obj, "verify_keys"), key_id)
+            && !json_object_get(json_object_get(obj, "old_verify_keys"), key_id)) {
+            json_array_append_new(missing, json_string(key_id));
         }
     }
-    if (!rows->nrows || !(text = mxf_db_get(rows, 0, 0))) {
-        return OK;
-    }
+    return json_array_size(missing) ? mxf_json_dump(p, missing, NULL) : NULL;
+}
+
+/* Appends the kept Server Keys object @a text of @a server, signed by this server too. */
+static void serve_kept(request_rec *r, const mxf_srv_conf_t *conf, const char *server,
+                       const char *text, json_t *list)
+{
+    json_t *obj = NULL;
+    const char *why = NULL;
+
     if (mxf_json_parse(r->pool, text, strlen(text), 0, &obj, &why) != APR_SUCCESS
         || mxf_sign_json(r->pool, obj, conf->server_name, conf->signing_key, &why)
            != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25066)
                       "the kept key response of %s cannot be served: %s", server, why);
+        return;
+    }
+    json_array_append(list, obj);
+}
+
+/*
+ * Appends the Server Keys objects of @a server to hand out to @a list, each
+ * signed by this server too (none: nothing known). Ours is built afresh.
+ * Another's is the latest kept, fetched again first when it is valid for
+ * less than @a min_valid, past half its lifetime (at most 7 days) since it
+ * was fetched, or without one of the key IDs @a wanted (the server may have
+ * a new key since; the reference homeserver's notary counts a key ID it has
+ * not seen as a miss too): at most *fetches_left fetches, and a server
+ * fetched, or whose fetch failed, within MatrixFedKeyFetchRetryInterval is
+ * not asked again. The latest object is served as kept when the fetch
+ * fails (the spec asks notaries to keep serving the last answer). For the
+ * key IDs wanted that it still lacks, the latest objects that listed them
+ * follow (sql/020), expired or not: the requester needs the key to check
+ * what was signed with it. Returns OK, or the status of the database error
+ * already sent.
+ */
+static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_valid,
+                         const apr_array_header_t *wanted, int *fetches_left, json_t *list)
+{
+    request_rec *r = req->r;
+    const mxf_srv_conf_t *conf = req->conf;
+    const char *args[2] = { server, NULL }, *latest, *missing, *why = NULL;
+    mxf_db_rows_t *rows;
+    int status, i;
+
+    if (strcmp(server, conf->server_name) == 0) {
+        json_t *own = own_keys(r, conf);
+        if (own) {
+            json_array_append(list, own);
+        }
         return OK;
     }
-    *out = obj;
+    if ((status = mxf_db_select_brief(req, MXF_STMT_KEY_RESPONSE_GET, 1, args, &rows)) != OK) {
+        return status;
+    }
+    latest = rows->nrows ? mxf_db_get(rows, 0, 0) : NULL;
+    if ((!latest || apr_atoi64(mxf_db_get(rows, 0, 1)) < min_valid
+         || apr_atoi64(mxf_db_get(rows, 0, 2)) <= apr_time_as_msec(apr_time_now())
+         || missing_key_ids(r->pool, latest, wanted))
+        && *fetches_left > 0 && keys_g && keys_g->tmutex) {
+        (*fetches_left)--;
+        if (refresh_server(r, conf, server, &why) == APR_SUCCESS) {
+            if ((status = mxf_db_select_brief(req, MXF_STMT_KEY_RESPONSE_GET, 1, args,
+                                              &rows)) != OK) {
+                return status;
+            }
+            latest = rows->nrows ? mxf_db_get(rows, 0, 0) : NULL;
+        }
+    }
+    if (latest) {
+        serve_kept(r, conf, server, latest, list);
+    }
+    if (!(missing = missing_key_ids(r->pool, latest, wanted))) {
+        return OK;
+    }
+    args[1] = missing;
+    if ((status = mxf_db_select_brief(req, MXF_STMT_KEY_DOCS_GET, 2, args, &rows)) != OK) {
+        return status;
+    }
+    for (i = 0; i < rows->nrows; i++) {
+        const char *text = mxf_db_get(rows, i, 0);
+        if (text && (!latest || strcmp(text, latest) != 0)) {
+            serve_kept(r, conf, server, text, list);
+        }
+    }
     return OK;
 }
 
@@ -1035,7 +1099,9 @@ int mxf_handle_key_query(mxf_req_t *req)
     apr_int64_t now = apr_time_as_msec(apr_time_now()), min_valid;
     apr_array_header_t *names = apr_array_make(r->pool, 4, sizeof(const char *));
     apr_array_header_t *mins = apr_array_make(r->pool, 4, sizeof(apr_int64_t));
-    json_t *list = mxf_json_own(r->pool, json_array()), *obj;
+    /* per server, the key IDs asked for (an empty array: all of them) */
+    apr_array_header_t *wants = apr_array_make(r->pool, 4, sizeof(apr_array_header_t *));
+    json_t *list = mxf_json_own(r->pool, json_array());
     int fetches_left = NOTARY_MAX_FETCHES, status, i;
 
     if (r->method_number == M_POST) {
@@ -1059,13 +1125,21 @@ int mxf_handle_key_query(mxf_req_t *req)
                                        "At most %d servers per request", NOTARY_MAX_SERVERS);
         }
         json_object_foreach((json_t *)sk, name, crit) {
+            apr_array_header_t *ids;
+            const char *key_id;
+            json_t *c;
             if (!criteria_min_valid(crit, now, &min_valid)) {
                 return mxf_http_send_error(r, HTTP_BAD_REQUEST, MXF_M_BAD_JSON,
                                            "server_keys.%s must map key IDs to objects with "
                                            "an integer minimum_valid_until_ts", name);
             }
+            ids = apr_array_make(r->pool, 1, sizeof(const char *));
+            json_object_foreach((json_t *)crit, key_id, c) {
+                APR_ARRAY_PUSH(ids, const char *) = key_id;
+            }
             APR_ARRAY_PUSH(names, const char *) = name;
             APR_ARRAY_PUSH(mins, apr_int64_t) = min_valid;
+            APR_ARRAY_PUSH(wants, apr_array_header_t *) = ids;
         }
     }
     else {
@@ -1088,6 +1162,13 @@ int mxf_handle_key_query(mxf_req_t *req)
         }
         APR_ARRAY_PUSH(names, const char *) = req->params[0];
         APR_ARRAY_PUSH(mins, apr_int64_t) = min_valid;
+        /* the deprecated /query/{serverName}/{keyId} names one key */
+        APR_ARRAY_PUSH(wants, apr_array_header_t *) = apr_array_make(r->pool, 1,
+                                                                     sizeof(const char *));
+        if (req->nparams > 1 && *req->params[1]) {
+            APR_ARRAY_PUSH(APR_ARRAY_IDX(wants, 0, apr_array_header_t *), const char *) =
+                req->params[1];
+        }
     }
     for (i = 0; i < names->nelts; i++) {
         const char *name = APR_ARRAY_IDX(names, i, const char *);
@@ -1095,11 +1176,9 @@ int mxf_handle_key_query(mxf_req_t *req)
             continue;                   /* no such server: nothing to say of it */
         }
         if ((status = notary_answer(req, name, APR_ARRAY_IDX(mins, i, apr_int64_t),
-                                    &fetches_left, &obj)) != OK) {
+                                    APR_ARRAY_IDX(wants, i, apr_array_header_t *),
+                                    &fetches_left, list)) != OK) {
             return OK;                  /* the database error was answered */
-        }
-        if (obj) {
-            json_array_append(list, obj);
         }
     }
     apr_table_setn(r->headers_out, "Cache-Control", "no-cache");

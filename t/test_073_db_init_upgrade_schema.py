@@ -12,6 +12,7 @@ t/fixtures/upgrade_schema/<commit>.sql.gz: pg_dump of a database that the
 matrix-fed of <commit> initialised (a2c4046: its migrations applied the way
 db init applies them, one transaction each)."""
 import glob
+import json
 import gzip
 import os
 import re
@@ -276,3 +277,43 @@ def test_073_007_chain_index_event_ids_filled(version, fresh, build_env, postgre
         got = state_ids_rows(postgres, db, room.room_id, eid)
         assert [k for k, _ in got] == [k for k, _ in rows], eid
         assert sorted(got) == sorted(rows), eid
+
+
+def test_073_008_key_docs_filled(fresh, build_env, postgres):
+    """A database of 019 with kept Server Keys objects: 020 keeps each under
+    the key IDs of its verify_keys (old_verify_keys not), and from then on
+    every object stored is kept so, the latest per key ID. An object jsonb
+    cannot read (\\u0000 in a string) stays the latest, not kept by key ID."""
+    db = createdb(postgres)
+    assert init(build_env, postgres, db).returncode == 0
+    postgres.psql(db, "DROP TRIGGER mxf_keep_key_docs ON mxf_server_key_responses;"
+                      "DROP FUNCTION mxf_keep_key_docs(); DROP TABLE mxf_server_key_docs;"
+                      "DELETE FROM mxf_schema_migrations WHERE version = 20")
+
+    def put(server, keys, old, valid, fetched):
+        doc = json.dumps({"server_name": server, "valid_until_ts": valid,
+                          "verify_keys": {k: {"key": "AAAA"} for k in keys},
+                          "old_verify_keys": {k: {"key": "AAAA", "expired_ts": 1} for k in old},
+                          "note": "a\x00b" if server == "nul.example" else "x"})
+        postgres.psql(db, "INSERT INTO mxf_server_key_responses VALUES"
+                          f" ('{server}', '{doc}', {valid}, {fetched})"
+                          " ON CONFLICT (server_name) DO UPDATE SET response = EXCLUDED.response,"
+                          "  valid_until_ts = EXCLUDED.valid_until_ts,"
+                          "  fetched_ts = EXCLUDED.fetched_ts")
+
+    def docs():
+        out = postgres.psql(db, "SELECT server_name, key_id, fetched_ts FROM mxf_server_key_docs"
+                                " ORDER BY 1, 2")
+        return [tuple(line.split("|")) for line in out.splitlines()]
+
+    put("a.example", ["ed25519:1", "ed25519:2"], ["ed25519:0"], 500, 100)
+    put("nul.example", ["ed25519:n"], [], 500, 100)
+    r = init(build_env, postgres, db)
+    assert r.returncode == 0 and "applied 020_" in r.stdout, r.stdout
+    assert schema(postgres, db) == fresh["schema"]
+    assert docs() == [("a.example", "ed25519:1", "100"), ("a.example", "ed25519:2", "100")]
+    # A rotation: key 3 replaces 2; 1 and 2 keep the object that listed them.
+    put("a.example", ["ed25519:1", "ed25519:3"], [], 900, 200)
+    assert docs() == [("a.example", "ed25519:1", "200"), ("a.example", "ed25519:2", "100"),
+                      ("a.example", "ed25519:3", "200")]
+    assert postgres.psql(db, "SELECT count(*) FROM mxf_server_key_responses") == "2"
