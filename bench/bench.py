@@ -614,6 +614,9 @@ def soak(args, env, pg, label, db, rundir, key_path, staticdir, files, servers):
         log(f"soak {label}: left out (slower than {SOAK_MAX_PROBE_SECONDS} s per request, or "
             f"median answers over {SOAK_MAX_MEDIAN_BYTES:,} bytes): "
             + ", ".join(left_out))
+    if not lines:
+        log(f"soak {label}: not run, no case of this run is fast enough for it")
+        return None
     random.Random(7).shuffle(lines)
     with open(mixed, "w") as f:
         f.writelines(lines)
