@@ -424,23 +424,40 @@ static limit_t query_limit(void)
  * again), and its results are dropped. The statement on the server ends
  * when the backend notices its client is gone: when it next writes, or at
  * once with PostgreSQL's client_connection_check_interval (see the README).
+ *
+ * Over TLS, part of a record libpq has not taken yet may wait in OpenSSL's
+ * buffer, where poll() on the socket cannot see it (libpq's own waits ask
+ * OpenSSL, which it does not export): the wait is then cut into slices of
+ * TLS_POLL_SLICE, after each of which libpq reads what it can.
  */
+#define TLS_POLL_SLICE apr_time_from_msec(20)
+
 static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, limit_t limit,
                       const char *verb, mxf_stmt_t id)
 {
     PGresult *res;
-    int i;
+    int tls = PQsslInUse(pg), i;
 
     while (PQisBusy(pg)) {
-        apr_interval_time_t left = deadline - apr_time_now();
+        apr_interval_time_t left = deadline - apr_time_now(), wait = left;
         struct pollfd pfd;
         int n;
 
+        if (tls && wait > TLS_POLL_SLICE) {
+            wait = TLS_POLL_SLICE;
+        }
         pfd.fd = PQsocket(pg);
         pfd.events = POLLIN;
         pfd.revents = 0;
-        n = left > 0 && pfd.fd >= 0 ? poll(&pfd, 1, (int)((left + 999) / 1000)) : 0;
+        n = left > 0 && pfd.fd >= 0 ? poll(&pfd, 1, (int)((wait + 999) / 1000)) : 0;
         if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n == 0 && wait < left) {
+            /* a slice over TLS: take what OpenSSL may hold, then wait on */
+            if (!PQconsumeInput(pg)) {
+                return 1;
+            }
             continue;
         }
         if (n <= 0) {
