@@ -222,9 +222,12 @@ static const struct {
      */
     [MXF_STMT_KEY_DOCS_GET] = {
         "mxf_key_docs_get",
-        "SELECT response FROM mxf_server_key_docs"
-        " WHERE server_name = %s AND key_id IN (SELECT jsonb_array_elements_text(%s::jsonb))"
-        " GROUP BY response ORDER BY max(fetched_ts) DESC"
+        "SELECT b.response FROM mxf_server_key_bodies b"
+        " WHERE b.server_name = %s AND b.sha256 IN ("
+        "   SELECT d.sha256 FROM mxf_server_key_docs d"
+        "    WHERE d.server_name = b.server_name"
+        "      AND d.key_id IN (SELECT jsonb_array_elements_text(%s::jsonb)))"
+        " ORDER BY b.fetched_ts DESC"
     },
 };
 

@@ -4,26 +4,44 @@
 -- A key its server no longer lists (a rotation that leaves it out of
 -- old_verify_keys, or a wrong answer from a misconfigured server) could then
 -- no longer be had from this notary, though other servers still need it to
--- check events signed with it. Every object stored there is now also kept
--- under each key ID of its verify_keys, the latest object that listed that
--- key, by a trigger, so that both writers (the module's key fetches and
--- `matrix-fed import --keys`) keep them. The notary adds these to its
+-- check events signed with it. Every object stored there is now also kept,
+-- once (mxf_server_key_bodies, by its SHA-256), with the key IDs of its
+-- verify_keys pointing at it (mxf_server_key_docs: the latest object that
+-- listed each key), by a trigger, so that both writers (the module's key
+-- fetches and `matrix-fed import --keys`) keep them. An object no key ID
+-- points at any more is dropped. The notary adds these objects to its
 -- answer for the key IDs a request names that the latest object lacks.
-CREATE TABLE mxf_server_key_docs (
+-- Each object is stored once whatever the number of its keys: a server
+-- may list thousands in one object.
+CREATE TABLE mxf_server_key_bodies (
     server_name     text    NOT NULL,
-    key_id          text    NOT NULL,
+    sha256          bytea   NOT NULL,
     -- the object as received (JSON text), as in mxf_server_key_responses
     response        text    NOT NULL,
     valid_until_ts  bigint  NOT NULL,
     fetched_ts      bigint  NOT NULL,
-    PRIMARY KEY (server_name, key_id)
+    PRIMARY KEY (server_name, sha256)
 );
 
+CREATE TABLE mxf_server_key_docs (
+    server_name     text    NOT NULL,
+    key_id          text    NOT NULL,
+    sha256          bytea   NOT NULL,
+    fetched_ts      bigint  NOT NULL,
+    PRIMARY KEY (server_name, key_id)
+);
+CREATE INDEX mxf_server_key_docs_body ON mxf_server_key_docs (server_name, sha256);
+
 -- An object that PostgreSQL's jsonb cannot read (a \u0000 in a string,
--- which JSON allows) is kept as the latest, only not by key ID.
-CREATE FUNCTION mxf_keep_key_docs() RETURNS trigger LANGUAGE plpgsql AS $$
+-- which JSON allows) is kept as the latest, only not by key ID. The
+-- function runs with its owner's rights (the role that ran db init), so
+-- that the roles writing mxf_server_key_responses need no grant on these
+-- tables (README: the module's role writes the two key tables).
+CREATE FUNCTION mxf_keep_key_docs() RETURNS trigger LANGUAGE plpgsql
+SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     keys jsonb;
+    h    bytea := sha256(convert_to(NEW.response, 'UTF8'));
 BEGIN
     BEGIN
         keys := NEW.response::jsonb -> 'verify_keys';
@@ -35,13 +53,19 @@ BEGIN
     IF jsonb_typeof(keys) IS DISTINCT FROM 'object' THEN
         RETURN NEW;
     END IF;
-    INSERT INTO mxf_server_key_docs (server_name, key_id, response, valid_until_ts, fetched_ts)
-    SELECT NEW.server_name, k, NEW.response, NEW.valid_until_ts, NEW.fetched_ts
-      FROM jsonb_object_keys(keys) k
+    INSERT INTO mxf_server_key_bodies (server_name, sha256, response, valid_until_ts, fetched_ts)
+    VALUES (NEW.server_name, h, NEW.response, NEW.valid_until_ts, NEW.fetched_ts)
+    ON CONFLICT (server_name, sha256) DO UPDATE
+       SET fetched_ts = greatest(mxf_server_key_bodies.fetched_ts, EXCLUDED.fetched_ts);
+    INSERT INTO mxf_server_key_docs (server_name, key_id, sha256, fetched_ts)
+    SELECT NEW.server_name, k, h, NEW.fetched_ts FROM jsonb_object_keys(keys) k
     ON CONFLICT (server_name, key_id) DO UPDATE
-       SET response = EXCLUDED.response, valid_until_ts = EXCLUDED.valid_until_ts,
-           fetched_ts = EXCLUDED.fetched_ts
+       SET sha256 = EXCLUDED.sha256, fetched_ts = EXCLUDED.fetched_ts
      WHERE EXCLUDED.fetched_ts >= mxf_server_key_docs.fetched_ts;
+    DELETE FROM mxf_server_key_bodies b
+     WHERE b.server_name = NEW.server_name
+       AND NOT EXISTS (SELECT 1 FROM mxf_server_key_docs d
+                        WHERE d.server_name = b.server_name AND d.sha256 = b.sha256);
     RETURN NEW;
 END
 $$;

@@ -288,6 +288,7 @@ def test_073_008_key_docs_filled(fresh, build_env, postgres):
     assert init(build_env, postgres, db).returncode == 0
     postgres.psql(db, "DROP TRIGGER mxf_keep_key_docs ON mxf_server_key_responses;"
                       "DROP FUNCTION mxf_keep_key_docs(); DROP TABLE mxf_server_key_docs;"
+                      "DROP TABLE mxf_server_key_bodies;"
                       "DELETE FROM mxf_schema_migrations WHERE version = 20")
 
     def put(server, keys, old, valid, fetched):
@@ -302,9 +303,15 @@ def test_073_008_key_docs_filled(fresh, build_env, postgres):
                           "  fetched_ts = EXCLUDED.fetched_ts")
 
     def docs():
-        out = postgres.psql(db, "SELECT server_name, key_id, fetched_ts FROM mxf_server_key_docs"
-                                " ORDER BY 1, 2")
+        """(server, key ID, fetched_ts of the object it points at)"""
+        out = postgres.psql(db, "SELECT d.server_name, d.key_id, b.fetched_ts"
+                                "  FROM mxf_server_key_docs d JOIN mxf_server_key_bodies b"
+                                "    USING (server_name, sha256) ORDER BY 1, 2")
         return [tuple(line.split("|")) for line in out.splitlines()]
+
+    def bodies():
+        return postgres.psql(db, "SELECT server_name || ' ' || fetched_ts"
+                                 "  FROM mxf_server_key_bodies ORDER BY 1").splitlines()
 
     put("a.example", ["ed25519:1", "ed25519:2"], ["ed25519:0"], 500, 100)
     put("nul.example", ["ed25519:n"], [], 500, 100)
@@ -316,4 +323,28 @@ def test_073_008_key_docs_filled(fresh, build_env, postgres):
     put("a.example", ["ed25519:1", "ed25519:3"], [], 900, 200)
     assert docs() == [("a.example", "ed25519:1", "200"), ("a.example", "ed25519:2", "100"),
                       ("a.example", "ed25519:3", "200")]
+    assert bodies() == ["a.example 100", "a.example 200"]
     assert postgres.psql(db, "SELECT count(*) FROM mxf_server_key_responses") == "2"
+    # Key 2 listed again: the first object is no longer pointed at, and goes.
+    put("a.example", ["ed25519:2"], [], 900, 300)
+    assert docs() == [("a.example", "ed25519:1", "200"), ("a.example", "ed25519:2", "300"),
+                      ("a.example", "ed25519:3", "200")]
+    assert bodies() == ["a.example 200", "a.example 300"]
+    # A role with the README's grants (read everything, write the two key
+    # tables) keeps objects by key ID too: the trigger runs as its owner.
+    role = f"mxf_module_{os.getpid()}"
+    postgres.psql(db, f"CREATE ROLE {role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public"
+                      f" TO {role}; GRANT INSERT, UPDATE ON mxf_server_keys,"
+                      f" mxf_server_key_responses TO {role}")
+    as_role = postgres.conninfo(db).replace(f"user={postgres.USER}", f"user={role}")
+    doc = json.dumps({"server_name": "c.example", "verify_keys": {"ed25519:c": {"key": "AAAA"}}})
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", as_role, "-c",
+                    "INSERT INTO mxf_server_key_responses VALUES"
+                    f" ('c.example', '{doc}', 900, 100)"], check=True)
+    assert ("c.example", "ed25519:c", "100") in docs()
+    # An object of 3,000 keys is stored once.
+    put("b.example", [f"ed25519:k{i}" for i in range(3000)], [], 900, 100)
+    assert postgres.psql(db, "SELECT count(*) FROM mxf_server_key_docs"
+                             " WHERE server_name = 'b.example'") == "3000"
+    assert postgres.psql(db, "SELECT count(*) FROM mxf_server_key_bodies"
+                             " WHERE server_name = 'b.example'") == "1"

@@ -113,6 +113,7 @@ MatrixFedKeyServerURL {ORIGIN}2 https://127.0.0.1:{origin.port}
 MatrixFedKeyServerURL {ORIGIN}3 https://127.0.0.1:{origin.port}
 MatrixFedKeyServerURL {ORIGIN}4 https://127.0.0.1:{origin.port}
 MatrixFedKeyServerURL {ORIGIN}5 https://127.0.0.1:{origin.port}
+MatrixFedKeyServerURL {ORIGIN}6 https://127.0.0.1:{origin.port}
 MatrixFedKeyFetchCAFile {origin.cert[0]}
 MatrixFedKeyFetchTimeout 2
 MatrixFedKeyFetchRetryInterval 1
@@ -303,6 +304,31 @@ def test_092_012_notary_must_not_overwrite_valid_key_with_spurious_result(kh, or
     assert r.json["server_keys"], r.json
     assert any(k["server_name"] == name and "ed25519:key_1" in k["verify_keys"]
                for k in r.json["server_keys"]), r.json
+
+
+def test_092_014_notary_object_of_many_keys(kh, origin, postgres):
+    """An origin listing 3,000 keys in one object (within the 256 KB a
+    fetch takes): the notary fetches, keeps and serves it at once, and keeps
+    it once, whatever the number of its keys (each key ID points at it)."""
+    import nacl.signing as ns
+    name = ORIGIN + "6"
+    key = signedjson.key.generate_signing_key("main")
+    vk = {f"ed25519:{i}": {"key": base64.b64encode(ns.SigningKey.generate().verify_key.encode())
+                                  .decode().rstrip("=")} for i in range(3000)}
+    vk["ed25519:main"] = {"key": vk_b64(key)}
+    doc = signedjson.sign.sign_json({"server_name": name, "valid_until_ts": now_ms() + 86400_000,
+                                     "verify_keys": vk, "old_verify_keys": {}}, name, key)
+    origin.answer = (200, doc)
+    t0 = time.time()
+    r = key_query_via_post(kh, name, "ed25519:main", now_ms())
+    assert r.status == 200 and time.time() - t0 < 5, (r, time.time() - t0)
+    got = [k for k in r.json["server_keys"] if k["server_name"] == name]
+    assert len(got) == 1 and len(got[0]["verify_keys"]) == 3001
+    assert postgres.psql(None, "SELECT count(*) FROM mxf_server_key_docs"
+                               f" WHERE server_name = '{name}'") == "3001"
+    assert postgres.psql(None, "SELECT count(*), sum(length(response)) < 300000"
+                               " FROM mxf_server_key_bodies"
+                               f" WHERE server_name = '{name}'") == "1|t"
 
 
 # ------------------------------------------------------------------ 02server-names
