@@ -9,7 +9,6 @@ expiry, with slow and dead key servers bounded in time."""
 import http.server
 import json
 import os
-import ssl
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ import signedjson.key
 import signedjson.sign
 
 from conftest import SERVER_NAME, site_config, spec_public_key, write_key
+from mxftest import tlsserver
 from mxftest.env import free_port
 from mxftest.httpd import BASE_MODULES
 
@@ -142,26 +142,12 @@ class FakeKeyServer:
                 else:
                     self.send_error(404)
                     return
-                data = json.dumps(body).encode()
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass                # the client gave up (timeout tests)
+                tlsserver.send_json(self, 200, body)
 
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*cert)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = tlsserver.start(Handler, cert, self.port)
 
     def response(self, forged=False):
         """The key document; @forged: self-signed by another key under the

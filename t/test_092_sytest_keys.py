@@ -10,8 +10,6 @@ import base64
 import http.server
 import json
 import os
-import ssl
-import threading
 import time
 import urllib.parse
 
@@ -22,6 +20,7 @@ import signedjson.key
 import signedjson.sign
 
 from conftest import SERVER_NAME, site_config, spec_public_key
+from mxftest import tlsserver
 from mxftest.env import free_port
 from mxftest.httpd import BASE_MODULES
 from mxftest.matrix import xmatrix
@@ -67,22 +66,12 @@ class OriginKeyServer:
                     status, body = outer.answer
                 else:
                     status, body = 404, {}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                tlsserver.send_json(self, status, body)
 
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), H)
-        self.server.daemon_threads = True
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*cert)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = tlsserver.start(H, cert, self.port)
 
     def stop(self):
         self.server.shutdown()

@@ -20,6 +20,7 @@ from mxftest.matrix import q
 from mxftest.postgres import Postgres
 from mxftest.vbuilder import Keys
 from mxftest.vroom import Fed, import_rooms
+from test_042_robustness import events_locked
 from test_090_sytest_rooms import ALICE, CHARLIE, synapse_room
 
 FED = "/_matrix/federation/v1"
@@ -126,13 +127,7 @@ def test_095_003_time_limits_over_tls(tls, httpd_factory, signing_key, backend):
         # warm: every statement prepared, the connections open
         for path, _, _ in cases:
             assert fed.get("remote.example", path).status == 200
-        locker = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-d", pg.conninfo()],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        try:
-            locker.stdin.write("BEGIN;\nLOCK TABLE mxf_events IN ACCESS EXCLUSIVE MODE;\n"
-                               "SELECT 'locked';\n")
-            locker.stdin.flush()
-            assert locker.stdout.readline().strip() == "locked"
+        with events_locked(pg):
             for path, limit, directive in cases:
                 t0 = time.time()
                 r = fed.get("remote.example", path)
@@ -141,10 +136,6 @@ def test_095_003_time_limits_over_tls(tls, httpd_factory, signing_key, backend):
                 assert limit - 0.1 < took < limit + 2.5, (path, took)
                 log = "\n".join(h.new_log_lines())
                 assert "MXF25069" in log and f"({directive})" in log, log
-        finally:
-            locker.stdin.write("ROLLBACK;\n\\q\n")
-            locker.stdin.flush()
-            locker.wait(10)
         for path, _, _ in cases:
             assert fed.get("remote.example", path).status == 200, path
     finally:
