@@ -945,24 +945,33 @@ apr_status_t mxf_keys_get(request_rec *r, const mxf_srv_conf_t *conf,
 #define NOTARY_MAX_SERVERS 1000
 #define NOTARY_MAX_FETCHES 3
 
+/* The kept Server Keys object @a text parsed (NULL, logged, when it does not parse). */
+static json_t *parse_kept(request_rec *r, const char *server, const char *text)
+{
+    json_t *obj = NULL;
+    const char *why = NULL;
+
+    if (mxf_json_parse(r->pool, text, strlen(text), 0, &obj, &why) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25066)
+                      "the kept key response of %s cannot be served: %s", server, why);
+        return NULL;
+    }
+    return obj;
+}
+
 /*
- * The key IDs of @a wanted (const char *) that the kept Server Keys object
- * @a text (NULL: none kept) lists neither in verify_keys nor in
- * old_verify_keys, as a JSON array text; NULL when it lacks none (or none
- * is wanted). A text that does not parse lacks them all.
+ * The key IDs of @a wanted (const char *) that the Server Keys object
+ * @a obj (NULL: none) lists neither in verify_keys nor in old_verify_keys,
+ * as a JSON array text; NULL when it lacks none (or none is wanted).
  */
-static const char *missing_key_ids(apr_pool_t *p, const char *text,
+static const char *missing_key_ids(apr_pool_t *p, const json_t *obj,
                                    const apr_array_header_t *wanted)
 {
-    json_t *obj = NULL, *missing;
-    const char *why = NULL;
+    json_t *missing;
     int i;
 
     if (!wanted || !wanted->nelts) {
         return NULL;
-    }
-    if (text && mxf_json_parse(p, text, strlen(text), 0, &obj, &why) != APR_SUCCESS) {
-        obj = NULL;
     }
     missing = mxf_json_own(p, json_array());
     for (i = 0; i < wanted->nelts; i++) {
@@ -975,18 +984,16 @@ static const char *missing_key_ids(apr_pool_t *p, const char *text,
     return json_array_size(missing) ? mxf_json_dump(p, missing, NULL) : NULL;
 }
 
-/* Appends the kept Server Keys object @a text of @a server, signed by this server too. */
+/* Appends the kept Server Keys object @a obj of @a server, signed by this server too. */
 static void serve_kept(request_rec *r, const mxf_srv_conf_t *conf, const char *server,
-                       const char *text, json_t *list)
+                       json_t *obj, json_t *list)
 {
-    json_t *obj = NULL;
     const char *why = NULL;
 
-    if (mxf_json_parse(r->pool, text, strlen(text), 0, &obj, &why) != APR_SUCCESS
-        || mxf_sign_json(r->pool, obj, conf->server_name, conf->signing_key, &why)
-           != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25066)
-                      "the kept key response of %s cannot be served: %s", server, why);
+    if (mxf_sign_json(r->pool, obj, conf->server_name, conf->signing_key, &why)
+        != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, MXFLOGNO(25074)
+                      "the kept key response of %s cannot be signed: %s", server, why);
         return;
     }
     json_array_append(list, obj);
@@ -1015,6 +1022,7 @@ static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_val
     const mxf_srv_conf_t *conf = req->conf;
     const char *args[2] = { server, NULL }, *latest, *missing, *why = NULL;
     mxf_db_rows_t *rows;
+    json_t *obj;
     int status, i;
 
     if (strcmp(server, conf->server_name) == 0) {
@@ -1028,9 +1036,10 @@ static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_val
         return status;
     }
     latest = rows->nrows ? mxf_db_get(rows, 0, 0) : NULL;
+    obj = latest ? parse_kept(r, server, latest) : NULL;
     if ((!latest || apr_atoi64(mxf_db_get(rows, 0, 1)) < min_valid
          || apr_atoi64(mxf_db_get(rows, 0, 2)) <= apr_time_as_msec(apr_time_now())
-         || missing_key_ids(r->pool, latest, wanted))
+         || missing_key_ids(r->pool, obj, wanted))
         && *fetches_left > 0 && keys_g && keys_g->tmutex) {
         (*fetches_left)--;
         if (refresh_server(r, conf, server, &why) == APR_SUCCESS) {
@@ -1039,12 +1048,13 @@ static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_val
                 return status;
             }
             latest = rows->nrows ? mxf_db_get(rows, 0, 0) : NULL;
+            obj = latest ? parse_kept(r, server, latest) : NULL;
         }
     }
-    if (latest) {
-        serve_kept(r, conf, server, latest, list);
+    if (obj) {
+        serve_kept(r, conf, server, obj, list);
     }
-    if (!(missing = missing_key_ids(r->pool, latest, wanted))) {
+    if (!(missing = missing_key_ids(r->pool, obj, wanted))) {
         return OK;
     }
     args[1] = missing;
@@ -1053,8 +1063,10 @@ static int notary_answer(mxf_req_t *req, const char *server, apr_int64_t min_val
     }
     for (i = 0; i < rows->nrows; i++) {
         const char *text = mxf_db_get(rows, i, 0);
-        if (text && (!latest || strcmp(text, latest) != 0)) {
-            serve_kept(r, conf, server, text, list);
+        json_t *older;
+        if (text && (!latest || strcmp(text, latest) != 0)
+            && (older = parse_kept(r, server, text)) != NULL) {
+            serve_kept(r, conf, server, older, list);
         }
     }
     return OK;
