@@ -152,6 +152,7 @@ typedef struct ev {
     int child0, n_children;             /* children: im->children[child0 ..] */
     int akid0, n_akids;                 /* state events citing it: im->auth_kids[akid0 ..] */
     unsigned known:1;                   /* already in the database, left as it is */
+    unsigned kids_indexed:1;            /* in this import's order: akid0/n_akids are its */
     unsigned refill:1;                  /* in the database, state unknown: computed now */
     unsigned had_redacted:1;            /* refill: redacted_pdu already stored */
     unsigned hash_mismatch:1;
@@ -2454,14 +2455,18 @@ static const char *const *prov_children(void *baton, const char *event_id, int *
     importer_t *im = baton;
     ev_t *e = ev_get(im, event_id);
 
-    if (!e || e->known || !e->room->is_new) {
+    if (!e || e->known || !e->kids_indexed || !e->room->is_new) {
         return NULL;
     }
     *n = e->n_akids;
     return im->auth_kids + e->akid0;
 }
 
-/* Indexes the state events of this import under the auth events they cite. */
+/*
+ * Indexes the state events of this import under the auth events they cite,
+ * for the auth events of this import (@a topo) only: an earlier import's
+ * have no slots (prov_children() does not read them).
+ */
 static void index_auth_kids(importer_t *im, apr_array_header_t *topo)
 {
     apr_size_t total = 0;
@@ -2469,9 +2474,14 @@ static void index_auth_kids(importer_t *im, apr_array_header_t *topo)
 
     for (i = 0; i < topo->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
+        e->kids_indexed = 1;
+        e->n_akids = 0;
+    }
+    for (i = 0; i < topo->nelts; i++) {
+        ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
         for (k = 0; e->state_key && k < e->n_auths; k++) {
             ev_t *a = ev_get(im, e->auths[k]);
-            if (a) {
+            if (a && a->kids_indexed) {
                 a->n_akids++;
                 total++;
             }
@@ -2490,7 +2500,7 @@ static void index_auth_kids(importer_t *im, apr_array_header_t *topo)
         ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
         for (k = 0; e->state_key && k < e->n_auths; k++) {
             ev_t *a = ev_get(im, e->auths[k]);
-            if (a) {
+            if (a && a->kids_indexed) {
                 im->auth_kids[a->akid0 + a->n_akids++] = e->event_id;
             }
         }
