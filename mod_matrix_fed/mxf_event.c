@@ -243,7 +243,7 @@ static json_t *redact_content(const json_t *pdu, const json_t *content,
 /* The redaction of @a pdu: a copy (@a deep), or new objects sharing @a pdu's values. */
 static json_t *redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv, int deep)
 {
-    json_t *out, *content;
+    json_t *out, *content, *rc;
 
     if (!json_is_object(pdu) || rv == NULL || (out = json_object()) == NULL) {
         return NULL;
@@ -261,13 +261,10 @@ static json_t *redact(apr_pool_t *p, const json_t *pdu, const mxf_roomver_t *rv,
      * redact.
      */
     content = json_object_get(pdu, "content");
-    {
-        json_t *rc = json_is_object(content) ? redact_content(pdu, content, rv, deep)
-                                             : json_object();
-        if (rc == NULL || json_object_set_new(out, "content", rc) != 0) {
-            json_decref(out);
-            return NULL;
-        }
+    rc = json_is_object(content) ? redact_content(pdu, content, rv, deep) : json_object();
+    if (rc == NULL || json_object_set_new(out, "content", rc) != 0) {
+        json_decref(out);
+        return NULL;
     }
     return mxf_json_own(p, out);
 }
