@@ -33,24 +33,31 @@ CREATE TABLE mxf_server_key_docs (
 CREATE INDEX mxf_server_key_docs_body ON mxf_server_key_docs (server_name, sha256);
 
 -- An object that PostgreSQL's jsonb cannot read (a \u0000 in a string,
--- which JSON allows) is kept as the latest, only not by key ID. The
--- function runs with its owner's rights (the role that ran db init), so
--- that the roles writing mxf_server_key_responses need no grant on these
--- tables (README: the module's role writes the two key tables).
-CREATE FUNCTION mxf_keep_key_docs() RETURNS trigger LANGUAGE plpgsql
-SECURITY DEFINER SET search_path FROM CURRENT AS $$
+-- which JSON allows) is kept as the latest, only not by key ID.
+--
+-- The function runs with its owner's rights (the role that ran db init),
+-- so that the roles writing mxf_server_key_responses need no grant on these
+-- tables (README: the module's role writes the two key tables). It is
+-- written so that such a role cannot make it run code of its own: every
+-- function and operator it calls is named in pg_catalog (a function of the
+-- same name in a schema the role can create in, public before PostgreSQL
+-- 15, would otherwise be chosen where it matches the arguments better), and
+-- it runs with pg_catalog, this schema and pg_temp last as its search path,
+-- so that no temporary table of the writing session stands in for ours.
+CREATE FUNCTION mxf_keep_key_docs() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     keys jsonb;
-    h    bytea := sha256(convert_to(NEW.response, 'UTF8'));
+    h    bytea := pg_catalog.sha256(pg_catalog.convert_to(NEW.response, 'UTF8'::pg_catalog.name));
 BEGIN
     BEGIN
-        keys := NEW.response::jsonb -> 'verify_keys';
+        keys := NEW.response::pg_catalog.jsonb OPERATOR(pg_catalog.->) 'verify_keys'::pg_catalog.text;
     EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
         RAISE WARNING 'the Server Keys object of % is not kept by key ID: %',
             NEW.server_name, SQLERRM;
         RETURN NEW;
     END;
-    IF jsonb_typeof(keys) IS DISTINCT FROM 'object' THEN
+    IF keys IS NULL
+       OR pg_catalog.jsonb_typeof(keys) OPERATOR(pg_catalog.<>) 'object'::pg_catalog.text THEN
         RETURN NEW;
     END IF;
     INSERT INTO mxf_server_key_bodies (server_name, sha256, response, valid_until_ts, fetched_ts)
@@ -58,15 +65,22 @@ BEGIN
     ON CONFLICT (server_name, sha256) DO UPDATE
        SET fetched_ts = greatest(mxf_server_key_bodies.fetched_ts, EXCLUDED.fetched_ts);
     INSERT INTO mxf_server_key_docs (server_name, key_id, sha256, fetched_ts)
-    SELECT NEW.server_name, k, h, NEW.fetched_ts FROM jsonb_object_keys(keys) k
+    SELECT NEW.server_name, k, h, NEW.fetched_ts FROM pg_catalog.jsonb_object_keys(keys) k
     ON CONFLICT (server_name, key_id) DO UPDATE
        SET sha256 = EXCLUDED.sha256, fetched_ts = EXCLUDED.fetched_ts
-     WHERE EXCLUDED.fetched_ts >= mxf_server_key_docs.fetched_ts;
+     WHERE EXCLUDED.fetched_ts OPERATOR(pg_catalog.>=) mxf_server_key_docs.fetched_ts;
     DELETE FROM mxf_server_key_bodies b
-     WHERE b.server_name = NEW.server_name
+     WHERE b.server_name OPERATOR(pg_catalog.=) NEW.server_name
        AND NOT EXISTS (SELECT 1 FROM mxf_server_key_docs d
-                        WHERE d.server_name = b.server_name AND d.sha256 = b.sha256);
+                        WHERE d.server_name OPERATOR(pg_catalog.=) b.server_name
+                          AND d.sha256 OPERATOR(pg_catalog.=) b.sha256);
     RETURN NEW;
+END
+$$;
+DO $$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER FUNCTION mxf_keep_key_docs() SET search_path = pg_catalog, %I, pg_temp',
+                              pg_catalog.current_schema());
 END
 $$;
 

@@ -348,3 +348,43 @@ def test_073_008_key_docs_filled(fresh, build_env, postgres):
                              " WHERE server_name = 'b.example'") == "3000"
     assert postgres.psql(db, "SELECT count(*) FROM mxf_server_key_bodies"
                              " WHERE server_name = 'b.example'") == "1"
+
+
+def test_073_009_key_docs_trigger_runs_no_code_of_the_writer(build_env, postgres):
+    """020's trigger runs with its owner's rights. A role with the README's
+    grants that can also create in public (every role before PostgreSQL 15)
+    defines public.convert_to(text, text), which would match the trigger's
+    call better than pg_catalog's, and writes a key object: its function is
+    not run as the owner, and a temporary table of its session does not
+    stand in for the key tables."""
+    db = createdb(postgres)
+    assert init(build_env, postgres, db).returncode == 0
+    role = f"mxf_writer_{os.getpid()}"
+    postgres.psql(db, f"CREATE ROLE {role} LOGIN; GRANT SELECT ON ALL TABLES IN SCHEMA public"
+                      f" TO {role}; GRANT INSERT, UPDATE ON mxf_server_keys,"
+                      f" mxf_server_key_responses TO {role}; GRANT CREATE ON SCHEMA public"
+                      f" TO {role}")
+    as_role = postgres.conninfo(db).replace(f"user={postgres.USER}", f"user={role}")
+    doc = json.dumps({"server_name": "w.example", "verify_keys": {"ed25519:w": {"key": "A"}}})
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", as_role],
+                       input=f"""
+CREATE FUNCTION public.convert_to(t text, e text) RETURNS bytea LANGUAGE plpgsql AS $f$
+BEGIN
+  IF current_user <> '{role}' THEN
+    EXECUTE 'GRANT DELETE ON mxf_events TO {role}';
+  END IF;
+  RETURN pg_catalog.convert_to(t, e::name);
+END $f$;
+CREATE TEMP TABLE mxf_server_key_docs (server_name text, key_id text, sha256 bytea,
+                                       fetched_ts bigint, PRIMARY KEY (server_name, key_id));
+INSERT INTO mxf_server_key_responses VALUES ('w.example', '{doc}', 900, 100);
+SELECT has_table_privilege('mxf_events', 'DELETE');
+SELECT count(*) FROM pg_temp.mxf_server_key_docs;
+""", text=True, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["f", "0"], r.stdout
+    assert postgres.psql(db, "SELECT count(*) FROM public.mxf_server_key_docs"
+                             " WHERE server_name = 'w.example'") == "1"
+    conf = postgres.psql(db, "SELECT array_to_string(proconfig, ';') FROM pg_proc"
+                             " WHERE proname = 'mxf_keep_key_docs' AND prosecdef")
+    assert conf == "search_path=pg_catalog, public, pg_temp", conf
