@@ -6,6 +6,7 @@
 #include <http_protocol.h>
 #include <errno.h>
 #include <libpq-fe.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -428,10 +429,11 @@ static limit_t query_limit(void)
  * when the backend notices its client is gone: when it next writes, or at
  * once with PostgreSQL's client_connection_check_interval (see the README).
  *
- * Over TLS, part of a record libpq has not taken yet may wait in OpenSSL's
- * buffer, where poll() on the socket cannot see it (libpq's own waits ask
- * OpenSSL, which it does not export): the wait is then cut into slices of
- * TLS_POLL_SLICE, after each of which libpq reads what it can.
+ * Over TLS, the rest of a record libpq has taken only part of waits in
+ * OpenSSL's buffer, where poll() on the socket cannot see it: libpq reads
+ * it first (SSL_pending() of the connection's SSL). Were libpq built with
+ * another TLS library, the wait is cut into slices of TLS_POLL_SLICE
+ * instead, after each of which libpq reads what it can.
  */
 #define TLS_POLL_SLICE apr_time_from_msec(20)
 
@@ -440,13 +442,20 @@ static int wait_ready(request_rec *r, PGconn *pg, apr_time_t deadline, limit_t l
 {
     PGresult *res;
     int tls = PQsslInUse(pg), i;
+    SSL *ssl = tls ? PQsslStruct(pg, "OpenSSL") : NULL;
 
     while (PQisBusy(pg)) {
         apr_interval_time_t left = deadline - apr_time_now(), wait = left;
         struct pollfd pfd;
         int n;
 
-        if (tls && wait > TLS_POLL_SLICE) {
+        if (ssl && SSL_pending(ssl) > 0) {
+            if (!PQconsumeInput(pg)) {
+                return 1;
+            }
+            continue;
+        }
+        if (tls && !ssl && wait > TLS_POLL_SLICE) {
             wait = TLS_POLL_SLICE;
         }
         pfd.fd = PQsocket(pg);
