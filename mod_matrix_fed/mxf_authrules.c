@@ -474,6 +474,11 @@ static int tpi_signature_ok(ctx_t *c, const json_t *signed_, const json_t *tpi)
             }
             json_object_foreach((json_t *)per_server, key_id, sig) {
                 const char *vwhy;
+                /* Signatures of algorithms other than ed25519 are set aside
+                 * (appendices, "Checking for a Signature"; Synapse too). */
+                if (strncmp(key_id, "ed25519:", 8) != 0) {
+                    continue;
+                }
                 if (mxf_verify_json(c->p, signed_, server, key_id, pk, &vwhy) == APR_SUCCESS) {
                     return 1;
                 }
