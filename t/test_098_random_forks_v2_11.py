@@ -22,8 +22,8 @@ import random
 import pytest
 
 from mxftest.stateres_v2_11 import ModelV
-from mxftest.helpers12 import db_states_before
-from mxftest.v12util import db_events, import_lines
+from mxftest.modelcmp import state_differences, verdict_differences
+from mxftest.v12util import import_lines
 from mxftest.vbuilder import VRoom
 from mxftest.vbuilder12 import SHARED_KEYS
 
@@ -270,21 +270,11 @@ def desc(r, eid):
 
 def test_098_001_verdicts(judged, postgres):
     case, r, model = judged
-    got = db_events(postgres, r.room_id)
-    bad = [(desc(r, e), model.rejected.get(e), got.get(e)) for e, _ in r.events
-           if (e in model.rejected) != (got.get(e, "") != "")]
+    bad = verdict_differences(postgres, r, model, lambda e: desc(r, e))
     assert not bad, f"{case}: {len(bad)}: {bad[:4]}"
 
 
 def test_098_002_states(judged, postgres):
     case, r, model = judged
-    got = db_states_before(postgres, r.room_id)
-    bad = []
-    names = {x: f"#{i}" for i, (x, _) in enumerate(r.events)}
-    for e, _ in r.events:
-        want = {f"{k[0]}|{k[1]}": v for k, v in model.before[e].items()}
-        g = got.get(e) or {}
-        if g != want:
-            bad.append((desc(r, e), {k: (names.get(g.get(k)), names.get(want.get(k)))
-                                     for k in set(g) | set(want) if g.get(k) != want.get(k)}))
+    bad = state_differences(postgres, r, model, lambda e: desc(r, e))
     assert not bad, f"{case}: {len(bad)} states differ (got, model), first {bad[:3]}"

@@ -13,9 +13,9 @@ import pytest
 
 import test_098_random_forks_v2_11 as g098
 import test_099_random_tpi_v2_11 as g099
-from mxftest.helpers12 import db_states_before
 from mxftest.stateres_v1 import ModelV1
-from mxftest.v12util import db_events, import_lines
+from mxftest.modelcmp import state_differences, verdict_differences
+from mxftest.v12util import import_lines
 from mxftest.vbuilder12 import SHARED_KEYS
 
 SEEDS = [int(x) for x in os.environ.get("MXF_V1_SEEDS", "1-4").split("-")]
@@ -83,22 +83,11 @@ def test_101_000_forks(judged):
 
 def test_101_001_verdicts(judged, postgres):
     case, r, model, kinds = judged
-    got = db_events(postgres, r.room_id)
-    bad = [(desc(r, e, kinds), model.rejected.get(e), got.get(e)) for e, _ in r.events
-           if (e in model.rejected) != (got.get(e, "") != "")]
+    bad = verdict_differences(postgres, r, model, lambda e: desc(r, e, kinds))
     assert not bad, f"{case}: {len(bad)}: {bad[:4]}"
 
 
 def test_101_002_states(judged, postgres):
     case, r, model, kinds = judged
-    got = db_states_before(postgres, r.room_id)
-    bad = []
-    names = {x: f"#{i}" for i, (x, _) in enumerate(r.events)}
-    for e, _ in r.events:
-        want = {f"{k[0]}|{k[1]}": v for k, v in model.before[e].items()}
-        g = got.get(e) or {}
-        if g != want:
-            bad.append((desc(r, e, kinds), {k: (names.get(g.get(k)), names.get(want.get(k)))
-                                            for k in set(g) | set(want)
-                                            if g.get(k) != want.get(k)}))
+    bad = state_differences(postgres, r, model, lambda e: desc(r, e, kinds))
     assert not bad, f"{case}: {len(bad)} states differ (got, model), first {bad[:3]}"
