@@ -279,16 +279,42 @@ def _split_parts(lines, how, rnd):
 SPLITS = ["chunks", "chunks_reversed", "second_half_first", "interleaved", "random_subsets", "random_subsets_shuffled"]
 
 
-@pytest.mark.parametrize("how", ["second_half_first", "random_subsets_shuffled"])
-def test_064_001_parts_served_as_one_go(how, room, one_go, build_env, workdir, postgres,
-                                    httpd_factory, signing_key, backend, tmp_path):
-    lines = read_lines(room.path)
-    parts = split_parts(lines, how, random.Random(hash(how) & 0xffff))
+# The random splits' seeds (they were hash(how), which Python draws afresh
+# for each process, so every run split otherwise).
+SPLIT_SEEDS = {"second_half_first": 64769, "random_subsets_shuffled": 19055}
+# A split of room version 1 whose import ends with no joined servers in
+# mxf_room_servers (the one-go import has 3): a known fault, not yet found.
+KNOWN_BAD_SPLIT = 9263
+
+
+def import_split(room, lines, how, seed, build_env, workdir, postgres, tmp_path):
+    parts = split_parts(lines, how, random.Random(seed))
     db = new_db(postgres, build_env)
     for k, part in enumerate(parts):
         path = write_lines(tmp_path / f"part{k}.jsonl", [lines[i] for i in part])
         import_path(build_env, workdir, postgres, db, path, room.keys,
                     extra=["--batch-events", "37"])
+    return db
+
+
+@pytest.mark.xfail(strict=True, reason="known fault: a v1 room imported as three shuffled "
+                   "random subsets (this split) ends with mxf_room_servers empty")
+def test_064_000_known_bad_split_v1(room, one_go, build_env, workdir, postgres, tmp_path):
+    if room.version != "1":
+        pytest.xfail("the known bad split is of room version 1")
+    lines = read_lines(room.path)
+    db = import_split(room, lines, "random_subsets_shuffled", KNOWN_BAD_SPLIT, build_env,
+                      workdir, postgres, tmp_path)
+    assert snapshot(postgres, db)["mxf_room_servers"] == snapshot(postgres, one_go["db"])[
+        "mxf_room_servers"]
+
+
+@pytest.mark.parametrize("how", ["second_half_first", "random_subsets_shuffled"])
+def test_064_001_parts_served_as_one_go(how, room, one_go, build_env, workdir, postgres,
+                                    httpd_factory, signing_key, backend, tmp_path):
+    lines = read_lines(room.path)
+    db = import_split(room, lines, how, SPLIT_SEEDS[how], build_env, workdir, postgres,
+                      tmp_path)
     want_rows = snapshot(postgres, one_go["db"])
     got_rows = snapshot(postgres, db)
     counts_w = {t: want_rows[t][0] for t in MAIN_TABLES}
