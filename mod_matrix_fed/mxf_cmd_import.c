@@ -276,8 +276,10 @@ struct importer {
     long n_rejected, n_rejected_unknown_auth, n_sr_fetched, n_sr_full_conflicted;
     long n_rooms_gap;                   /* current state left events of unknown state out */
     /* summary */
-    long n_lines, n_new, n_known, n_dup, n_refilled, n_redacted_hash, n_redacted_by_event,
+    long n_lines, n_new, n_known, n_dup, n_redacted_hash, n_redacted_by_event,
          n_sig_verified, n_sig_unverifiable;
+    long n_refilled;                    /* stored events of unknown state taken up again */
+    long n_refill_known;                /* of them, those whose state is known now */
     long n_dup_other;                   /* repeated with other bytes (one copy kept) */
     long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
     long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
@@ -1637,6 +1639,37 @@ static void forget_input_copy(ev_t *e)
 }
 
 /*
+ * The columns every lookup of a stored event reads, in this order, from
+ * mxf_events e, mxf_rooms r and mxf_auth_chain_pos c.
+ */
+#define KNOWN_COLUMNS "e.event_nid, r.room_id, e.rejected_reason IS NOT NULL," \
+                      " coalesce(e.state_after, 0), e.depth, coalesce(c.chain_id, 0)," \
+                      " coalesce(c.seq, 0)"
+
+/*
+ * The stored event @a id, from row @a row of @a res whose KNOWN_COLUMNS
+ * start at column @a col, as a known event of this import (without its PDU).
+ */
+static ev_t *known_from_row(importer_t *im, const char *id, const PGresult *res, int row,
+                            int col)
+{
+    ev_t *e = apr_pcalloc(im->p, sizeof(*e));
+
+    e->event_id = apr_pstrdup(im->p, id);
+    e->known = 1;
+    e->nid = apr_atoi64(PQgetvalue(res, row, col));
+    e->room = room_get(im, PQgetvalue(res, row, col + 1));
+    e->rejected = PQgetvalue(res, row, col + 2)[0] == 't';
+    e->db_state_after = apr_atoi64(PQgetvalue(res, row, col + 3));
+    e->depth = apr_atoi64(PQgetvalue(res, row, col + 4));
+    e->chain_id = apr_atoi64(PQgetvalue(res, row, col + 5));
+    e->chain_seq = atoi(PQgetvalue(res, row, col + 6));
+    e->seq = e->nid;
+    apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
+    return e;
+}
+
+/*
  * Marks the events the database already has (forgetting the input's copy
  * of those it gives again), and loads the ones the input refers to as
  * prev_events or auth_events without carrying them (parents at the edge
@@ -1775,6 +1808,51 @@ static int load_known(importer_t *im)
 }
 
 /*
+ * The stored events that the refilled events @a ids cite as prev_events
+ * or auth_events and that load_known() did not load (no input event cites
+ * them): loaded as known events, so that a refilled event's state is
+ * computed from its stored parents' states as a new event's is.
+ */
+static int load_refill_parents(importer_t *im, const apr_array_header_t *ids)
+{
+    apr_hash_t *seen = apr_hash_make(im->p);
+    apr_array_header_t *want = apr_array_make(im->p, 16, sizeof(const char *));
+    PGresult *res;
+    int i, k;
+
+    for (i = 0; i < ids->nelts; i++) {
+        const ev_t *e = ev_get(im, APR_ARRAY_IDX(ids, i, const char *));
+        for (k = 0; e && k < e->n_prevs + e->n_auths; k++) {
+            const char *id = k < e->n_prevs ? e->prevs[k] : e->auths[k - e->n_prevs];
+            if (!ev_get(im, id) && !apr_hash_get(seen, id, APR_HASH_KEY_STRING)) {
+                apr_hash_set(seen, id, APR_HASH_KEY_STRING, id);
+                APR_ARRAY_PUSH(want, const char *) = id;
+            }
+        }
+    }
+    if (want->nelts == 0) {
+        return 1;
+    }
+    if (!mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_parents (event_id text)"
+                               " ON COMMIT DROP")
+        || !mxf_pg_copy_strings(im->conn, "COPY mxf_import_parents FROM STDIN", want)) {
+        return 0;
+    }
+    res = PQexec(im->conn, "SELECT e.event_id, " KNOWN_COLUMNS
+                           "  FROM mxf_import_parents p JOIN mxf_events e USING (event_id)"
+                           "  JOIN mxf_rooms r USING (room_nid)"
+                           "  LEFT JOIN mxf_auth_chain_pos c USING (event_nid)");
+    if (!mxf_pg_ok(res, "looking up the stored parents of events of unknown state")) {
+        return 0;
+    }
+    for (i = 0; i < PQntuples(res); i++) {
+        known_from_row(im, PQgetvalue(res, i, 0), res, i, 1);
+    }
+    PQclear(res);
+    return 1;
+}
+
+/*
  * Events of the database whose state was unknown (a prev_event was
  * missing) in the rooms where this import brings such a missing event:
  * they are ordered and their state computed with the new events, and
@@ -1870,7 +1948,8 @@ static int load_refills(importer_t *im)
     }
     PQclear(rooms);
     return ids->nelts == 0
-           || mxf_pg_copy_strings(im->conn, "COPY mxf_import_ids FROM STDIN", ids);
+           || (mxf_pg_copy_strings(im->conn, "COPY mxf_import_ids FROM STDIN", ids)
+               && load_refill_parents(im, ids));
 }
 
 static const char *server_of(const char *id)
@@ -2094,9 +2173,7 @@ static ev_t *ev_find(importer_t *im, const char *id)
     }
     params[0] = id;
     res = mxf_pg_query(im->conn,
-                       "SELECT e.event_nid, r.room_id, e.rejected_reason IS NOT NULL,"
-                       "       coalesce(e.state_after, 0), e.depth, coalesce(c.chain_id, 0),"
-                       "       coalesce(c.seq, 0)"
+                       "SELECT " KNOWN_COLUMNS
                        "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
                        "  LEFT JOIN mxf_auth_chain_pos c USING (event_nid)"
                        " WHERE e.event_id = $1", 1, params);
@@ -2110,19 +2187,8 @@ static ev_t *ev_find(importer_t *im, const char *id)
         PQclear(res);
         return NULL;
     }
-    e = apr_pcalloc(im->p, sizeof(*e));
-    e->event_id = apr_pstrdup(im->p, id);
-    e->known = 1;
-    e->nid = apr_atoi64(PQgetvalue(res, 0, 0));
-    e->room = room_get(im, PQgetvalue(res, 0, 1));
-    e->rejected = PQgetvalue(res, 0, 2)[0] == 't';
-    e->db_state_after = apr_atoi64(PQgetvalue(res, 0, 3));
-    e->depth = apr_atoi64(PQgetvalue(res, 0, 4));
-    e->chain_id = apr_atoi64(PQgetvalue(res, 0, 5));
-    e->chain_seq = atoi(PQgetvalue(res, 0, 6));
-    e->seq = e->nid;
+    e = known_from_row(im, id, res, 0, 0);
     PQclear(res);
-    apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
     return e;
 }
 
@@ -3575,6 +3641,7 @@ static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *bat
             return 0;
         }
         if (e->refill) {
+            im->n_refill_known += e->before != NULL;
             add_refill_row(im, cur, e);
         }
         else {
@@ -3966,8 +4033,8 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
                im.n_chain_links);
     }
     if (im.n_refilled) {
-        printf("  state now known for %ld stored events that were missing prev_events\n",
-               im.n_refilled);
+        printf("  state now known for %ld of the %ld stored events that were missing"
+               " prev_events\n", im.n_refill_known, im.n_refilled);
     }
     if (im.n_dup_other) {
         printf("  %ld event%s repeated with other bytes: one copy kept (the one whose content"
