@@ -145,7 +145,7 @@ const char *mxf_keys_set_old_key(cmd_parms *cmd, void *dconf, const char *key_id
     if (err) {
         return err;
     }
-    if (strncmp(key_id, "ed25519:", 8) != 0 || !mxf_id_key_id_valid(key_id, strlen(key_id))) {
+    if (!mxf_id_key_id_valid(key_id, strlen(key_id))) {
         return apr_psprintf(cmd->pool, "MatrixFedOldVerifyKey: '%s' is not an ed25519 key "
                             "ID (ed25519:<[A-Za-z0-9_]+>)", key_id);
     }

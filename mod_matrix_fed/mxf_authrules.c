@@ -476,7 +476,7 @@ static int tpi_signature_ok(ctx_t *c, const json_t *signed_, const json_t *tpi)
                 const char *vwhy;
                 /* Signatures of algorithms other than ed25519 are set aside
                  * (appendices, "Checking for a Signature"; Synapse too). */
-                if (strncmp(key_id, "ed25519:", 8) != 0) {
+                if (!mxf_id_key_id_is_ed25519(key_id)) {
                     continue;
                 }
                 if (mxf_verify_json(c->p, signed_, server, key_id, pk, &vwhy) == APR_SUCCESS) {

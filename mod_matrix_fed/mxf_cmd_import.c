@@ -86,6 +86,7 @@
 #include "mxf_cmd.h"
 #include "mxf_cmd_pg.h"
 #include "mxf_event.h"
+#include "mxf_id.h"
 #include "mxf_json.h"
 #include "mxf_keystore.h"
 #include "mxf_pduinput.h"
@@ -787,7 +788,7 @@ static int check_signatures(checker_t *c, json_t *j, const mxf_roomver_t *rv, ev
             sig_check_t *sc;
             apr_status_t st;
 
-            if (strncmp(key_id, "ed25519:", 8) != 0) {
+            if (!mxf_id_key_id_is_ed25519(key_id)) {
                 continue;               /* algorithm not understood: skipped */
             }
             ed25519++;
@@ -2514,14 +2515,15 @@ static apr_int64_t prov_seq(void *baton, const char *event_id)
 
 /*
  * The state events citing @a event_id: complete only for a room this
- * import creates (an earlier import's events are not indexed), else NULL.
+ * import creates (index_auth_kids() indexes the events this import orders,
+ * never a known one), else NULL.
  */
 static const char *const *prov_children(void *baton, const char *event_id, int *n)
 {
     importer_t *im = baton;
     ev_t *e = ev_get(im, event_id);
 
-    if (!e || e->known || !e->kids_indexed || !e->room->is_new) {
+    if (!e || !e->kids_indexed || !e->room->is_new) {
         return NULL;
     }
     *n = e->n_akids;

@@ -469,7 +469,7 @@ static apr_status_t verify_server(apr_pool_t *p, const json_t *pdu, const mxf_ro
         const char *vwhy = NULL;
         apr_status_t st;
 
-        if (strncmp(key_id, "ed25519:", 8) != 0) {
+        if (!mxf_id_key_id_is_ed25519(key_id)) {
             continue;                    /* algorithm not understood: skipped */
         }
         st = lookup(baton, p, server, key_id, origin_ts, rv, pk);

@@ -295,12 +295,18 @@ int mxf_id_alias_valid(const char *s, apr_size_t len)
     return sigil_local_server(s, len, '#', 0);
 }
 
+#define ED25519_PREFIX "ed25519:"
+
+int mxf_id_key_id_is_ed25519(const char *key_id)
+{
+    return key_id != NULL && strncmp(key_id, ED25519_PREFIX, sizeof(ED25519_PREFIX) - 1) == 0;
+}
+
 int mxf_id_key_id_valid(const char *s, apr_size_t len)
 {
-    static const char alg[] = "ed25519:";
-    apr_size_t i, n = sizeof(alg) - 1;
+    apr_size_t i, n = sizeof(ED25519_PREFIX) - 1;
 
-    if (s == NULL || len <= n || len > MXF_ID_MAX_BYTES || memcmp(s, alg, n) != 0) {
+    if (s == NULL || len <= n || len > MXF_ID_MAX_BYTES || memcmp(s, ED25519_PREFIX, n) != 0) {
         return 0;
     }
     for (i = n; i < len; i++) {

@@ -75,6 +75,14 @@ int mxf_id_alias_valid(const char *s, apr_size_t len);
 int mxf_id_key_id_valid(const char *s, apr_size_t len);
 
 /*
+ * Whether key ID @a key_id (NUL-terminated) names the ed25519 algorithm,
+ * the only one signatures are checked with: those of other algorithms are
+ * set aside (appendices, "Checking for a Signature"). Says nothing of the
+ * rest of the ID (mxf_id_key_id_valid()).
+ */
+int mxf_id_key_id_is_ed25519(const char *key_id);
+
+/*
  * The server name of a user ID, room ID, room alias or event ID (the text
  * after the first ":"), copied into @a p; NULL when @a id (NUL-terminated)
  * has no sigil, no ":" or an invalid server name, as for v3+ event IDs and

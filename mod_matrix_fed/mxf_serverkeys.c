@@ -26,7 +26,7 @@ static int decode_entry_key(const json_t *entry, unsigned char pk[MXF_ED25519_PK
  */
 static int usable_key_id(const char *key_id)
 {
-    return strncmp(key_id, "ed25519:", 8) == 0 && mxf_id_key_id_valid(key_id, strlen(key_id));
+    return mxf_id_key_id_valid(key_id, strlen(key_id));
 }
 
 apr_status_t mxf_serverkeys_verify(apr_pool_t *p, const json_t *obj, const char *server_name,

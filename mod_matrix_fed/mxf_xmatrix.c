@@ -351,7 +351,7 @@ static apr_status_t xmatrix_from_cred(apr_pool_t *p, const xm_cred_t *cred,
     }
     if (!mxf_id_key_id_valid(vals[2], strlen(vals[2]))) {
         const char *colon = strchr(vals[2], ':');
-        if (colon && colon != vals[2] && colon[1] && strncmp(vals[2], "ed25519:", 8) != 0) {
+        if (colon && colon != vals[2] && colon[1] && !mxf_id_key_id_is_ed25519(vals[2])) {
             /* Another algorithm's key ("alg:version"): not ours to check. */
             *why = apr_psprintf(p, "key %s is not of a supported algorithm (ed25519)", vals[2]);
             return APR_ENOTIMPL;

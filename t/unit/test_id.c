@@ -246,6 +246,16 @@ START_TEST(aliases_and_key_ids)
     ck_assert(mxf_id_key_id_valid(s, 255));
     s = apr_pstrcat(mxf_test_pool, "ed25519:", rep('k', 248), NULL);
     ck_assert(!mxf_id_key_id_valid(s, 256));
+    /* The algorithm alone: what the signature checks set aside. */
+    ck_assert(mxf_id_key_id_is_ed25519("ed25519:1"));
+    ck_assert(mxf_id_key_id_is_ed25519("ed25519:"));
+    ck_assert(mxf_id_key_id_is_ed25519("ed25519:a-b"));
+    ck_assert(!mxf_id_key_id_is_ed25519("ed25519"));
+    ck_assert(!mxf_id_key_id_is_ed25519("ED25519:1"));
+    ck_assert(!mxf_id_key_id_is_ed25519("curve25519:1"));
+    ck_assert(!mxf_id_key_id_is_ed25519("0"));
+    ck_assert(!mxf_id_key_id_is_ed25519(""));
+    ck_assert(!mxf_id_key_id_is_ed25519(NULL));
     s = apr_pstrcat(mxf_test_pool, "#", rep('a', 243), ":example.org", NULL);
     ck_assert(!mxf_id_alias_valid(s, 256));
     s = apr_pstrcat(mxf_test_pool, "#", rep('a', 242), ":example.org", NULL);
