@@ -170,6 +170,9 @@ typedef struct ev {
     json_t *json;                       /* the parsed PDU while cached (im->cache) */
     const char *rejected_reason;        /* why this import rejects it */
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
+    apr_int64_t prio;                   /* topo_order(): among events ready at once, the
+                                         * lowest first: refilled events (they arrived
+                                         * before) by number, then the input's by line */
     apr_int64_t chain_id;               /* auth chain index position (0: none) */
     int chain_seq;
 } ev_t;
@@ -281,6 +284,7 @@ struct importer {
          n_sig_verified, n_sig_unverifiable;
     long n_refilled;                    /* stored events of unknown state taken up again */
     long n_refill_known;                /* of them, those whose state is known now */
+    long n_unredacted;                  /* targets of their redactions served whole again */
     long n_dup_other;                   /* repeated with other bytes (one copy kept) */
     long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
     long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
@@ -1979,24 +1983,30 @@ static int redaction_applies(const mxf_roomver_t *rv, int by_power,
  * that processes the redaction first reads them (mark_pruned()) and as the
  * reference homeserver reads an event whose redaction it has stored
  * (redaction_applies(), as apply_redactions()); never an m.room.create.
+ * Only a redaction whose state is known counts (as in mark_pruned()); one
+ * this import judges again (refilled) counts in its turn, in mark_pruned().
  */
 static int prune_by_stored_redactions(importer_t *im)
 {
     PGresult *res = PQexec(im->conn,
-                           "SELECT r.redacts, re.sender, r.allowed_by_power, rm.room_id"
+                           "SELECT r.redacts, re.sender, r.allowed_by_power, rm.room_id,"
+                           "       re.event_id"
                            "  FROM mxf_redactions r"
                            "  JOIN mxf_import_ids i ON i.event_id = r.redacts"
                            "  JOIN mxf_events re ON re.event_nid = r.event_nid"
                            "  JOIN mxf_rooms rm ON rm.room_nid = r.room_nid"
-                           " WHERE re.rejected_reason IS NULL");
+                           " WHERE re.rejected_reason IS NULL AND re.state_before IS NOT NULL");
     int i;
 
     if (!mxf_pg_ok(res, "looking up stored redactions")) {
         return 0;
     }
     for (i = 0; i < PQntuples(res); i++) {
-        ev_t *t = ev_get(im, PQgetvalue(res, i, 0));
+        ev_t *t = ev_get(im, PQgetvalue(res, i, 0)), *re = ev_get(im, PQgetvalue(res, i, 4));
 
+        if (re && re->refill) {
+            continue;                   /* judged again now, in order (mark_pruned()) */
+        }
         if (!t || t->known || t->refill || !in_input(im, t) || !t->room
             || strcmp(t->room->room_id, PQgetvalue(res, i, 3)) != 0
             || !strcmp(t->type, "m.room.create")) {
@@ -2024,7 +2034,7 @@ static void heap_push(heap_t *h, ev_t *e)
 
     while (i > 0) {
         int parent = (i - 1) / 2;
-        if (h->a[parent]->line <= e->line) {
+        if (h->a[parent]->prio <= e->prio) {
             break;
         }
         h->a[i] = h->a[parent];
@@ -2043,10 +2053,10 @@ static ev_t *heap_pop(heap_t *h)
         if (c >= h->n) {
             break;
         }
-        if (c + 1 < h->n && h->a[c + 1]->line < h->a[c]->line) {
+        if (c + 1 < h->n && h->a[c + 1]->prio < h->a[c]->prio) {
             c++;
         }
-        if (h->a[c]->line >= last->line) {
+        if (h->a[c]->prio >= last->prio) {
             break;
         }
         h->a[i] = h->a[c];
@@ -2071,7 +2081,10 @@ static ev_t *ordered_parent(importer_t *im, const ev_t *e, int k)
 
 /*
  * The new and refilled events in topological order (after their
- * prev_events and auth_events), ties broken by input order.
+ * prev_events and auth_events), ties broken by arrival: refilled events
+ * (stored by earlier imports) in the order they were stored, then the
+ * input's in input order - as a one-file import of the parts, one after
+ * another, orders them.
  */
 static apr_array_header_t *topo_order(importer_t *im)
 {
@@ -2083,6 +2096,7 @@ static apr_array_header_t *topo_order(importer_t *im)
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *);
         e->n_children = e->pending = 0;
+        e->prio = e->refill ? e->nid : ((apr_int64_t)1 << 62) + e->line;
     }
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *), *parent;
@@ -2819,12 +2833,16 @@ static int redaction_by_power(ev_t *r)
 }
 
 /*
- * After the accepted redaction @a r: its target, when the redaction applies
- * to it (room versions 1 and 2: accepted is enough; from 3 on: the sender
+ * After the accepted redaction @a r, whose state is known: its target,
+ * when the redaction applies to it (room versions 1 and 2: accepted is
+ * enough; from 3 on: the sender
  * had the redact level, or is of the target's sender's server), is read
  * redacted by the auth checks of the events after it, as the reference
  * homeserver reads it once the redaction is known. Not an m.room.create:
- * that homeserver ignores redactions of it when it reads events.
+ * that homeserver ignores redactions of it when it reads events. A
+ * redaction of unknown state (judged by its auth events alone, it may yet
+ * be rejected) is not read so: in a one-file import of the parts, the
+ * events whose history a part holds whole come before it.
  * 0 on a database error.
  */
 static int mark_pruned(importer_t *im, ev_t *r)
@@ -3240,6 +3258,98 @@ static int write_rooms(importer_t *im)
 }
 
 /*
+ * Takes back the redactions of refilled m.room.redaction events that no
+ * longer apply now that their state is known: applied by an earlier import
+ * that judged them by their auth events alone, they are rejected now, or
+ * their sender turned out to lack the redact level (room versions 3 on, a
+ * sender of another server than the target's). The targets are served
+ * whole again, and apply_redactions() looks at their other redactions
+ * (mxf_import_unredacted). Verdicts an earlier import made while reading a
+ * target redacted stand. Sets *@a n to the number of targets.
+ */
+static int unapply_refilled_redactions(importer_t *im, int *n)
+{
+    apr_array_header_t *ids = apr_array_make(im->p, 4, sizeof(const char *));
+    PGresult *res;
+    int i;
+
+    *n = 0;
+    if (im->n_refilled == 0) {
+        return 1;
+    }
+    res = PQexec(im->conn,
+                 "SELECT t.event_id, re.rejected_reason IS NOT NULL, r.allowed_by_power,"
+                 "       re.sender, t.sender, tr.room_version"
+                 "  FROM mxf_import_refill f"
+                 "  JOIN mxf_events re ON re.event_nid = f.event_nid"
+                 "  JOIN mxf_events t ON t.redacted_because = re.event_id"
+                 "                   AND t.room_nid = re.room_nid"
+                 "  JOIN mxf_rooms tr ON tr.room_nid = t.room_nid"
+                 "  LEFT JOIN mxf_redactions r ON r.event_nid = re.event_nid");
+    if (!mxf_pg_ok(res, "looking up redactions of refilled events")) {
+        return 0;
+    }
+    for (i = 0; i < PQntuples(res); i++) {
+        const mxf_roomver_t *rv = mxf_roomver_get(PQgetvalue(res, i, 5));
+        if (PQgetvalue(res, i, 1)[0] == 't' || PQgetisnull(res, i, 2)
+            || !redaction_applies(rv, PQgetvalue(res, i, 2)[0] == 't', PQgetvalue(res, i, 3),
+                                  PQgetvalue(res, i, 4))) {
+            APR_ARRAY_PUSH(ids, const char *) = apr_pstrdup(im->p, PQgetvalue(res, i, 0));
+        }
+    }
+    PQclear(res);
+    *n = ids->nelts;
+    return ids->nelts == 0
+           || (mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_unredacted (event_id text)"
+                                     " ON COMMIT DROP")
+               && mxf_pg_copy_strings(im->conn, "COPY mxf_import_unredacted FROM STDIN", ids)
+               /* The redacted copy stays where the visibility needs it, as
+                * write_events() keeps one. */
+               && mxf_pg_exec(im->conn,
+                              "UPDATE mxf_events e SET redacted_because = NULL,"
+                              "       redacted_pdu = CASE WHEN EXISTS ("
+                              "           SELECT 1 FROM mxf_visibility v"
+                              "            WHERE v.vis_id IN (e.vis_id, e.vis_after_id)"
+                              "              AND v.history_visibility IN ('invited', 'joined'))"
+                              "       THEN e.redacted_pdu END"
+                              "  FROM mxf_import_unredacted u"
+                              " WHERE e.event_id = u.event_id"));
+}
+
+typedef struct redaction_row {
+    apr_int64_t pos;
+    int row;
+} redaction_row_t;
+
+static int redaction_row_cmp(const void *a, const void *b)
+{
+    const redaction_row_t *x = a, *y = b;
+
+    return x->pos < y->pos ? -1 : x->pos > y->pos ? 1 : x->row - y->row;
+}
+
+/*
+ * The rows of apply_redactions()'s statement (column 1: the redaction's
+ * number, column 2: its ID) in the order the redactions came: those this
+ * import ordered (new or refilled) by that order, after those stored before
+ * by number - so that of two redactions of one event the first recorded is
+ * the one a one-file import of the parts records.
+ */
+static const redaction_row_t *redaction_order(importer_t *im, const PGresult *res)
+{
+    int i, n = PQntuples(res);
+    redaction_row_t *out = apr_palloc(im->p, sizeof(*out) * (apr_size_t)(n + 1));
+
+    for (i = 0; i < n; i++) {
+        const ev_t *re = ev_get(im, PQgetvalue(res, i, 2));
+        out[i].row = i;
+        out[i].pos = re && !re->known && re->seq ? re->seq : apr_atoi64(PQgetvalue(res, i, 1));
+    }
+    qsort(out, (size_t)n, sizeof(*out), redaction_row_cmp);
+    return out;
+}
+
+/*
  * Applies m.room.redaction events whose targets are known, in either
  * direction: redactions of this import, and earlier redactions of events
  * that arrived now (or whose state, and so the redacter's power, became
@@ -3248,11 +3358,17 @@ static int write_rooms(importer_t *im)
 static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
 {
     PGresult *res;
+    const redaction_row_t *order;
+    int n_unredacted;
     int i;
     mxf_copy_t rows;
     char first[32];
     const char *params[1];
 
+    if (!unapply_refilled_redactions(im, &n_unredacted)) {
+        return 0;
+    }
+    im->n_unredacted = n_unredacted;
     mxf_copy_init(&rows, im->p, 1 << 12);
     apr_snprintf(first, sizeof(first), "%" APR_INT64_T_FMT, first_new_nid);
     params[0] = first;
@@ -3277,20 +3393,24 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
                  im->n_refilled
                  ? "        OR r.event_nid IN (SELECT event_nid FROM mxf_import_refill)"
                    "        OR t.event_nid IN (SELECT event_nid FROM mxf_import_refill)" : "",
+                 n_unredacted
+                 ? "        OR t.event_id IN (SELECT event_id FROM mxf_import_unredacted)" : "",
                  ")"
                  " ORDER BY r.event_nid", NULL), 1, params);
     if (!res) {
         return 0;
     }
+    order = redaction_order(im, res);
     for (i = 0; i < PQntuples(res); i++) {
-        const char *target_id = PQgetvalue(res, i, 0);
-        const char *redaction_id = PQgetvalue(res, i, 2);
-        int by_power = PQgetvalue(res, i, 4)[0] == 't';
-        const mxf_roomver_t *rv = mxf_roomver_get(PQgetvalue(res, i, 7));
+        int row = order[i].row;
+        const char *target_id = PQgetvalue(res, row, 0);
+        const char *redaction_id = PQgetvalue(res, row, 2);
+        int by_power = PQgetvalue(res, row, 4)[0] == 't';
+        const mxf_roomver_t *rv = mxf_roomver_get(PQgetvalue(res, row, 7));
         ev_t *t = ev_get(im, target_id);
         const char *text;
 
-        if (!redaction_applies(rv, by_power, PQgetvalue(res, i, 3), PQgetvalue(res, i, 5))) {
+        if (!redaction_applies(rv, by_power, PQgetvalue(res, row, 3), PQgetvalue(res, row, 5))) {
             continue;
         }
         if (t && t->redacted_now) {
@@ -3299,8 +3419,8 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
         /* The redacted form encoded while checking, unless the target was
          * stored before (then of its input copy, which is not the one kept). */
         text = t && t->redacted_pre && !t->known && !t->refill ? t->redacted_pre
-               : rv ? redacted_text(im, im->p, target_id, PQgetvalue(res, i, 6),
-                                    (apr_size_t)PQgetlength(res, i, 6), rv) : NULL;
+               : rv ? redacted_text(im, im->p, target_id, PQgetvalue(res, row, 6),
+                                    (apr_size_t)PQgetlength(res, row, 6), rv) : NULL;
         if (!text) {
             PQclear(res);
             return 0;
@@ -3611,7 +3731,7 @@ static int compute_events(importer_t *im, apr_array_header_t *topo, batch_t *bat
         }
         if (e->redacts) {
             e->by_power = redaction_by_power(e) != 0;
-            if (!e->rejected && !mark_pruned(im, e)) {
+            if (!e->rejected && e->before && !mark_pruned(im, e)) {
                 mxf_cmd_error("reading events from the database failed while applying %s",
                               e->event_id);
                 return 0;
@@ -4037,6 +4157,10 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     if (im.n_refilled) {
         printf("  state now known for %ld of the %ld stored events that were missing"
                " prev_events\n", im.n_refill_known, im.n_refilled);
+    }
+    if (im.n_unredacted) {
+        printf("  redactions taken back: %ld events that redactions judged again now no"
+               " longer redact\n", im.n_unredacted);
     }
     if (im.n_dup_other) {
         printf("  %ld event%s repeated with other bytes: one copy kept (the one whose content"
