@@ -177,6 +177,21 @@ def run_parts(build_env, workdir, postgres, keyfile, d, tag, parts):
     return db
 
 
+def pdu_line(ev):
+    """A PDU as one line of an import file."""
+    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
+
+
+def one_go_and_split(keys, one_go, parts, build_env, workdir, postgres, tmp_path):
+    """The databases of the import of @one_go and of the imports of @parts
+    (lists of files, each a list of lines), the servers' keys from @keys."""
+    keyfile = str(tmp_path / "keys.json")
+    keys.write_responses(keyfile)
+    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", one_go)
+    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", parts)
+    return want, got
+
+
 def rejected(postgres, db):
     out = postgres.psql(db, "SELECT event_id || chr(9) || rejected_reason FROM mxf_events"
                             " WHERE rejected_reason IS NOT NULL")

@@ -18,22 +18,18 @@ _maybe_redact_event_row), so INV is accepted there too.
 
 Split, file 1 = [base, R], file 2 = [P2, INV]: R is stored when P2 comes;
 P2 is read redacted as well, and INV is accepted, as in one go."""
-import json
 
 import pytest
 
 from mxftest.vbuilder import Keys, VRoom
 from test_064_import_parts import cli_sanitizer_reports, semantic
-from test_075_import_regiven_stored import current_state, redacted, rejected, run_parts
+from test_075_import_regiven_stored import (current_state, redacted, rejected, one_go_and_split,
+                                            pdu_line as line)
 
 A = "@admin:hs1.example"
 B = "@bob:hs2.example"
 D = "@dave:hs4.example"
 KEYS = Keys()
-
-
-def line(ev):
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
 
 
 def build(version):
@@ -57,20 +53,12 @@ def build(version):
             "one_go": [part1 + part2]}
 
 
-def one_go_and_split(c, build_env, workdir, postgres, tmp_path):
-    """The databases of the one-go import and of the split import of @c."""
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", c["one_go"])
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", c["parts"])
-    return want, got
-
-
 @pytest.mark.parametrize("version", ["1", "3", "10"])
 def test_089_001_redaction_stored_before_its_target(version, build_env, workdir, postgres,
                                                      tmp_path):
     c = build(version)
-    want, got = one_go_and_split(c, build_env, workdir, postgres, tmp_path)
+    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
+                                 tmp_path)
     want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
     # The one-go import reads P2 redacted for INV (sanity check of the setup).
     assert c["inv"] not in want_rej, want_rej
@@ -143,7 +131,8 @@ def build_tpi(version):
 def test_089_003_tpi_redaction_stored_before_its_target(version, build_env, workdir, postgres,
                                                          tmp_path):
     c = build_tpi(version)
-    want, got = one_go_and_split(c, build_env, workdir, postgres, tmp_path)
+    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
+                                 tmp_path)
     want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
     assert c["t"] in redacted(postgres, want)
     assert got_rej == want_rej, f"v{version}: split rejects {got_rej}, one go {want_rej}"

@@ -37,7 +37,6 @@ INV: R (refilled) was ordered after all the part's events (line numbers
 after the input's), so INV was checked before R marked P2 pruned and
 rejected. Refilled events now come first among the events ready at once,
 as they arrived first."""
-import json
 
 import pytest
 
@@ -45,17 +44,14 @@ from mxftest.vbuilder import Keys, VRoom
 from mxftest.vbuilder12 import V12Room
 from mxftest.matrix import q
 from test_064_import_parts import Signer, cli_sanitizer_reports, semantic, serve
-from test_075_import_regiven_stored import current_state, redacted, rejected, run_parts
+from test_075_import_regiven_stored import (current_state, redacted, rejected, one_go_and_split,
+                                            pdu_line as line)
 
 A = "@admin:hs1.example"
 B1 = "@bob:hs1.example"
 B2 = "@bob:hs2.example"
 D = "@dave:hs4.example"
 KEYS = Keys()
-
-
-def line(ev):
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
 
 
 def base(r, b):
@@ -143,20 +139,13 @@ def case_power_known_late(version):
             "one_go": [part1 + part2]}
 
 
-def both(c, build_env, workdir, postgres, tmp_path):
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", c["one_go"])
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", c["parts"])
-    return want, got
-
-
 @pytest.mark.parametrize("version", ["1", "3", "10", "11", "12"])
 def test_104_001_redaction_applied_then_rejected(version, build_env, workdir, postgres,
                                                   tmp_path):
     c = case_applied_then_rejected(version) if version != "12" \
         else case_applied_then_rejected_v12()
-    want, got = both(c, build_env, workdir, postgres, tmp_path)
+    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
+                                 tmp_path)
     assert c["red"] in rejected(postgres, want), "setup: one file rejects R"
     assert c["t"] not in redacted(postgres, want), "setup: one file leaves T whole"
     assert c["red"] in rejected(postgres, got), "split: R rejected once its state is known"
@@ -170,7 +159,8 @@ def test_104_005_served_redacted_by_rejected_redaction(build_env, workdir, postg
                                                        httpd_factory, signing_key, backend):
     """/event serves T (B's message) whole, in the split import as in one file."""
     c = case_applied_then_rejected("10")
-    want, got = both(c, build_env, workdir, postgres, tmp_path)
+    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
+                                 tmp_path)
     signer = Signer("hs1.example", KEYS.get("hs1.example"))
     bodies = {}
     for name, db in (("one", want), ("split", got)):
@@ -189,7 +179,8 @@ def test_104_005_served_redacted_by_rejected_redaction(build_env, workdir, postg
 def test_104_002_target_pruned_by_redaction_rejected_later(version, build_env, workdir,
                                                            postgres, tmp_path):
     c = case_pruned_by_rejected(version)
-    want, got = both(c, build_env, workdir, postgres, tmp_path)
+    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
+                                 tmp_path)
     want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
     assert c["red"] in want_rej and c["inv"] in want_rej, f"setup: {want_rej}"
     assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
@@ -202,7 +193,8 @@ def test_104_002_target_pruned_by_redaction_rejected_later(version, build_env, w
 def test_104_004_known_state_event_reads_target_of_unknown_state_redaction(
         version, build_env, workdir, postgres, tmp_path):
     c = case_pruned_in_first_part(version)
-    want, got = both(c, build_env, workdir, postgres, tmp_path)
+    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
+                                 tmp_path)
     want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
     assert c["red"] in want_rej and c["inv"] in want_rej, f"setup: {want_rej}"
     assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
@@ -213,7 +205,8 @@ def test_104_004_known_state_event_reads_target_of_unknown_state_redaction(
 @pytest.mark.parametrize("version", ["1", "3", "10"])
 def test_104_003_redaction_power_known_late(version, build_env, workdir, postgres, tmp_path):
     c = case_power_known_late(version)
-    want, got = both(c, build_env, workdir, postgres, tmp_path)
+    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
+                                 tmp_path)
     want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
     assert c["p2"] in redacted(postgres, want), "setup: one file redacts P2"
     assert c["inv"] not in want_rej, f"setup: one file accepts INV: {want_rej}"

@@ -26,23 +26,12 @@ import pytest
 
 from mxftest.vbuilder import Keys, VRoom
 from test_064_import_parts import cli_sanitizer_reports, semantic
-from test_075_import_regiven_stored import current_state, redacted, rejected, run_parts
+from test_075_import_regiven_stored import (current_state, rejected, one_go_and_split,
+                                            pdu_line as line)
 
 A = "@admin:hs1.example"
 B = "@bob:hs2.example"
 KEYS = Keys()
-
-
-def line(ev):
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
-
-
-def both(parts, one_go, postgres, build_env, workdir, tmp_path):
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", one_go)
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", parts)
-    return want, got
 
 
 def db_rows(postgres, db):
@@ -71,8 +60,8 @@ def test_105_001_outlier_with_stored_parents_given_as_history(version, build_env
     chain = [ev[e] for e in ids[:3]]
     snapshot = json.dumps({"pdus": [ev[t1]], "auth_chain": chain},
                           separators=(",", ":"))
-    want, got = both([upto_m0, [snapshot], hist], [hist], postgres, build_env, workdir,
-                     tmp_path)
+    want, got = one_go_and_split(KEYS, [hist], [upto_m0, [snapshot], hist], build_env, workdir,
+                                 postgres, tmp_path)
     assert rejected(postgres, want) == {}, "setup"
     assert current_state(postgres, got) == current_state(postgres, want), db_rows(postgres, got)
     assert semantic(postgres, got) == semantic(postgres, want), db_rows(postgres, got)
@@ -94,7 +83,8 @@ def test_105_002_auth_event_on_concurrent_branch_stays_rejected(version, build_e
     ids = [x for x, _ in r.events]
     part1 = [line(ev[x]) for x in ids if x != m2]
     part2 = [line(ev[m2])]
-    want, got = both([part1, part2], [part1 + part2], postgres, build_env, workdir, tmp_path)
+    want, got = one_go_and_split(KEYS, [part1 + part2], [part1, part2], build_env, workdir,
+                                 postgres, tmp_path)
     assert e not in rejected(postgres, want), "setup: one file accepts E"
     got_rejected = rejected(postgres, got)
     assert set(got_rejected) == {e}, got_rejected

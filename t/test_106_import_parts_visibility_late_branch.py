@@ -3,22 +3,18 @@
 arrives in a later part. What each event serves to a joined server, to a
 server that left, and to one never in the room (mxf_served_pdu, sql/003),
 and the room's servers, must be those of the one-file import."""
-import json
 
 import pytest
 
 from mxftest.vbuilder import Keys, VRoom
 from test_064_import_parts import semantic
-from test_075_import_regiven_stored import current_state, rejected, run_parts
+from test_075_import_regiven_stored import (current_state, rejected, one_go_and_split,
+                                            pdu_line as line)
 
 A = "@admin:hs1.example"
 B = "@bob:hs2.example"
 C = "@carol:hs3.example"
 KEYS = Keys()
-
-
-def line(ev):
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
 
 
 def served(postgres, db):
@@ -71,10 +67,8 @@ def test_106_001_visibility_on_late_branch(version, late, build_env, workdir, po
     missing = {"hv": [hv1], "leave": [lb], "both": [hv1, lb]}[late]
     part1 = [line(ev[e]) for e in ids if e not in missing]
     part2 = [line(ev[e]) for e in missing]
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", [part1 + part2])
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", [part1, part2])
+    want, got = one_go_and_split(KEYS, [part1 + part2], [part1, part2], build_env, workdir,
+                                 postgres, tmp_path)
     assert rejected(postgres, want) == {}, "setup"
     assert rejected(postgres, got) == rejected(postgres, want)
     assert current_state(postgres, got) == current_state(postgres, want)

@@ -5,22 +5,18 @@ power levels with invite 100; INV by B, level 0, cites P2: accepted when P2 is
 read redacted, room versions 1-10), but P2 follows X, and X comes in its own
 part: P2 and INV are of unknown state until X arrives."""
 import itertools
-import json
 
 import pytest
 
 from mxftest.vbuilder import Keys, VRoom
 from test_064_import_parts import semantic
-from test_075_import_regiven_stored import current_state, redacted, rejected, run_parts
+from test_075_import_regiven_stored import (current_state, redacted, rejected, one_go_and_split,
+                                            pdu_line as line)
 
 A = "@admin:hs1.example"
 B = "@bob:hs2.example"
 D = "@dave:hs4.example"
 KEYS = Keys()
-
-
-def line(ev):
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
 
 
 @pytest.mark.parametrize("version", ["1", "3", "10"])
@@ -41,11 +37,8 @@ def test_107_001_redaction_target_parent_third_part(version, order, build_env, w
     base = [line(ev[e]) for e, _ in r.events if e not in (x, p2, inv, red)]
     parts = {1: [line(ev[red])], 2: [line(ev[p2]), line(ev[inv])], 3: [line(ev[x])]}
     split = [base + parts[order[0]], parts[order[1]], parts[order[2]]]
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego",
-                     [sum(split, [])])
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", split)
+    want, got = one_go_and_split(KEYS, [sum(split, [])], split, build_env, workdir, postgres,
+                                 tmp_path)
     assert rejected(postgres, got) == rejected(postgres, want)
     assert redacted(postgres, got) == redacted(postgres, want)
     assert current_state(postgres, got) == current_state(postgres, want)

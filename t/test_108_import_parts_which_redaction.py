@@ -7,20 +7,15 @@ redactions in event_nid order, and the refilled R1 keeps the number of its
 earlier import, so R1 was recorded (not served - the target is served
 redacted either way - but the rows differed from the one-file import's).
 Now the redactions an import orders are taken in its order."""
-import json
 
 import pytest
 
 from mxftest.vbuilder import Keys, VRoom
 from test_064_import_parts import semantic
-from test_075_import_regiven_stored import redacted, run_parts
+from test_075_import_regiven_stored import (redacted, one_go_and_split, pdu_line as line)
 
 A = "@admin:hs1.example"
 KEYS = Keys()
-
-
-def line(ev):
-    return json.dumps(ev, separators=(",", ":"), ensure_ascii=False)
 
 
 @pytest.mark.parametrize("version", ["1", "10"])
@@ -36,10 +31,8 @@ def test_108_001_first_redaction_recorded(version, build_env, workdir, postgres,
     ids = [e for e, _ in r.events]
     part1 = [line(ev[e]) for e in ids if e not in (t, r2)]
     part2 = [line(ev[t]), line(ev[r2])]
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    want = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "onego", [part1 + part2])
-    got = run_parts(build_env, workdir, postgres, keyfile, tmp_path, "split", [part1, part2])
+    want, got = one_go_and_split(KEYS, [part1 + part2], [part1, part2], build_env, workdir,
+                                 postgres, tmp_path)
     assert redacted(postgres, want) == {t: r2}, "setup"
     assert redacted(postgres, got) == redacted(postgres, want), (r1, r2)
     assert semantic(postgres, got) == semantic(postgres, want)
