@@ -3264,8 +3264,9 @@ static int write_rooms(importer_t *im)
  * their sender turned out to lack the redact level (room versions 3 on, a
  * sender of another server than the target's). The targets are served
  * whole again, and apply_redactions() looks at their other redactions
- * (mxf_import_unredacted). Verdicts an earlier import made while reading a
- * target redacted stand. Sets *@a n to the number of targets.
+ * (mxf_import_unredacted). (The authorization rules never read a target
+ * redacted by a redaction of unknown state: mark_pruned().) Sets *@a n to
+ * the number of targets.
  */
 static int unapply_refilled_redactions(importer_t *im, int *n)
 {
@@ -3281,17 +3282,17 @@ static int unapply_refilled_redactions(importer_t *im, int *n)
                  "SELECT t.event_id, re.rejected_reason IS NOT NULL, r.allowed_by_power,"
                  "       re.sender, t.sender, tr.room_version"
                  "  FROM mxf_import_refill f"
-                 "  JOIN mxf_events re ON re.event_nid = f.event_nid"
-                 "  JOIN mxf_events t ON t.redacted_because = re.event_id"
-                 "                   AND t.room_nid = re.room_nid"
-                 "  JOIN mxf_rooms tr ON tr.room_nid = t.room_nid"
-                 "  LEFT JOIN mxf_redactions r ON r.event_nid = re.event_nid");
+                 "  JOIN mxf_redactions r ON r.event_nid = f.event_nid"
+                 "  JOIN mxf_events re ON re.event_nid = r.event_nid"
+                 "  JOIN mxf_events t ON t.event_id = r.redacts AND t.room_nid = r.room_nid"
+                 "                   AND t.redacted_because = re.event_id"
+                 "  JOIN mxf_rooms tr ON tr.room_nid = t.room_nid");
     if (!mxf_pg_ok(res, "looking up redactions of refilled events")) {
         return 0;
     }
     for (i = 0; i < PQntuples(res); i++) {
         const mxf_roomver_t *rv = mxf_roomver_get(PQgetvalue(res, i, 5));
-        if (PQgetvalue(res, i, 1)[0] == 't' || PQgetisnull(res, i, 2)
+        if (PQgetvalue(res, i, 1)[0] == 't'
             || !redaction_applies(rv, PQgetvalue(res, i, 2)[0] == 't', PQgetvalue(res, i, 3),
                                   PQgetvalue(res, i, 4))) {
             APR_ARRAY_PUSH(ids, const char *) = apr_pstrdup(im->p, PQgetvalue(res, i, 0));
