@@ -284,7 +284,7 @@ struct importer {
          n_sig_verified, n_sig_unverifiable;
     long n_refilled;                    /* stored events of unknown state taken up again */
     long n_refill_known;                /* of them, those whose state is known now */
-    long n_unredacted;                  /* targets of their redactions served whole again */
+    long n_unredacted;                  /* their redactions' targets served whole again */
     long n_dup_other;                   /* repeated with other bytes (one copy kept) */
     long n_event_id_taken;              /* v3+ PDUs that carried their event_id */
     long n_local_taken;                 /* PDUs that carried values not shared (take_local_values) */
@@ -1885,8 +1885,11 @@ static int load_refills(importer_t *im)
         const char *params[1] = { PQgetvalue(rooms, k, 0) };
         PGresult *res = mxf_pg_query(im->conn,
                                      "SELECT e.event_nid, e.event_id, e.pdu, r.room_id,"
-                                     "       e.redacted_pdu IS NOT NULL, e.redacted_because"
+                                     "       e.redacted_pdu IS NOT NULL, e.redacted_because,"
+                                     "       coalesce(re.state_before IS NOT NULL, false)"
                                      "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
+                                     "  LEFT JOIN mxf_events re ON re.event_id = e.redacted_because"
+                                     "                        AND re.room_nid = e.room_nid"
                                      " WHERE e.room_nid = $1::bigint AND e.state_before IS NULL"
                                      "   AND NOT e.outlier"
                                      " ORDER BY e.event_nid", 1, params);
@@ -1933,8 +1936,10 @@ static int load_refills(importer_t *im)
                 if (!strcmp(PQgetvalue(res, i, 5), "content-hash")) {
                     processed_redacted(im->p, im->scratch, j, e);
                 }
-                else if (!is_create(j)) {
-                    e->pruned = 1;      /* by a redaction of an earlier import */
+                else if (!is_create(j) && PQgetvalue(res, i, 6)[0] == 't') {
+                    /* by a redaction of an earlier import whose state is known
+                     * (one of unknown state is refilled too: mark_pruned()) */
+                    e->pruned = 1;
                 }
             }
             apr_pool_clear(im->scratch);
@@ -2082,9 +2087,11 @@ static ev_t *ordered_parent(importer_t *im, const ev_t *e, int k)
 /*
  * The new and refilled events in topological order (after their
  * prev_events and auth_events), ties broken by arrival: refilled events
- * (stored by earlier imports) in the order they were stored, then the
- * input's in input order - as a one-file import of the parts, one after
- * another, orders them.
+ * (stored by earlier imports) first, then the input's in input order - as a
+ * one-file import of the parts, one after another, orders them; among
+ * themselves the refilled events keep their own import's order (their
+ * numbers), not its input order, which is not stored (README: a known
+ * exception).
  */
 static apr_array_header_t *topo_order(importer_t *im)
 {
@@ -2244,8 +2251,12 @@ static json_t *ev_json(importer_t *im, ev_t *e)
         const char *params[1] = { nid };
         apr_snprintf(nid, sizeof(nid), "%" APR_INT64_T_FMT, e->nid);
         res = writer_idle(im)
-              ? mxf_pg_query(im->conn, "SELECT pdu, redacted_because FROM mxf_events"
-                                       " WHERE event_nid = $1::bigint", 1, params)
+              ? mxf_pg_query(im->conn, "SELECT e.pdu, e.redacted_because,"
+                                       "       coalesce(re.state_before IS NOT NULL, false)"
+                                       "  FROM mxf_events e LEFT JOIN mxf_events re"
+                                       "    ON re.event_id = e.redacted_because"
+                                       "   AND re.room_nid = e.room_nid"
+                                       " WHERE e.event_nid = $1::bigint", 1, params)
               : NULL;
         if (!res || PQntuples(res) != 1) {
             im->db_failed = 1;
@@ -2264,8 +2275,8 @@ static json_t *ev_json(importer_t *im, ev_t *e)
             if (!strcmp(PQgetvalue(res, 0, 1), "content-hash")) {
                 e->hash_mismatch = 1;
             }
-            else {
-                e->pruned = 1;
+            else if (PQgetvalue(res, 0, 2)[0] == 't') {
+                e->pruned = 1;          /* a redaction of unknown state does not count */
             }
         }
     }
@@ -3062,6 +3073,7 @@ static void add_refill_row(importer_t *im, batch_t *b, ev_t *e)
     mxf_copy_str(&b->refills, e->redacted_pdu);
     mxf_copy_str(&b->refills, e->redacts ? (e->by_power ? "t" : "f") : NULL);
     mxf_copy_str(&b->refills, e->rejected_reason);
+    mxf_copy_str(&b->refills, e->redacts);
     mxf_copy_end(&b->refills);
     b->n++;
 }
@@ -3228,7 +3240,16 @@ static int update_refilled(importer_t *im)
             && mxf_pg_exec(im->conn,
                            "UPDATE mxf_redactions x SET allowed_by_power = r.by_power"
                            "  FROM mxf_import_refill r"
-                           " WHERE x.event_nid = r.event_nid AND r.by_power IS NOT NULL"));
+                           " WHERE x.event_nid = r.event_nid AND r.by_power IS NOT NULL")
+            /* A redaction its first import rejected, accepted now: its row. */
+            && mxf_pg_exec(im->conn,
+                           "INSERT INTO mxf_redactions (event_nid, room_nid, redacts,"
+                           "                            allowed_by_power)"
+                           " SELECT r.event_nid, e.room_nid, r.redacts, r.by_power"
+                           "   FROM mxf_import_refill r JOIN mxf_events e USING (event_nid)"
+                           "  WHERE r.redacts IS NOT NULL AND r.rejected_reason IS NULL"
+                           "    AND NOT EXISTS (SELECT 1 FROM mxf_redactions x"
+                           "                     WHERE x.event_nid = r.event_nid)"));
 }
 
 static int write_rooms(importer_t *im)
@@ -3265,16 +3286,16 @@ static int write_rooms(importer_t *im)
  * sender of another server than the target's). The targets are served
  * whole again, and apply_redactions() looks at their other redactions
  * (mxf_import_unredacted). (The authorization rules never read a target
- * redacted by a redaction of unknown state: mark_pruned().) Sets *@a n to
- * the number of targets.
+ * redacted by a redaction of unknown state: mark_pruned().) Sets *@a out
+ * to the targets' IDs (NULL when there are none).
  */
-static int unapply_refilled_redactions(importer_t *im, int *n)
+static int unapply_refilled_redactions(importer_t *im, apr_hash_t **out)
 {
     apr_array_header_t *ids = apr_array_make(im->p, 4, sizeof(const char *));
     PGresult *res;
     int i;
 
-    *n = 0;
+    *out = NULL;
     if (im->n_refilled == 0) {
         return 1;
     }
@@ -3295,11 +3316,15 @@ static int unapply_refilled_redactions(importer_t *im, int *n)
         if (PQgetvalue(res, i, 1)[0] == 't'
             || !redaction_applies(rv, PQgetvalue(res, i, 2)[0] == 't', PQgetvalue(res, i, 3),
                                   PQgetvalue(res, i, 4))) {
-            APR_ARRAY_PUSH(ids, const char *) = apr_pstrdup(im->p, PQgetvalue(res, i, 0));
+            const char *id = apr_pstrdup(im->p, PQgetvalue(res, i, 0));
+            if (!*out) {
+                *out = apr_hash_make(im->p);
+            }
+            APR_ARRAY_PUSH(ids, const char *) = id;
+            apr_hash_set(*out, id, APR_HASH_KEY_STRING, id);
         }
     }
     PQclear(res);
-    *n = ids->nelts;
     return ids->nelts == 0
            || (mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_unredacted (event_id text)"
                                      " ON COMMIT DROP")
@@ -3360,16 +3385,16 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
 {
     PGresult *res;
     const redaction_row_t *order;
-    int n_unredacted;
+    apr_hash_t *unredacted;
     int i;
     mxf_copy_t rows;
     char first[32];
     const char *params[1];
 
-    if (!unapply_refilled_redactions(im, &n_unredacted)) {
+    if (!unapply_refilled_redactions(im, &unredacted)) {
         return 0;
     }
-    im->n_unredacted = n_unredacted;
+    im->n_unredacted = unredacted ? apr_hash_count(unredacted) : 0;
     mxf_copy_init(&rows, im->p, 1 << 12);
     apr_snprintf(first, sizeof(first), "%" APR_INT64_T_FMT, first_new_nid);
     params[0] = first;
@@ -3394,7 +3419,7 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
                  im->n_refilled
                  ? "        OR r.event_nid IN (SELECT event_nid FROM mxf_import_refill)"
                    "        OR t.event_nid IN (SELECT event_nid FROM mxf_import_refill)" : "",
-                 n_unredacted
+                 unredacted
                  ? "        OR t.event_id IN (SELECT event_id FROM mxf_import_unredacted)" : "",
                  ")"
                  " ORDER BY r.event_nid", NULL), 1, params);
@@ -3433,6 +3458,9 @@ static int apply_redactions(importer_t *im, apr_int64_t first_new_nid)
         }
         t->redacted_now = 1;
         t->redacted_because = apr_pstrdup(im->p, redaction_id);
+        if (unredacted && apr_hash_get(unredacted, target_id, APR_HASH_KEY_STRING)) {
+            im->n_unredacted--;         /* redacted by another: not served whole */
+        }
         mxf_copy_str(&rows, target_id);
         mxf_copy_str(&rows, text);
         mxf_copy_str(&rows, redaction_id);
@@ -3801,7 +3829,8 @@ static int write_events(importer_t *im, apr_array_header_t *topo)
         && !mxf_pg_exec(im->conn,
                         "CREATE TEMP TABLE mxf_import_refill (event_nid bigint, state_before bigint,"
                         " state_after bigint, vis_id bigint, vis_after_id bigint,"
-                        " redacted_pdu text, by_power boolean, rejected_reason text)"
+                        " redacted_pdu text, by_power boolean, rejected_reason text,"
+                        " redacts text)"
                         " ON COMMIT DROP")) {
         return 0;
     }
