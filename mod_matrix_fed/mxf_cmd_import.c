@@ -1989,13 +1989,13 @@ static int redaction_applies(const mxf_roomver_t *rv, int by_power,
  * reference homeserver reads an event whose redaction it has stored
  * (redaction_applies(), as apply_redactions()); never an m.room.create.
  * Only a redaction whose state is known counts (as in mark_pruned()); one
- * this import judges again (refilled) counts in its turn, in mark_pruned().
+ * this import judges again (refilled: its state is not known yet) counts
+ * in its turn, in mark_pruned().
  */
 static int prune_by_stored_redactions(importer_t *im)
 {
     PGresult *res = PQexec(im->conn,
-                           "SELECT r.redacts, re.sender, r.allowed_by_power, rm.room_id,"
-                           "       re.event_id"
+                           "SELECT r.redacts, re.sender, r.allowed_by_power, rm.room_id"
                            "  FROM mxf_redactions r"
                            "  JOIN mxf_import_ids i ON i.event_id = r.redacts"
                            "  JOIN mxf_events re ON re.event_nid = r.event_nid"
@@ -2007,11 +2007,8 @@ static int prune_by_stored_redactions(importer_t *im)
         return 0;
     }
     for (i = 0; i < PQntuples(res); i++) {
-        ev_t *t = ev_get(im, PQgetvalue(res, i, 0)), *re = ev_get(im, PQgetvalue(res, i, 4));
+        ev_t *t = ev_get(im, PQgetvalue(res, i, 0));
 
-        if (re && re->refill) {
-            continue;                   /* judged again now, in order (mark_pruned()) */
-        }
         if (!t || t->known || t->refill || !in_input(im, t) || !t->room
             || strcmp(t->room->room_id, PQgetvalue(res, i, 3)) != 0
             || !strcmp(t->type, "m.room.create")) {
