@@ -23,7 +23,7 @@ import pytest
 
 from mxftest.stateres_v2_11 import ModelV
 from mxftest.modelcmp import state_differences, verdict_differences
-from mxftest.v12util import import_lines
+from mxftest.v12util import import_as
 from mxftest.vbuilder import VRoom
 from mxftest.vbuilder12 import SHARED_KEYS
 
@@ -230,11 +230,6 @@ def random_room(version, seed, n=NEVENTS, state_redactions=True):
 # the input order is the order made (which redaction is "before" an event
 # follows the input order).
 MODES = os.environ.get("MXF_V2_11_MODES", "one,shuffle,chunks,rchunks").split(",")
-def import_ok(build_env, postgres, workdir, name, lines, keys):
-    p = import_lines(build_env, postgres, workdir, name, lines, keys)
-    assert p.returncode == 0, f"matrix-fed import {name}: exit {p.returncode}: {p.stderr}{p.stdout}"
-
-
 CASES = [(v, s, m) for v in VERSIONS for s in SEEDS for m in MODES]
 
 
@@ -244,19 +239,8 @@ def judged(request, build_env, postgres, workdir):
     mi = ["one", "shuffle", "chunks", "rchunks"].index(mode)
     r, model = random_room(v, seed + 1000 * mi, state_redactions=mode in ("one", "chunks"))
     lines = [json.dumps(ev, separators=(",", ":"), ensure_ascii=False) for _, ev in r.events]
-    name = f"rnd-v{v}-{seed}-{mode}"
-    if mode == "one":
-        import_ok(build_env, postgres, workdir, name, lines, SHARED_KEYS)
-    elif mode == "shuffle":
-        random.Random(seed).shuffle(lines)
-        import_ok(build_env, postgres, workdir, name, lines, SHARED_KEYS)
-    else:
-        n, k = len(lines), int(os.environ.get("MXF_V2_11_PARTS", "3"))
-        parts = [lines[j * n // k:(j + 1) * n // k] for j in range(k)]
-        if mode == "rchunks":            # the room's version comes from its create event
-            parts = [lines[:1]] + parts[:0:-1] + [parts[0][1:]]
-        for i, part in enumerate(parts):
-            import_ok(build_env, postgres, workdir, f"{name}-{i}", part, SHARED_KEYS)
+    import_as(mode, build_env, postgres, workdir, f"rnd-v{v}-{seed}-{mode}", lines, SHARED_KEYS,
+              seed=seed, parts=int(os.environ.get("MXF_V2_11_PARTS", "3")))
     return (v, seed, mode), r, model
 
 

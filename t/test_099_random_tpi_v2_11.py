@@ -23,9 +23,11 @@ import signedjson.sign
 
 from mxftest.stateres_tpi import ModelTPI, TPI
 from mxftest.modelcmp import state_differences, verdict_differences
-from mxftest.v12util import import_lines
+from mxftest.v12util import import_as
 from mxftest.vbuilder import VRoom
 from mxftest.vbuilder12 import SHARED_KEYS
+from test_059_third_party_and_restricted import pk
+from test_098_random_forks_v2_11 import normal, server_of
 
 A = "@alice:hs1.example"
 B = "@bob:hs1.example"
@@ -46,21 +48,6 @@ def idkey(i, version="0"):
 
 
 IDKEYS = [idkey(i) for i in range(4)]
-
-
-def pk(k):
-    return signedjson.key.encode_verify_key_base64(signedjson.key.get_verify_key(k))
-
-
-def server_of(u):
-    return u.split(":", 1)[1]
-
-
-def normal(r, eid):
-    ev = dict(r.by_id[eid])
-    ev["prev_events"] = [p[0] if isinstance(p, list) else p for p in ev["prev_events"]]
-    ev["auth_events"] = [a[0] if isinstance(a, list) else a for a in ev["auth_events"]]
-    return ev
 
 
 def signed_block(mxid, token, key, sender=None, bogus_first=False):
@@ -265,11 +252,6 @@ def random_room(version, seed, n=NEVENTS, state_redactions=True, model_cls=Model
 MODES = os.environ.get("MXF_TPI_MODES", "one,shuffle,chunks,rchunks").split(",")
 
 
-def import_ok(build_env, postgres, workdir, name, lines, keys):
-    p = import_lines(build_env, postgres, workdir, name, lines, keys)
-    assert p.returncode == 0, f"matrix-fed import {name}: exit {p.returncode}: {p.stderr}{p.stdout}"
-
-
 CASES = [(v, s, m) for v in VERSIONS for s in SEEDS for m in MODES]
 
 
@@ -281,19 +263,8 @@ def judged(request, build_env, postgres, workdir):
     for eid, _ in r.events:
         SHARED_KEYS.get(server_of(r.by_id[eid]["sender"]))
     lines = [json.dumps(ev, separators=(",", ":"), ensure_ascii=False) for _, ev in r.events]
-    name = f"tpi-v{v}-{seed}-{mode}"
-    if mode == "one":
-        import_ok(build_env, postgres, workdir, name, lines, SHARED_KEYS)
-    elif mode == "shuffle":
-        random.Random(seed).shuffle(lines)
-        import_ok(build_env, postgres, workdir, name, lines, SHARED_KEYS)
-    else:
-        n, k = len(lines), 3
-        parts = [lines[j * n // k:(j + 1) * n // k] for j in range(k)]
-        if mode == "rchunks":
-            parts = [lines[:1]] + parts[:0:-1] + [parts[0][1:]]
-        for i, part in enumerate(parts):
-            import_ok(build_env, postgres, workdir, f"{name}-{i}", part, SHARED_KEYS)
+    import_as(mode, build_env, postgres, workdir, f"tpi-v{v}-{seed}-{mode}", lines, SHARED_KEYS,
+              seed=seed)
     return (v, seed, mode), r, model, kinds
 
 

@@ -7,7 +7,6 @@ mxftest/stateres_v1.py (content/rooms/v1.md and Synapse synapse/state/v1.py).
 Knobs: MXF_V1_SEEDS (1-4), MXF_V1_EVENTS (120), MXF_V1_MODES (one,shuffle,chunks)."""
 import json
 import os
-import random
 
 import pytest
 
@@ -15,7 +14,7 @@ import test_098_random_forks_v2_11 as g098
 import test_099_random_tpi_v2_11 as g099
 from mxftest.stateres_v1 import ModelV1
 from mxftest.modelcmp import state_differences, verdict_differences
-from mxftest.v12util import import_lines
+from mxftest.v12util import import_as
 from mxftest.vbuilder12 import SHARED_KEYS
 
 SEEDS = [int(x) for x in os.environ.get("MXF_V1_SEEDS", "1-4").split("-")]
@@ -52,17 +51,8 @@ def judged(request, build_env, postgres, workdir):
         SHARED_KEYS.get(ev["sender"].split(":", 1)[1])
         SHARED_KEYS.get(ev["event_id"].split(":", 1)[1])
     lines = [json.dumps(ev, separators=(",", ":"), ensure_ascii=False) for _, ev in r.events]
-    name = f"v1-{gen}-{seed}-{mode}"
-    if mode == "shuffle":
-        random.Random(seed).shuffle(lines)
-    if mode == "chunks":
-        n = len(lines)
-        parts = [lines[j * n // 3:(j + 1) * n // 3] for j in range(3)]
-    else:
-        parts = [lines]
-    for i, part in enumerate(parts):
-        p = import_lines(build_env, postgres, workdir, f"{name}-{i}", part, SHARED_KEYS)
-        assert p.returncode == 0, p.stderr + p.stdout
+    import_as(mode, build_env, postgres, workdir, f"v1-{gen}-{seed}-{mode}", lines, SHARED_KEYS,
+              seed=seed)
     return (gen, seed, mode), r, model, kinds
 
 

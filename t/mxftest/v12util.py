@@ -2,6 +2,7 @@
 """Import helpers for hand-built v12 rooms."""
 import json
 import os
+import random
 import subprocess
 
 
@@ -25,6 +26,27 @@ def import_ok(build_env, postgres, workdir, name, lines, keys):
     p = import_lines(build_env, postgres, workdir, name, lines, keys)
     assert p.returncode == 0, p.stderr + p.stdout
     return p
+
+
+def import_as(mode, build_env, postgres, workdir, name, lines, keys, seed=0, parts=3):
+    """Imports @lines (a room's events in the order made) as @mode has them
+    arrive: "one" file, "shuffle"d (by @seed), in @parts consecutive
+    "chunks", or "rchunks": the create event, then those parts latest first
+    (events of unknown state until the earlier parts come)."""
+    lines = list(lines)
+    if mode == "shuffle":
+        random.Random(seed).shuffle(lines)
+    if mode in ("chunks", "rchunks"):
+        n = len(lines)
+        files = [lines[j * n // parts:(j + 1) * n // parts] for j in range(parts)]
+        if mode == "rchunks":            # the room's version comes from its create event
+            files = [lines[:1]] + files[:0:-1] + [files[0][1:]]
+    elif mode in ("one", "shuffle"):
+        files = [lines]
+    else:
+        raise ValueError(mode)
+    for i, part in enumerate(files):
+        import_ok(build_env, postgres, workdir, f"{name}-{i}", part, keys)
 
 
 def db_events(postgres, room_id):
