@@ -172,7 +172,9 @@ typedef struct ev {
     apr_int64_t seq;                    /* grows along auth edges (state resolution) */
     apr_int64_t prio;                   /* topo_order(): among events ready at once, the
                                          * lowest first: refilled events (they arrived
-                                         * before) by number, then the input's by line */
+                                         * before) by arrival, then the input's by line */
+    apr_int64_t arrival;                /* refilled: its place in the input of the import
+                                         * that stored it (sql/021) */
     apr_int64_t chain_id;               /* auth chain index position (0: none) */
     int chain_seq;
 } ev_t;
@@ -270,6 +272,7 @@ struct importer {
     long n_chains, n_chain_links;
     int errors;
     apr_int64_t next_event_nid, next_room_nid;
+    apr_int64_t arrival_base;           /* this import's number << 32 (sql/021) */
     mxf_rs_ctx_t *rs;
     apr_hash_t *rs_rooms;               /* mxf_rs_room_t * -> room_t * */
     apr_pool_t *cache;                  /* parsed PDUs (ev_t.json) */
@@ -1886,10 +1889,12 @@ static int load_refills(importer_t *im)
         PGresult *res = mxf_pg_query(im->conn,
                                      "SELECT e.event_nid, e.event_id, e.pdu, r.room_id,"
                                      "       e.redacted_pdu IS NOT NULL, e.redacted_because,"
-                                     "       coalesce(re.state_before IS NOT NULL, false)"
+                                     "       coalesce(re.state_before IS NOT NULL, false),"
+                                     "       coalesce(a.arrival, e.event_nid)"
                                      "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
                                      "  LEFT JOIN mxf_events re ON re.event_id = e.redacted_because"
                                      "                        AND re.room_nid = e.room_nid"
+                                     "  LEFT JOIN mxf_event_arrival a ON a.event_nid = e.event_nid"
                                      " WHERE e.room_nid = $1::bigint AND e.state_before IS NULL"
                                      "   AND NOT e.outlier"
                                      " ORDER BY e.event_nid", 1, params);
@@ -1947,6 +1952,7 @@ static int load_refills(importer_t *im)
             e->refill = 1;
             e->had_redacted = PQgetvalue(res, i, 4)[0] == 't';
             e->nid = apr_atoi64(PQgetvalue(res, i, 0));
+            e->arrival = apr_atoi64(PQgetvalue(res, i, 7));
             im->n_refilled++;
             if (!from_input) {
                 e->line = im->n_lines + im->n_refilled;
@@ -2084,11 +2090,9 @@ static ev_t *ordered_parent(importer_t *im, const ev_t *e, int k)
 /*
  * The new and refilled events in topological order (after their
  * prev_events and auth_events), ties broken by arrival: refilled events
- * (stored by earlier imports) first, then the input's in input order - as a
- * one-file import of the parts, one after another, orders them; among
- * themselves the refilled events keep their own import's order (their
- * numbers), not its input order, which is not stored (README: a known
- * exception).
+ * (stored by earlier imports) first, by their place in those imports'
+ * inputs (mxf_event_arrival), then the input's in input order - as a
+ * one-file import of the parts, one after another, orders them.
  */
 static apr_array_header_t *topo_order(importer_t *im)
 {
@@ -2100,7 +2104,7 @@ static apr_array_header_t *topo_order(importer_t *im)
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *);
         e->n_children = e->pending = 0;
-        e->prio = e->refill ? e->nid : ((apr_int64_t)1 << 62) + e->line;
+        e->prio = e->refill ? e->arrival : ((apr_int64_t)1 << 62) + e->line;
     }
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *), *parent;
@@ -2882,7 +2886,7 @@ static int mark_pruned(importer_t *im, ev_t *r)
 
 struct batch {
     apr_pool_t *pool;                   /* its rows (cleared when it is reused) */
-    mxf_copy_t events, edges, auths, redactions, refills, chain_pos, chain_links;
+    mxf_copy_t events, edges, auths, redactions, refills, arrivals, chain_pos, chain_links;
     mxf_rs_rows_t rs;                   /* state groups and visibility rows numbered so far */
     int n;
 };
@@ -2897,6 +2901,7 @@ static void batch_reset(batch_t *b, apr_pool_t *p)
     mxf_copy_init_binary(&b->auths, p, 1 << 16);
     mxf_copy_init(&b->redactions, p, 1 << 10);
     mxf_copy_init(&b->refills, p, 1 << 10);
+    mxf_copy_init(&b->arrivals, p, 1 << 10);
     mxf_copy_init(&b->chain_pos, p, 1 << 14);
     mxf_copy_init(&b->chain_links, p, 1 << 14);
     b->n = 0;
@@ -3056,6 +3061,12 @@ static void add_event_row(importer_t *im, batch_t *b, ev_t *e)
         mxf_copy_str(&b->redactions, e->by_power ? "t" : "f");
         mxf_copy_end(&b->redactions);
     }
+    if (!e->before && !e->outlier) {
+        /* state unknown: its place in the input, for the import that completes it */
+        mxf_copy_int(&b->arrivals, e->nid);
+        mxf_copy_int(&b->arrivals, im->arrival_base + e->line);
+        mxf_copy_end(&b->arrivals);
+    }
     b->n++;
 }
 
@@ -3098,6 +3109,8 @@ static int write_batch(PGconn *conn, const batch_t *b)
                        "COPY mxf_redactions (event_nid, room_nid, redacts, allowed_by_power)"
                        " FROM STDIN", &b->redactions)
         && mxf_pg_copy(conn, "COPY mxf_import_refill FROM STDIN", &b->refills)
+        && mxf_pg_copy(conn, "COPY mxf_event_arrival (event_nid, arrival) FROM STDIN",
+                       &b->arrivals)
         && mxf_pg_copy(conn, "COPY mxf_auth_chain_pos (event_nid, chain_id, seq, event_id)"
                        " FROM STDIN",
                        &b->chain_pos)
@@ -3234,6 +3247,9 @@ static int update_refilled(importer_t *im)
                         "  vis_after_id = r.vis_after_id, rejected_reason = r.rejected_reason,"
                         "  redacted_pdu = coalesce(e.redacted_pdu, r.redacted_pdu)"
                         "  FROM mxf_import_refill r WHERE e.event_nid = r.event_nid")
+            && mxf_pg_exec(im->conn,
+                           "DELETE FROM mxf_event_arrival a USING mxf_import_refill r"
+                           " WHERE a.event_nid = r.event_nid AND r.state_before IS NOT NULL")
             && mxf_pg_exec(im->conn,
                            "UPDATE mxf_redactions x SET allowed_by_power = r.by_power"
                            "  FROM mxf_import_refill r"
@@ -3892,6 +3908,13 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
         return 0;
     }
     im->next_room_nid = apr_atoi64(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    /* Above every recorded arrival (those of sql/021's own rows included). */
+    res = PQexec(im->conn, "SELECT coalesce(max(arrival >> 32), 0) + 1 FROM mxf_event_arrival");
+    if (!mxf_pg_ok(res, "reading import numbers")) {
+        return 0;
+    }
+    im->arrival_base = apr_atoi64(PQgetvalue(res, 0, 0)) << 32;
     PQclear(res);
     res = PQexec(im->conn, "SELECT coalesce(max(chain_id), 0) + 1 FROM mxf_auth_chain_pos");
     if (!mxf_pg_ok(res, "reading auth chain numbers")) {

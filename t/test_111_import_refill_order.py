@@ -1,11 +1,9 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""A known exception (README: the stored events a later import takes up
-again keep, among themselves, the order their own import gave them, not the
-order of its input lines, which is not stored): topo_order() breaks ties
-among refilled events by event number, and the earlier import numbered them
-in its own topological order, which is not the order a one-file import of
-the parts reads them in. Kept as a strict xfail until the arrival order is
-stored.
+"""Stored events a later import takes up again (their state was unknown)
+are ordered among themselves by their place in the input of the import that
+stored them (mxf_event_arrival, sql/021), as a one-file import of the parts
+reads them; the event numbers, which follow that import's topological order,
+would give another order.
 
 Room: base (create, A joins, P1, public join rules, B joins). Z (A's
 message, prev [JB]); P2 (power levels, invite 100, prev [JB]); R (B
@@ -18,8 +16,9 @@ server), INV reads P2 redacted (no invite level) and is accepted.
 
 Split: part 1 = base, R, INV, Z (P2 missing). There INV is ready before Z
 and R waits for Z, so INV gets a lower event number than R. Part 2 = P2:
-R and INV are refilled and ready at once; ordered by number, INV comes
-first, reads P2 whole (invite 100) and is rejected, then R redacts P2.
+R and INV are refilled and ready at once; by their input lines R comes
+first, as in the one-file import (by event number INV would come first,
+read P2 whole, with invite 100, and be rejected).
 """
 import pytest
 
@@ -42,11 +41,10 @@ def case(version):
     part1 = basel + [line(ev[red]), line(ev[inv]), line(ev[z])]
     part2 = [line(ev[p2])]
     return {"inv": inv, "p2": p2, "red": red, "parts": [part1, part2],
-            "one_go": [part1 + part2]}
+            "one_go": [part1 + part2], "room": r,
+            "part1_line": {red: len(basel) + 1, inv: len(basel) + 2}}
 
 
-@pytest.mark.xfail(strict=True, reason="known exception (README): refilled events keep "
-                   "their own import's order among themselves, not its input order")
 @pytest.mark.parametrize("version", ["1", "3", "10"])
 def test_111_001_refilled_ties_follow_input_order(version, build_env, workdir, postgres,
                                                   tmp_path):
