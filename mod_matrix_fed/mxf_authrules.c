@@ -738,8 +738,9 @@ static apr_status_t check_power_levels(ctx_t *c)
     /*
      * 10.1, 10.2: v10+ only. Before v10 the rules check users alone (10.3);
      * a level that is not an integer (or a string of one) is read as its
-     * default wherever it is used (level_or()), as the reference homeserver
-     * reads it.
+     * default wherever it is used (level_or()). (The reference homeserver's
+     * int() raises on such a level and drops the event, which the rules do
+     * not ask for: README.)
      */
     for (i = 0; c->r.int_levels && top_levels[i]; i++) {
         const json_t *v = json_object_get(c->content, top_levels[i]);

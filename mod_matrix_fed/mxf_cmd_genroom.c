@@ -60,7 +60,9 @@ static void genroom_usage(FILE *out)
           "  their merge is the generator's prediction of state resolution).\n"
           "  Same options and seed (default 1) give the same\n"
           "  bytes, whatever the number of signing threads T (0-64, default 2; 0\n"
-          "  signs in the calling thread).\n"
+          "  signs in the calling thread); rooms of other seeds (below 2^48) or\n"
+          "  room versions have other room and event IDs, so any of them can share\n"
+          "  a database.\n"
           "  Writes DIR/room.jsonl, DIR/expected.jsonl, DIR/expected.json\n"
           "  and DIR/keys/ (<server>.key, <server>.json, all.json).\n", out);
 }

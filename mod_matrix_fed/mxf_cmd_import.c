@@ -3590,6 +3590,45 @@ static int write_acl_decisions(importer_t *im, const char *nid)
  * states after its forward extremities (for a room new in this import,
  * its events without children; otherwise looked up).
  */
+/*
+ * The states after the last events of known state of room @a r (stored,
+ * accepted, not outliers; no accepted child of known state), pushed onto
+ * @a states: the room's last known state when every forward extremity is
+ * behind a gap. None when no event's state is known.
+ */
+static int push_last_known_states(importer_t *im, room_t *r, const char *nid,
+                                  apr_array_header_t *states)
+{
+    const char *params[1] = { nid };
+    PGresult *res = mxf_pg_query(im->conn,
+                                 "SELECT DISTINCT e.state_after FROM mxf_events e"
+                                 " WHERE e.room_nid = $1::bigint AND e.state_after IS NOT NULL"
+                                 "   AND e.rejected_reason IS NULL AND NOT e.outlier"
+                                 "   AND NOT EXISTS (SELECT 1 FROM mxf_event_edges x"
+                                 "                     JOIN mxf_events c"
+                                 "                       ON c.event_nid = x.event_nid"
+                                 "                    WHERE x.prev_nid = e.event_nid"
+                                 "                      AND c.rejected_reason IS NULL"
+                                 "                      AND c.state_after IS NOT NULL)"
+                                 " ORDER BY 1", 1, params);
+    int i;
+
+    if (!res) {
+        return 0;
+    }
+    for (i = 0; i < PQntuples(res); i++) {
+        apr_int64_t g = apr_atoi64(PQgetvalue(res, i, 0));
+        mxf_rs_state_t *st = mxf_rs_find(im->rs, r->rs, g);
+        if (!st && !(st = mxf_rs_load(im->rs, r->rs, g))) {
+            PQclear(res);
+            return 0;
+        }
+        APR_ARRAY_PUSH(states, mxf_rs_state_t *) = st;
+    }
+    PQclear(res);
+    return 1;
+}
+
 static int update_current_state(importer_t *im, apr_array_header_t *topo)
 {
     apr_hash_index_t *hi;
@@ -3670,12 +3709,16 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
             /*
              * Forward extremities whose state is not known (behind a gap in
              * the history imported so far) are left out: the room's state
-             * is the last one known, from the others.
+             * is the last one known, from the others; when there are none,
+             * from the last events whose state is known.
              */
             im->n_rooms_gap++;
+            if (states->nelts == 0 && !push_last_known_states(im, r, nid, states)) {
+                return 0;
+            }
         }
         if (states->nelts == 0) {
-            /* No forward extremity with a known state: the room's is not known. */
+            /* No event with a known state: the room's is not known. */
             if (!mxf_pg_params(im->conn,
                                "UPDATE mxf_rooms SET current_state_group = NULL,"
                                "  current_acl = NULL WHERE room_nid = $1::bigint", 1, params)
@@ -4248,7 +4291,8 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     }
     if (im.n_rooms_gap) {
         printf("  current state: %ld room(s) with forward extremities behind missing"
-               " prev_events, resolved from the others\n", im.n_rooms_gap);
+               " prev_events, resolved from the others (or, where all are, from the last"
+               " events of known state)\n", im.n_rooms_gap);
     }
     printf("  time: %.2f s (checked %.2f s with %d threads, ordered %.2f s, written %.2f s,"
            " finished %.2f s); %.0f events/s\n", total,

@@ -353,11 +353,26 @@ apr_status_t mxf_genroom_create(apr_pool_t *p, const mxf_genroom_opts_t *o,
         return APR_EINVAL;
     }
 
-    /* The room version is mixed in so that rooms of different versions made
-     * with one seed do not share a room ID. */
-    x = o->seed;
-    for (i = 0; o->room_version[i]; i++) {
-        x = (x ^ (unsigned char)o->room_version[i]) * 0x100000001b3ULL;
+    /*
+     * The room version is mixed in, so that rooms of different versions do
+     * not share a random stream (nor, in versions 1-11, a room ID): the
+     * version's place among the known ones, relative to version 10's, goes
+     * into the seed's top 16 bits, and the result through a fixed bijection
+     * (the characters "10" mixed in, FNV style). So two rooms share a stream
+     * only when their seeds and versions are equal (seeds below 2^48).
+     * Version 10, the default, keeps the rooms of releases that mixed the
+     * version's characters into the seed alone, which made seed 1 with
+     * version 2 the room of seed 2 with version 1.
+     */
+    {
+        apr_size_t n_versions;
+        const mxf_roomver_t *all = mxf_roomver_all(&n_versions), *v10 = mxf_roomver_get("10");
+        apr_uint64_t tag = (apr_uint64_t)(g->rv - all) ^ (apr_uint64_t)(v10 - all);
+
+        x = o->seed ^ (tag << 48);
+        for (i = 0; v10->id[i]; i++) {
+            x = (x ^ (unsigned char)v10->id[i]) * 0x100000001b3ULL;
+        }
     }
     for (i = 0; i < 4; i++) {
         g->rng[i] = splitmix64(&x);

@@ -417,3 +417,29 @@ def test_020_012_usage_errors(build_env, tmp_path, args):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("matrix-fed: ")
     assert not os.path.exists(tmp_path / "x")
+
+
+def test_020_013_versions_and_seeds_give_other_rooms(build_env, tmp_path):
+    """Rooms of different seeds or versions do not share a room ID, nor (in
+    versions 1 and 2, whose event IDs are random) an event ID, so that they
+    can be imported into one database: the seed equal to the version for
+    each version, one seed for every version, and pairs such as seed 688 with
+    version 3 and seed 689 with version 2, whose seed and version characters
+    XOR to the same value."""
+    versions = [str(v) for v in range(1, 13)]
+    made = list(dict.fromkeys([(v, int(v)) for v in versions] + [(v, 7) for v in versions]
+                              + [("3", 688), ("2", 689), ("1", 2), ("2", 1), ("11", 5),
+                                 ("10", 5)]))
+    rooms, event_ids = {}, {}
+    for version, seed in made:
+        d = gen(build_env, tmp_path / f"r{version}-{seed}", version, seed=seed, events=6)
+        _, events = load_room(d)
+        room_id = events[1]["room_id"]
+        assert room_id not in rooms, f"v{version} seed {seed}: the room of {rooms.get(room_id)}"
+        rooms[room_id] = (version, seed)
+        for ev in events:
+            if "event_id" in ev:
+                assert ev["event_id"] not in event_ids, \
+                    f"v{version} seed {seed}: {ev['event_id']} also in {event_ids[ev['event_id']]}"
+                event_ids[ev["event_id"]] = (version, seed)
+    assert len(rooms) == len(made)
