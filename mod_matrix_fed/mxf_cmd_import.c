@@ -3586,11 +3586,6 @@ static int write_acl_decisions(importer_t *im, const char *nid)
 }
 
 /*
- * The current state of each room the import touched: the merge of the
- * states after its forward extremities (for a room new in this import,
- * its events without children; otherwise looked up).
- */
-/*
  * The states after the last events of known state of room @a r (stored,
  * accepted, not outliers; no accepted child of known state), pushed onto
  * @a states: the room's last known state when every forward extremity is
@@ -3629,6 +3624,12 @@ static int push_last_known_states(importer_t *im, room_t *r, const char *nid,
     return 1;
 }
 
+/*
+ * The current state of each room the import touched: the merge of the
+ * states after its forward extremities (for a room new in this import,
+ * its events without children; otherwise looked up), or when none has a
+ * known state, after its last events of known state.
+ */
 static int update_current_state(importer_t *im, apr_array_header_t *topo)
 {
     apr_hash_index_t *hi;

@@ -35,14 +35,19 @@ def write(tmp_path, name, lines):
     return str(path)
 
 
-def test_113_001_rows_follow_input_lines(build_env, workdir, postgres, tmp_path):
+def first_part(build_env, workdir, postgres, tmp_path):
+    """test_111's v10 room, its first part imported: (case, database, key file)."""
     c = case("10")
     keyfile = str(tmp_path / "keys.json")
     KEYS.write_responses(keyfile)
-    part1, part2 = c["parts"]
     db = new_db(postgres, build_env)
+    import_path(build_env, workdir, postgres, db, write(tmp_path, "p1.jsonl", c["parts"][0]),
+                keyfile)
+    return c, db, keyfile
 
-    import_path(build_env, workdir, postgres, db, write(tmp_path, "p1.jsonl", part1), keyfile)
+
+def test_113_001_rows_follow_input_lines(build_env, workdir, postgres, tmp_path):
+    c, db, keyfile = first_part(build_env, workdir, postgres, tmp_path)
     by_line = c["part1_line"]
     got = arrivals(postgres, db)
     assert set(got) == unknown_state(postgres, db) == {c["red"], c["inv"]}, got
@@ -63,7 +68,8 @@ def test_113_001_rows_follow_input_lines(build_env, workdir, postgres, tmp_path)
     assert got2 == {**got, after: (2 << 32) + 1}, got2
 
     # The part that closes the gap: every row goes, every state is known.
-    import_path(build_env, workdir, postgres, db, write(tmp_path, "p3.jsonl", part2), keyfile)
+    import_path(build_env, workdir, postgres, db, write(tmp_path, "p3.jsonl", c["parts"][1]),
+                keyfile)
     assert arrivals(postgres, db) == {}
     assert unknown_state(postgres, db) == set()
     assert c["inv"] not in rejected(postgres, db), "R redacts P2 before INV reads it"
@@ -71,15 +77,11 @@ def test_113_001_rows_follow_input_lines(build_env, workdir, postgres, tmp_path)
 
 def test_113_002_rows_of_older_releases_keep_number_order(build_env, workdir, postgres,
                                                           tmp_path):
-    c = case("10")
-    keyfile = str(tmp_path / "keys.json")
-    KEYS.write_responses(keyfile)
-    part1, part2 = c["parts"]
-    db = new_db(postgres, build_env)
-    import_path(build_env, workdir, postgres, db, write(tmp_path, "p1.jsonl", part1), keyfile)
+    c, db, keyfile = first_part(build_env, workdir, postgres, tmp_path)
     # What migration 021 writes for events stored before it.
     postgres.psql(db, "UPDATE mxf_event_arrival SET arrival = event_nid")
-    import_path(build_env, workdir, postgres, db, write(tmp_path, "p2.jsonl", part2), keyfile)
+    import_path(build_env, workdir, postgres, db, write(tmp_path, "p2.jsonl", c["parts"][1]),
+                keyfile)
     assert arrivals(postgres, db) == {}
     rej = rejected(postgres, db)
     assert c["inv"] in rej, f"by event number INV comes first and reads P2 whole: {rej}"

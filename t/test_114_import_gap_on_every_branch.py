@@ -18,6 +18,7 @@ from test_021_import import new_db
 from test_064_import_parts import Signer, cli_sanitizer_reports, import_path, serve
 from test_075_import_regiven_stored import current_state, pdu_line
 from test_104_import_parts_redaction_state import A, B2, KEYS, base
+from test_113_import_arrival_rows import write
 
 C = "@carol:hs3.example"
 
@@ -34,12 +35,6 @@ def room(version):
 
 def servers(postgres, db):
     return set(postgres.psql(db, "SELECT server_name FROM mxf_room_servers").split())
-
-
-def write(tmp_path, name, lines):
-    path = tmp_path / name
-    path.write_text("".join(x + "\n" for x in lines))
-    return str(path)
 
 
 @pytest.mark.parametrize("version", ["1", "10"])
