@@ -62,7 +62,9 @@ static void genroom_usage(FILE *out)
           "  bytes, whatever the number of signing threads T (0-64, default 2; 0\n"
           "  signs in the calling thread); rooms of other seeds (below 2^48) or\n"
           "  room versions have other room and event IDs, so any of them can share\n"
-          "  a database.\n"
+          "  a database (in room version 12, whose room ID is the hash of the\n"
+          "  create event, two seeds give the same room ID once in about 10^11\n"
+          "  pairs).\n"
           "  Writes DIR/room.jsonl, DIR/expected.jsonl, DIR/expected.json\n"
           "  and DIR/keys/ (<server>.key, <server>.json, all.json).\n", out);
 }

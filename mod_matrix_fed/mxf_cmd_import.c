@@ -1647,12 +1647,20 @@ static void forget_input_copy(ev_t *e)
 }
 
 /*
+ * A stored event's place in an order that follows auth edges (ev_t.seq,
+ * sql/022): its number shifted by SEQ_SHIFT, or the row an import that
+ * completed it wrote (assign_numbers()); from mxf_events e and mxf_event_seq s.
+ */
+#define SEQ_SHIFT 24
+#define STORED_SEQ "coalesce(s.seq, e.event_nid << " APR_STRINGIFY(SEQ_SHIFT) ")"
+
+/*
  * The columns every lookup of a stored event reads, in this order, from
- * mxf_events e, mxf_rooms r and mxf_auth_chain_pos c.
+ * mxf_events e, mxf_rooms r, mxf_auth_chain_pos c and mxf_event_seq s.
  */
 #define KNOWN_COLUMNS "e.event_nid, r.room_id, e.rejected_reason IS NOT NULL," \
                       " coalesce(e.state_after, 0), e.depth, coalesce(c.chain_id, 0)," \
-                      " coalesce(c.seq, 0)"
+                      " coalesce(c.seq, 0), " STORED_SEQ
 
 /*
  * The stored event @a id, from row @a row of @a res whose KNOWN_COLUMNS
@@ -1672,7 +1680,7 @@ static ev_t *known_from_row(importer_t *im, const char *id, const PGresult *res,
     e->depth = apr_atoi64(PQgetvalue(res, row, col + 4));
     e->chain_id = apr_atoi64(PQgetvalue(res, row, col + 5));
     e->chain_seq = atoi(PQgetvalue(res, row, col + 6));
-    e->seq = e->nid;
+    e->seq = apr_atoi64(PQgetvalue(res, row, col + 7));
     apr_hash_set(im->events, e->event_id, APR_HASH_KEY_STRING, e);
     return e;
 }
@@ -1689,7 +1697,7 @@ static int load_known(importer_t *im)
     apr_hash_t *missing = apr_hash_make(im->p);
     apr_array_header_t *ids = apr_array_make(im->p, im->order->nelts + 16, sizeof(const char *));
     apr_array_header_t *history = apr_array_make(im->p, 16, sizeof(const char *));
-    mxf_copy_t verified;
+    mxf_copy_t verified, arrivals;
     PGresult *res;
     int i, k, empty;
 
@@ -1726,10 +1734,11 @@ static int load_known(importer_t *im)
                  "       e.depth, e.rejected_reason IS NOT NULL, coalesce(c.chain_id, 0),"
                  "       coalesce(c.seq, 0), e.outlier,"
                  "       coalesce(e.redacted_because = 'content-hash', false),"
-                 "       e.signatures_verified"
+                 "       e.signatures_verified, " STORED_SEQ
                  "  FROM mxf_import_ids i JOIN mxf_events e USING (event_id)"
                  "  JOIN mxf_rooms r USING (room_nid)"
-                 "  LEFT JOIN mxf_auth_chain_pos c ON c.event_nid = e.event_nid");
+                 "  LEFT JOIN mxf_auth_chain_pos c ON c.event_nid = e.event_nid"
+                 "  LEFT JOIN mxf_event_seq s ON s.event_nid = e.event_nid");
     if (!mxf_pg_ok(res, "looking up known events")) {
         return 0;
     }
@@ -1782,7 +1791,7 @@ static int load_known(importer_t *im)
         e->rejected = PQgetvalue(res, i, 5)[0] == 't';
         e->chain_id = apr_atoi64(PQgetvalue(res, i, 6));
         e->chain_seq = atoi(PQgetvalue(res, i, 7));
-        e->seq = e->nid;
+        e->seq = apr_atoi64(PQgetvalue(res, i, 11));
     }
     PQclear(res);
     if (verified.rows > 0) {
@@ -1806,13 +1815,32 @@ static int load_known(importer_t *im)
         im->n_sig_now_verified = atol(PQcmdTuples(res));
         PQclear(res);
     }
-    return history->nelts == 0
-           || (mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_history (event_id text)"
-                                     " ON COMMIT DROP")
-               && mxf_pg_copy_strings(im->conn, "COPY mxf_import_history FROM STDIN", history)
-               && mxf_pg_exec(im->conn, "UPDATE mxf_events e SET outlier = false"
-                                        "  FROM mxf_import_history h"
-                                        " WHERE e.event_id = h.event_id"));
+    if (history->nelts == 0) {
+        return 1;
+    }
+    /*
+     * Events of the room's history from now on: those whose state is not
+     * known get their place in this input (mxf_event_arrival), as the new
+     * events whose state is not known do.
+     */
+    mxf_copy_init(&arrivals, im->p, 1024);
+    for (i = 0; i < history->nelts; i++) {
+        const ev_t *e = ev_get(im, APR_ARRAY_IDX(history, i, const char *));
+        mxf_copy_str(&arrivals, e->event_id);
+        mxf_copy_int(&arrivals, im->arrival_base + e->line);
+        mxf_copy_end(&arrivals);
+    }
+    return mxf_pg_exec(im->conn, "CREATE TEMP TABLE mxf_import_history (event_id text,"
+                                 " arrival bigint) ON COMMIT DROP")
+           && mxf_pg_copy(im->conn, "COPY mxf_import_history FROM STDIN", &arrivals)
+           && mxf_pg_exec(im->conn, "UPDATE mxf_events e SET outlier = false"
+                                    "  FROM mxf_import_history h"
+                                    " WHERE e.event_id = h.event_id")
+           && mxf_pg_exec(im->conn, "INSERT INTO mxf_event_arrival (event_nid, arrival)"
+                                    " SELECT e.event_nid, h.arrival"
+                                    "   FROM mxf_import_history h JOIN mxf_events e USING (event_id)"
+                                    "  WHERE e.state_before IS NULL"
+                                    " ON CONFLICT (event_nid) DO NOTHING");
 }
 
 /*
@@ -1849,7 +1877,8 @@ static int load_refill_parents(importer_t *im, const apr_array_header_t *ids)
     res = PQexec(im->conn, "SELECT e.event_id, " KNOWN_COLUMNS
                            "  FROM mxf_import_parents p JOIN mxf_events e USING (event_id)"
                            "  JOIN mxf_rooms r USING (room_nid)"
-                           "  LEFT JOIN mxf_auth_chain_pos c USING (event_nid)");
+                           "  LEFT JOIN mxf_auth_chain_pos c USING (event_nid)"
+                           "  LEFT JOIN mxf_event_seq s USING (event_nid)");
     if (!mxf_pg_ok(res, "looking up the stored parents of events of unknown state")) {
         return 0;
     }
@@ -2104,7 +2133,7 @@ static apr_array_header_t *topo_order(importer_t *im)
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *);
         e->n_children = e->pending = 0;
-        e->prio = e->refill ? e->arrival : ((apr_int64_t)1 << 62) + e->line;
+        e->prio = e->refill ? e->arrival : im->arrival_base + e->line;
     }
     for (i = 0; i < im->order->nelts; i++) {
         ev_t *e = APR_ARRAY_IDX(im->order, i, ev_t *), *parent;
@@ -2199,6 +2228,7 @@ static ev_t *ev_find(importer_t *im, const char *id)
                        "SELECT " KNOWN_COLUMNS
                        "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
                        "  LEFT JOIN mxf_auth_chain_pos c USING (event_nid)"
+                       "  LEFT JOIN mxf_event_seq s USING (event_nid)"
                        " WHERE e.event_id = $1", 1, params);
     if (!res) {
         im->db_failed = 1;
@@ -3082,6 +3112,7 @@ static void add_refill_row(importer_t *im, batch_t *b, ev_t *e)
     mxf_copy_str(&b->refills, e->redacts ? (e->by_power ? "t" : "f") : NULL);
     mxf_copy_str(&b->refills, e->rejected_reason);
     mxf_copy_str(&b->refills, e->redacts);
+    mxf_copy_int(&b->refills, e->seq);
     mxf_copy_end(&b->refills);
     b->n++;
 }
@@ -3250,6 +3281,10 @@ static int update_refilled(importer_t *im)
             && mxf_pg_exec(im->conn,
                            "DELETE FROM mxf_event_arrival a USING mxf_import_refill r"
                            " WHERE a.event_nid = r.event_nid AND r.state_before IS NOT NULL")
+            && mxf_pg_exec(im->conn,
+                           "INSERT INTO mxf_event_seq (event_nid, seq)"
+                           " SELECT event_nid, seq FROM mxf_import_refill"
+                           " ON CONFLICT (event_nid) DO UPDATE SET seq = EXCLUDED.seq")
             && mxf_pg_exec(im->conn,
                            "UPDATE mxf_redactions x SET allowed_by_power = r.by_power"
                            "  FROM mxf_import_refill r"
@@ -3588,7 +3623,7 @@ static int write_acl_decisions(importer_t *im, const char *nid)
 /*
  * The states after the last events of known state of room @a r (stored,
  * accepted, not outliers; no accepted child of known state), pushed onto
- * @a states: the room's last known state when every forward extremity is
+ * @a states: the room's last known state when forward extremities are
  * behind a gap. None when no event's state is known.
  */
 static int push_last_known_states(importer_t *im, room_t *r, const char *nid,
@@ -3627,8 +3662,8 @@ static int push_last_known_states(importer_t *im, room_t *r, const char *nid,
 /*
  * The current state of each room the import touched: the merge of the
  * states after its forward extremities (for a room new in this import,
- * its events without children; otherwise looked up), or when none has a
- * known state, after its last events of known state.
+ * its events without children; otherwise looked up), or when some are
+ * behind a gap, after its last events of known state.
  */
 static int update_current_state(importer_t *im, apr_array_header_t *topo)
 {
@@ -3709,12 +3744,15 @@ static int update_current_state(importer_t *im, apr_array_header_t *topo)
         if (unknown) {
             /*
              * Forward extremities whose state is not known (behind a gap in
-             * the history imported so far) are left out: the room's state
-             * is the last one known, from the others; when there are none,
-             * from the last events whose state is known.
+             * the history imported so far): the room's state is the last
+             * one known, from the last events whose state is known - the
+             * other forward extremities, and the last events before each
+             * gap (a branch whose end is behind a gap counts as far as it
+             * is known).
              */
             im->n_rooms_gap++;
-            if (states->nelts == 0 && !push_last_known_states(im, r, nid, states)) {
+            apr_array_clear(states);
+            if (!push_last_known_states(im, r, nid, states)) {
                 return 0;
             }
         }
@@ -3887,7 +3925,7 @@ static int write_events(importer_t *im, apr_array_header_t *topo)
                         "CREATE TEMP TABLE mxf_import_refill (event_nid bigint, state_before bigint,"
                         " state_after bigint, vis_id bigint, vis_after_id bigint,"
                         " redacted_pdu text, by_power boolean, rejected_reason text,"
-                        " redacts text)"
+                        " redacts text, seq bigint)"
                         " ON COMMIT DROP")) {
         return 0;
     }
@@ -3904,6 +3942,51 @@ static int write_events(importer_t *im, apr_array_header_t *topo)
         apr_pool_destroy(pools[k]);
     }
     return ok && update_refilled(im);
+}
+
+/*
+ * Numbers the new events of @a topo (in its order, from @a first_new_nid)
+ * and gives every event of it its place in the order of auth edges
+ * (ev_t.seq, sql/022), above every stored event's: a new event's number
+ * shifted by SEQ_SHIFT, as later imports read it; a refilled event (which
+ * keeps its number) one above the event before it, which later imports
+ * read from the row update_refilled() writes. Events of unknown state
+ * stored by earlier imports may cite auth events stored after them: so
+ * their numbers alone did not follow auth edges.
+ */
+static int assign_numbers(importer_t *im, apr_array_header_t *topo, apr_int64_t first_new_nid)
+{
+    apr_int64_t last = (first_new_nid - 1) << SEQ_SHIFT, step = 0, top;
+    PGresult *res = PQexec(im->conn, "SELECT coalesce(max(seq), 0) FROM mxf_event_seq");
+    int i;
+
+    if (!mxf_pg_ok(res, "reading the order of stored events")) {
+        return 0;
+    }
+    top = apr_atoi64(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (top > last) {
+        step = top - last;              /* refilled events of an earlier import, last */
+    }
+    for (i = 0; i < topo->nelts; i++) {
+        ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
+        if (!e->refill) {
+            e->nid = im->next_event_nid++;
+            e->seq = last = e->nid << SEQ_SHIFT;
+            step = 0;
+            im->n_new++;
+        }
+        else if (++step >= ((apr_int64_t)1 << SEQ_SHIFT)) {
+            mxf_cmd_error("more than %ld stored events to take up again before one new event",
+                          (long)(((apr_int64_t)1 << SEQ_SHIFT) - 1));
+            return 0;
+        }
+        else {
+            e->seq = last + step;
+        }
+        e->room->touched = 1;
+    }
+    return 1;
 }
 
 static int run_import(importer_t *im, const char *buf, apr_size_t len)
@@ -3932,6 +4015,13 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
     if (!verify_start(im, (ev_t **)im->order->elts, im->order->nelts)) {
         return 0;
     }
+    /* Above every recorded arrival (those of sql/021's own rows included). */
+    res = PQexec(im->conn, "SELECT coalesce(max(arrival >> 32), 0) + 1 FROM mxf_event_arrival");
+    if (!mxf_pg_ok(res, "reading import numbers")) {
+        return 0;
+    }
+    im->arrival_base = apr_atoi64(PQgetvalue(res, 0, 0)) << 32;
+    PQclear(res);
     if (!load_known(im) || !load_refills(im) || !prune_by_stored_redactions(im)) {
         return 0;
     }
@@ -3952,13 +4042,6 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
         return 0;
     }
     im->next_room_nid = apr_atoi64(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    /* Above every recorded arrival (those of sql/021's own rows included). */
-    res = PQexec(im->conn, "SELECT coalesce(max(arrival >> 32), 0) + 1 FROM mxf_event_arrival");
-    if (!mxf_pg_ok(res, "reading import numbers")) {
-        return 0;
-    }
-    im->arrival_base = apr_atoi64(PQgetvalue(res, 0, 0)) << 32;
     PQclear(res);
     res = PQexec(im->conn, "SELECT coalesce(max(chain_id), 0) + 1 FROM mxf_auth_chain_pos");
     if (!mxf_pg_ok(res, "reading auth chain numbers")) {
@@ -3988,15 +4071,8 @@ static int run_import(importer_t *im, const char *buf, apr_size_t len)
         key = apr_pmemdup(im->p, &r->rs, sizeof(r->rs));
         apr_hash_set(im->rs_rooms, key, sizeof(*key), r);
     }
-    for (i = 0; i < topo->nelts; i++) {
-        ev_t *e = APR_ARRAY_IDX(topo, i, ev_t *);
-        if (!e->refill) {
-            e->nid = im->next_event_nid++;
-            im->n_new++;
-        }
-        /* Above every stored event's number, in an order that follows auth edges. */
-        e->seq = first_new_nid + i;
-        e->room->touched = 1;
+    if (!assign_numbers(im, topo, first_new_nid)) {
+        return 0;
     }
     index_auth_kids(im, topo);
     for (i = 0; i < im->order->nelts; i++) {
@@ -4075,7 +4151,10 @@ static void import_usage(FILE *out)
           "  (\"pdus\", \"auth_chain\", \"state\", \"events\", \"event\"), on one line\n"
           "  or over many. --keys FILE holds /_matrix/key/v2/server or notary\n"
           "  (/_matrix/key/v2/query) responses (one JSON object, an array of them, or\n"
-          "  one per line); they are verified and stored.\n"
+          "  one per line); they are verified and stored. --require-signatures\n"
+          "  refuses a PDU whose signatures cannot be checked (a signing server's\n"
+          "  key not known); without it, such a PDU is stored as unverified.\n"
+          "  --quiet: no progress display (the summary is still printed).\n"
           "  Lines are checked in N threads (1-32, default: one per CPU). Rows are\n"
           "  written in rounds of --batch-events events (1-1000000, default 5000),\n"
           "  each while the next is computed.\n"
@@ -4292,8 +4371,8 @@ int mxf_cmd_import(apr_pool_t *p, int argc, const char *const *argv)
     }
     if (im.n_rooms_gap) {
         printf("  current state: %ld room(s) with forward extremities behind missing"
-               " prev_events, resolved from the others (or, where all are, from the last"
-               " events of known state)\n", im.n_rooms_gap);
+               " prev_events, resolved from the last events of known state\n",
+               im.n_rooms_gap);
     }
     printf("  time: %.2f s (checked %.2f s with %d threads, ordered %.2f s, written %.2f s,"
            " finished %.2f s); %.0f events/s\n", total,
