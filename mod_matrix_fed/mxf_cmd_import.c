@@ -1655,6 +1655,15 @@ static void forget_input_copy(ev_t *e)
 #define STORED_SEQ "coalesce(s.seq, e.event_nid << " APR_STRINGIFY(SEQ_SHIFT) ")"
 
 /*
+ * Whether the m.room.redaction that redacted stored event e (its
+ * redacted_because) counts for the authorization rules: its own state is
+ * known (mark_pruned()). A column, and the join it reads.
+ */
+#define REDACTION_STATE_KNOWN "coalesce(re.state_before IS NOT NULL, false)"
+#define JOIN_REDACTION " LEFT JOIN mxf_events re ON re.event_id = e.redacted_because" \
+                       " AND re.room_nid = e.room_nid"
+
+/*
  * The columns every lookup of a stored event reads, in this order, from
  * mxf_events e, mxf_rooms r, mxf_auth_chain_pos c and mxf_event_seq s.
  */
@@ -1917,12 +1926,10 @@ static int load_refills(importer_t *im)
         const char *params[1] = { PQgetvalue(rooms, k, 0) };
         PGresult *res = mxf_pg_query(im->conn,
                                      "SELECT e.event_nid, e.event_id, e.pdu, r.room_id,"
-                                     "       e.redacted_pdu IS NOT NULL, e.redacted_because,"
-                                     "       coalesce(re.state_before IS NOT NULL, false),"
-                                     "       coalesce(a.arrival, e.event_nid)"
+                                     "       e.redacted_pdu IS NOT NULL, e.redacted_because, "
+                                     REDACTION_STATE_KNOWN ", coalesce(a.arrival, e.event_nid)"
                                      "  FROM mxf_events e JOIN mxf_rooms r USING (room_nid)"
-                                     "  LEFT JOIN mxf_events re ON re.event_id = e.redacted_because"
-                                     "                        AND re.room_nid = e.room_nid"
+                                     JOIN_REDACTION
                                      "  LEFT JOIN mxf_event_arrival a ON a.event_nid = e.event_nid"
                                      " WHERE e.room_nid = $1::bigint AND e.state_before IS NULL"
                                      "   AND NOT e.outlier"
@@ -2282,11 +2289,9 @@ static json_t *ev_json(importer_t *im, ev_t *e)
         const char *params[1] = { nid };
         apr_snprintf(nid, sizeof(nid), "%" APR_INT64_T_FMT, e->nid);
         res = writer_idle(im)
-              ? mxf_pg_query(im->conn, "SELECT e.pdu, e.redacted_because,"
-                                       "       coalesce(re.state_before IS NOT NULL, false)"
-                                       "  FROM mxf_events e LEFT JOIN mxf_events re"
-                                       "    ON re.event_id = e.redacted_because"
-                                       "   AND re.room_nid = e.room_nid"
+              ? mxf_pg_query(im->conn, "SELECT e.pdu, e.redacted_because, "
+                                       REDACTION_STATE_KNOWN
+                                       "  FROM mxf_events e" JOIN_REDACTION
                                        " WHERE e.event_nid = $1::bigint", 1, params)
               : NULL;
         if (!res || PQntuples(res) != 1) {
@@ -3405,9 +3410,11 @@ static int redaction_row_cmp(const void *a, const void *b)
 /*
  * The rows of apply_redactions()'s statement (column 1: the redaction's
  * number, column 2: its ID) in the order the redactions came: those this
- * import ordered (new or refilled) by that order, after those stored before
- * by number - so that of two redactions of one event the first recorded is
- * the one a one-file import of the parts records.
+ * import ordered (new or refilled) by that order (ev_t.seq), after those
+ * stored before, by number (on the same scale) - so that of two
+ * redactions of one event the first recorded is the one a one-file import
+ * of the parts records, but where a redaction taken up again applies only
+ * now (README: a known exception).
  */
 static const redaction_row_t *redaction_order(importer_t *im, const PGresult *res)
 {
@@ -3417,7 +3424,8 @@ static const redaction_row_t *redaction_order(importer_t *im, const PGresult *re
     for (i = 0; i < n; i++) {
         const ev_t *re = ev_get(im, PQgetvalue(res, i, 2));
         out[i].row = i;
-        out[i].pos = re && !re->known && re->seq ? re->seq : apr_atoi64(PQgetvalue(res, i, 1));
+        out[i].pos = re && !re->known && re->seq
+                     ? re->seq : apr_atoi64(PQgetvalue(res, i, 1)) << SEQ_SHIFT;
     }
     qsort(out, (size_t)n, sizeof(*out), redaction_row_cmp);
     return out;

@@ -192,6 +192,19 @@ def one_go_and_split(keys, one_go, parts, build_env, workdir, postgres, tmp_path
     return want, got
 
 
+def split_verdicts(keys, case, build_env, workdir, postgres, tmp_path):
+    """one_go_and_split() of @case's "one_go" and "parts", with each
+    database's rejected events: (want, got, want_rej, got_rej)."""
+    want, got = one_go_and_split(keys, case["one_go"], case["parts"], build_env, workdir,
+                                 postgres, tmp_path)
+    return want, got, rejected(postgres, want), rejected(postgres, got)
+
+
+def assert_same_rejected(version, got_rej, want_rej):
+    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
+                                f"{sorted(want_rej)}"
+
+
 def rejected(postgres, db):
     out = postgres.psql(db, "SELECT event_id || chr(9) || rejected_reason FROM mxf_events"
                             " WHERE rejected_reason IS NOT NULL")

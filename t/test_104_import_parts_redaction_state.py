@@ -44,8 +44,9 @@ from mxftest.vbuilder import Keys, VRoom
 from mxftest.vbuilder12 import V12Room
 from mxftest.matrix import q
 from test_064_import_parts import Signer, cli_sanitizer_reports, semantic, serve
-from test_075_import_regiven_stored import (current_state, redacted, rejected, one_go_and_split,
-                                            pdu_line as line)
+from test_075_import_regiven_stored import (assert_same_rejected, current_state, redacted,
+                                            rejected, one_go_and_split, pdu_line as line,
+                                            split_verdicts)
 
 A = "@admin:hs1.example"
 B1 = "@bob:hs1.example"
@@ -179,12 +180,10 @@ def test_104_005_served_redacted_by_rejected_redaction(build_env, workdir, postg
 def test_104_002_target_pruned_by_redaction_rejected_later(version, build_env, workdir,
                                                            postgres, tmp_path):
     c = case_pruned_by_rejected(version)
-    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
-                                 tmp_path)
-    want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
+    want, got, want_rej, got_rej = split_verdicts(KEYS, c, build_env, workdir, postgres,
+                                                  tmp_path)
     assert c["red"] in want_rej and c["inv"] in want_rej, f"setup: {want_rej}"
-    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
-                                f"{sorted(want_rej)}"
+    assert_same_rejected(version, got_rej, want_rej)
     assert current_state(postgres, got) == current_state(postgres, want)
     assert semantic(postgres, got) == semantic(postgres, want)
 
@@ -193,25 +192,21 @@ def test_104_002_target_pruned_by_redaction_rejected_later(version, build_env, w
 def test_104_004_known_state_event_reads_target_of_unknown_state_redaction(
         version, build_env, workdir, postgres, tmp_path):
     c = case_pruned_in_first_part(version)
-    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
-                                 tmp_path)
-    want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
+    want, got, want_rej, got_rej = split_verdicts(KEYS, c, build_env, workdir, postgres,
+                                                  tmp_path)
     assert c["red"] in want_rej and c["inv"] in want_rej, f"setup: {want_rej}"
-    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
-                                f"{sorted(want_rej)}"
+    assert_same_rejected(version, got_rej, want_rej)
     assert semantic(postgres, got) == semantic(postgres, want)
 
 
 @pytest.mark.parametrize("version", ["1", "3", "10"])
 def test_104_003_redaction_power_known_late(version, build_env, workdir, postgres, tmp_path):
     c = case_power_known_late(version)
-    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
-                                 tmp_path)
-    want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
+    want, got, want_rej, got_rej = split_verdicts(KEYS, c, build_env, workdir, postgres,
+                                                  tmp_path)
     assert c["p2"] in redacted(postgres, want), "setup: one file redacts P2"
     assert c["inv"] not in want_rej, f"setup: one file accepts INV: {want_rej}"
-    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
-                                f"{sorted(want_rej)}"
+    assert_same_rejected(version, got_rej, want_rej)
     assert redacted(postgres, got) == redacted(postgres, want)
     assert current_state(postgres, got) == current_state(postgres, want)
     assert semantic(postgres, got) == semantic(postgres, want)

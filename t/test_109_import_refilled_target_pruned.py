@@ -27,7 +27,8 @@ import pytest
 
 from mxftest.vbuilder import VRoom
 from test_064_import_parts import semantic
-from test_075_import_regiven_stored import current_state, redacted, rejected, one_go_and_split
+from test_075_import_regiven_stored import (assert_same_rejected, current_state, redacted,
+                                            split_verdicts)
 from test_104_import_parts_redaction_state import A, B1, D, KEYS, base, line
 
 
@@ -53,13 +54,11 @@ def case(version):
 def test_109_001_refilled_target_of_refilled_rejected_redaction(version, build_env, workdir,
                                                                  postgres, tmp_path):
     c = case(version)
-    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
-                                 tmp_path)
-    want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
+    want, got, want_rej, got_rej = split_verdicts(KEYS, c, build_env, workdir, postgres,
+                                                  tmp_path)
     assert c["red"] in want_rej and c["inv"] in want_rej, f"setup: {want_rej}"
     assert c["p2"] not in redacted(postgres, want), "setup: one file leaves P2 whole"
     assert c["p2"] not in redacted(postgres, got), "split: P2 served whole again"
-    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
-                                f"{sorted(want_rej)}"
+    assert_same_rejected(version, got_rej, want_rej)
     assert current_state(postgres, got) == current_state(postgres, want)
     assert semantic(postgres, got) == semantic(postgres, want)

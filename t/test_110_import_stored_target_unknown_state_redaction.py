@@ -33,7 +33,7 @@ import pytest
 
 from mxftest.vbuilder import VRoom
 from test_064_import_parts import semantic
-from test_075_import_regiven_stored import rejected, one_go_and_split
+from test_075_import_regiven_stored import assert_same_rejected, split_verdicts
 from test_104_import_parts_redaction_state import A, B1, D, KEYS, base, line
 
 
@@ -58,10 +58,8 @@ def case(version, gap_closes):
 def test_110_001_stored_target_of_unknown_state_redaction(version, gap_closes, build_env,
                                                            workdir, postgres, tmp_path):
     c = case(version, gap_closes)
-    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
-                                 tmp_path)
-    want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
+    want, got, want_rej, got_rej = split_verdicts(KEYS, c, build_env, workdir, postgres,
+                                                  tmp_path)
     assert c["inv"] in want_rej, f"setup: one file rejects INV: {want_rej}"
-    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
-                                f"{sorted(want_rej)}"
+    assert_same_rejected(version, got_rej, want_rej)
     assert semantic(postgres, got) == semantic(postgres, want)

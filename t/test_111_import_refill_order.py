@@ -24,7 +24,7 @@ import pytest
 
 from mxftest.vbuilder import VRoom
 from test_064_import_parts import semantic
-from test_075_import_regiven_stored import rejected, redacted, one_go_and_split
+from test_075_import_regiven_stored import assert_same_rejected, redacted, split_verdicts
 from test_104_import_parts_redaction_state import A, B1, D, KEYS, base, line
 
 
@@ -49,11 +49,9 @@ def case(version):
 def test_111_001_refilled_ties_follow_input_order(version, build_env, workdir, postgres,
                                                   tmp_path):
     c = case(version)
-    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
-                                 tmp_path)
-    want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
+    want, got, want_rej, got_rej = split_verdicts(KEYS, c, build_env, workdir, postgres,
+                                                  tmp_path)
     assert c["p2"] in redacted(postgres, want), "setup: one file redacts P2"
     assert c["inv"] not in want_rej, f"setup: one file accepts INV: {want_rej}"
-    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}, one file " \
-                                f"{sorted(want_rej)}"
+    assert_same_rejected(version, got_rej, want_rej)
     assert semantic(postgres, got) == semantic(postgres, want)

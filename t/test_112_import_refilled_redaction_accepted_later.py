@@ -28,7 +28,7 @@ import pytest
 
 from mxftest.vbuilder import VRoom
 from test_064_import_parts import semantic
-from test_075_import_regiven_stored import redacted, rejected, one_go_and_split
+from test_075_import_regiven_stored import assert_same_rejected, redacted, split_verdicts
 from test_104_import_parts_redaction_state import A, B1, D, KEYS, base, line
 
 
@@ -54,12 +54,11 @@ def case(version):
 def test_112_001_refilled_redaction_accepted_late_applies(version, build_env, workdir,
                                                           postgres, tmp_path):
     c = case(version)
-    want, got = one_go_and_split(KEYS, c["one_go"], c["parts"], build_env, workdir, postgres,
-                                 tmp_path)
-    want_rej, got_rej = rejected(postgres, want), rejected(postgres, got)
+    want, got, want_rej, got_rej = split_verdicts(KEYS, c, build_env, workdir, postgres,
+                                                  tmp_path)
     assert not want_rej, f"setup: one file accepts all: {want_rej}"
     assert c["td"] in redacted(postgres, want), "setup: one file redacts TD"
-    assert got_rej == want_rej, f"v{version}: split rejects {sorted(got_rej)}"
+    assert_same_rejected(version, got_rej, want_rej)
     assert redacted(postgres, got) == redacted(postgres, want), \
         f"v{version}: split leaves TD whole (RD accepted late, no mxf_redactions row)"
     assert semantic(postgres, got) == semantic(postgres, want)

@@ -93,7 +93,7 @@ def test_123_004_make_install_drops_the_la_as_the_makefile_means(build_env, tmp_
     assert (dest / moddir.lstrip("/") / "mod_matrix_fed.so").exists(), installed
     problems = []
     if (dest / moddir.lstrip("/") / "mod_matrix_fed.la").exists():
-        problems.append("mod_matrix_fed.la installed although install-exec-hook means to remove it")
+        problems.append("mod_matrix_fed.la installed although make install is to leave it out")
     if not (dest / incdir.lstrip("/") / "mod_matrix_fed.h").exists():
         problems.append("include/mod_matrix_fed.h (public header for other modules) not installed")
     assert not problems, f"{problems}; installed: {installed}"
