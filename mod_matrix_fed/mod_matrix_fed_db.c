@@ -3,12 +3,15 @@
 
 #include <apr_optional.h>
 #include <apr_strings.h>
+#include <http_core.h>
 #include <http_protocol.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#include <unixd.h>
 
 #include "mxf_error.h"
 #include "mxf_gate.h"
@@ -265,9 +268,12 @@ const char *mxf_db_find_dbd(cmd_parms *cmd)
 }
 
 /*
- * MatrixFedQueryConcurrency: this child's gate in front of the database
- * (NULL: no limit) and how long a request waits at it. Set once per
- * process in child_init, before any request thread runs; only read after.
+ * MatrixFedQueryConcurrency: the server's gate in front of the database
+ * (NULL: no limit), made by the parent in post_config before it starts the
+ * children, which inherit it; reset when the configuration's pool is
+ * cleared (a restart makes a new one). How long a request waits at it, and
+ * the statement time limits, set per process in child_init. All are only
+ * read by request threads.
  */
 static mxf_gate_t *db_gate;
 static apr_interval_time_t db_gate_wait;
@@ -276,46 +282,93 @@ static apr_interval_time_t db_gate_wait;
 static apr_interval_time_t db_query_timeout = MXF_DEFAULT_QUERY_TIMEOUT;
 static apr_interval_time_t db_stream_timeout = MXF_DEFAULT_STREAM_TIMEOUT;
 
-static void db_child_init(apr_pool_t *pchild, server_rec *s)
+static apr_status_t db_gate_reset(void *unused)
+{
+    (void)unused;
+    db_gate = NULL;
+    return APR_SUCCESS;
+}
+
+static int db_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                          server_rec *s)
 {
     const mxf_srv_conf_t *conf = mxf_config_get(s);
     int slots = mxf_config_query_slots(conf);
+    mxf_gate_t *gate;
     apr_status_t rv;
 
+    (void)plog;
+    (void)ptemp;
+    /* The first pass over the configuration at start-up serves no requests. */
+    if (slots <= 0 || ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    rv = mxf_gate_create(&gate, slots, pconf);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25061)
+                     "MatrixFedQueryConcurrency %d: cannot create the System V semaphore "
+                     "the child processes share (see ipcs -s and the kernel's sem limits)",
+                     slots);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* Made by root, used by the children under User and Group. */
+    if (geteuid() == 0
+        && (rv = mxf_gate_give(gate, (long)ap_unixd_config.user_id,
+                               (long)ap_unixd_config.group_id)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25075)
+                     "MatrixFedQueryConcurrency %d: cannot hand the semaphore to the "
+                     "user the child processes run as", slots);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    db_gate = gate;
+    apr_pool_cleanup_register(pconf, NULL, db_gate_reset, apr_pool_cleanup_null);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, MXFLOGNO(25076)
+                 "MatrixFedQueryConcurrency %d: one queue for all child processes "
+                 "(System V semaphore %d)", slots, mxf_gate_id(gate));
+    return OK;
+}
+
+static void db_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    const mxf_srv_conf_t *conf = mxf_config_get(s);
+
+    (void)pchild;
     db_query_timeout = mxf_config_query_timeout(conf);
     db_stream_timeout = mxf_config_stream_timeout(conf);
-    if (slots <= 0) {
-        return;
-    }
-    rv = mxf_gate_create(&db_gate, slots, pchild);
-    if (rv != APR_SUCCESS) {
-        db_gate = NULL;
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, MXFLOGNO(25061)
-                     "MatrixFedQueryConcurrency: cannot create the gate; statements "
-                     "run without a limit in this process");
-        return;
-    }
     db_gate_wait = mxf_config_query_wait(conf);
 }
 
 void mxf_db_register_hooks(apr_pool_t *p)
 {
+    (void)p;
+    ap_hook_post_config(db_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(db_child_init, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 /*
- * Takes a turn at the gate (when there is one). Returns OK, or sends 503
- * (the server is busy) and returns its status.
+ * Takes a turn at the gate (when there is one). Returns OK, with *held
+ * set when a turn is held (gate_leave() it), or sends 503 (the server is
+ * busy) and returns its status.
  */
-static int gate_enter(request_rec *r, mxf_stmt_t id)
+static int gate_enter(request_rec *r, mxf_stmt_t id, int *held)
 {
     apr_status_t rv;
 
+    *held = 0;
     if (!db_gate) {
         return OK;
     }
-    rv = mxf_gate_enter(db_gate, db_gate_wait, r->pool);
+    rv = mxf_gate_enter(db_gate, db_gate_wait);
     if (rv == APR_SUCCESS) {
+        *held = 1;
+        return OK;
+    }
+    if (rv == APR_ENOENT) {
+        /* A restart removed this generation's gate; the process is on its
+         * way out and finishes what it has without one. */
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(25077)
+                      "statement %s: the query gate is gone (restart); not queued",
+                      statements[id].label);
         return OK;
     }
     if (rv != APR_TIMEUP) {
@@ -344,9 +397,9 @@ static int gate_enter(request_rec *r, mxf_stmt_t id)
     return HTTP_SERVICE_UNAVAILABLE;
 }
 
-static void gate_leave(void)
+static void gate_leave(int held)
 {
-    if (db_gate) {
+    if (held && db_gate) {
         mxf_gate_leave(db_gate);
     }
 }
@@ -723,14 +776,14 @@ static int select_on(mxf_req_t *req, ap_dbd_t *dbd, mxf_stmt_t id, int nargs,
 {
     request_rec *r = req->r;
     PGresult *res = NULL;
-    int rv;
+    int held, rv;
 
-    if ((rv = gate_enter(r, id)) != OK) {
+    if ((rv = gate_enter(r, id, &held)) != OK) {
         return rv;
     }
     rv = run_on(r, dbd, id, nargs, args, &res);
     /* Every row is in libpq's result now: the statement is done. */
-    gate_leave();
+    gate_leave(held);
     if (rv != 0) {
         return mxf_db_unavailable(r, 1);
     }

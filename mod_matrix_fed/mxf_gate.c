@@ -1,131 +1,170 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE                     /* semtimedop() */
+#endif
 #include "mxf_gate.h"
 
-#include <apr_thread_cond.h>
+#include <errno.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <apr_errno.h>
 #include <apr_thread_mutex.h>
 
 /*
- * Waiters queue in arrival order, each on its own condition variable, so
- * that a freed slot goes to exactly the longest waiter (handed over: the
- * count of busy slots does not change) and nobody else wakes up.
+ * One System V semaphore counting the free slots. Every operation on it
+ * is SEM_UNDO: the kernel gives back what a process holds when it exits,
+ * however it exits. Waiters on one semaphore are served in the order they
+ * came (Linux queues blocked operations and grants them from the front).
  */
-typedef struct waiter {
-    struct waiter *next;
-    apr_thread_cond_t *cond;
-    int granted;
-} waiter_t;
-
 struct mxf_gate {
-    apr_thread_mutex_t *mutex;
+    int semid;
     int slots;
-    int busy;
-    int nwaiting;
-    waiter_t *head, *tail;
+    pid_t owner;                        /* the process that removes it */
+    apr_thread_mutex_t *mutex;          /* guards the two below, per process */
     unsigned refused;                   /* refusals not reported yet */
     apr_time_t reported;                /* when they last were (0: never) */
 };
 
+/* semctl()'s fourth argument, which the caller declares. */
+union gate_semun {
+    int val;
+    struct semid_ds *buf;
+    unsigned short *array;
+};
+
+static apr_status_t gate_remove(void *data)
+{
+    mxf_gate_t *gate = data;
+
+    if (gate->semid >= 0 && getpid() == gate->owner) {
+        semctl(gate->semid, 0, IPC_RMID);
+    }
+    gate->semid = -1;
+    return APR_SUCCESS;
+}
+
 apr_status_t mxf_gate_create(mxf_gate_t **out, int slots, apr_pool_t *pool)
 {
     mxf_gate_t *gate = apr_pcalloc(pool, sizeof(*gate));
+    union gate_semun arg;
     apr_status_t rv;
 
+    if (slots < 1 || slots > 10000) {
+        return APR_EINVAL;
+    }
     rv = apr_thread_mutex_create(&gate->mutex, APR_THREAD_MUTEX_DEFAULT, pool);
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    gate->slots = slots > 0 ? slots : 1;
+    gate->slots = slots;
+    gate->owner = getpid();
+    gate->semid = semget(IPC_PRIVATE, 1, IPC_CREAT | IPC_EXCL | 0600);
+    if (gate->semid < 0) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    apr_pool_cleanup_register(pool, gate, gate_remove, apr_pool_cleanup_null);
+    arg.val = slots;
+    if (semctl(gate->semid, 0, SETVAL, arg) < 0) {
+        rv = APR_FROM_OS_ERROR(errno);
+        apr_pool_cleanup_run(pool, gate, gate_remove);
+        return rv;
+    }
     *out = gate;
     return APR_SUCCESS;
 }
 
-static void unlink_waiter(mxf_gate_t *gate, waiter_t *w)
+apr_status_t mxf_gate_give(mxf_gate_t *gate, long uid, long gid)
 {
-    waiter_t **pp, *prev = NULL;
+    struct semid_ds ds;
+    union gate_semun arg;
 
-    for (pp = &gate->head; *pp; prev = *pp, pp = &(*pp)->next) {
-        if (*pp == w) {
-            *pp = w->next;
-            if (gate->tail == w) {
-                gate->tail = prev;
-            }
-            gate->nwaiting--;
-            return;
-        }
+    arg.buf = &ds;
+    if (semctl(gate->semid, 0, IPC_STAT, arg) < 0) {
+        return APR_FROM_OS_ERROR(errno);
     }
+    ds.sem_perm.uid = (uid_t)uid;
+    ds.sem_perm.gid = (gid_t)gid;
+    ds.sem_perm.mode = 0600;
+    if (semctl(gate->semid, 0, IPC_SET, arg) < 0) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    return APR_SUCCESS;
 }
 
-apr_status_t mxf_gate_enter(mxf_gate_t *gate, apr_interval_time_t timeout, apr_pool_t *pool)
+int mxf_gate_id(const mxf_gate_t *gate)
 {
-    waiter_t w = { NULL, NULL, 0 };
-    apr_time_t deadline;
-    apr_status_t rv;
+    return gate->semid;
+}
 
-    apr_thread_mutex_lock(gate->mutex);
-    if (gate->busy < gate->slots && !gate->head) {
-        gate->busy++;
-        apr_thread_mutex_unlock(gate->mutex);
-        return APR_SUCCESS;
-    }
-    if (timeout <= 0) {
-        apr_thread_mutex_unlock(gate->mutex);
-        return APR_TIMEUP;
-    }
-    rv = apr_thread_cond_create(&w.cond, pool);
-    if (rv != APR_SUCCESS) {
-        apr_thread_mutex_unlock(gate->mutex);
-        return rv;
-    }
-    if (gate->tail) {
-        gate->tail->next = &w;
-    }
-    else {
-        gate->head = &w;
-    }
-    gate->tail = &w;
-    gate->nwaiting++;
+apr_status_t mxf_gate_enter(mxf_gate_t *gate, apr_interval_time_t timeout)
+{
+    const apr_time_t deadline = apr_time_now() + timeout;
+    struct sembuf op;
 
-    deadline = apr_time_now() + timeout;
-    while (!w.granted) {
+    op.sem_num = 0;
+    op.sem_op = -1;
+    for (;;) {
         apr_interval_time_t left = deadline - apr_time_now();
+        int rc;
+
         if (left <= 0) {
-            break;
+            /* No wait allowed (or none left): a free slot or nothing. */
+            op.sem_flg = SEM_UNDO | IPC_NOWAIT;
+            rc = semop(gate->semid, &op, 1);
         }
-        /* Spurious wake-ups and timeouts alike: look at w.granted again. */
-        apr_thread_cond_timedwait(w.cond, gate->mutex, left);
+        else {
+            struct timespec ts;
+
+            ts.tv_sec = (time_t)apr_time_sec(left);
+            ts.tv_nsec = (long)apr_time_usec(left) * 1000;
+            op.sem_flg = SEM_UNDO;
+            rc = semtimedop(gate->semid, &op, 1, &ts);
+        }
+        if (rc == 0) {
+            return APR_SUCCESS;
+        }
+        switch (errno) {
+        case EINTR:                     /* a signal: wait what is left */
+            if (left <= 0) {
+                return APR_TIMEUP;
+            }
+            continue;
+        case EAGAIN:                    /* no slot in time */
+            return APR_TIMEUP;
+        case EIDRM:                     /* removed while waiting, */
+        case EINVAL:                    /* or before */
+            return APR_ENOENT;
+        default:
+            return APR_FROM_OS_ERROR(errno);
+        }
     }
-    if (!w.granted) {
-        unlink_waiter(gate, &w);
-        rv = APR_TIMEUP;
-    }
-    apr_thread_mutex_unlock(gate->mutex);
-    /* Nobody refers to w.cond any more: granted waiters were unlinked by the
-     * one who granted, the others by themselves. */
-    apr_thread_cond_destroy(w.cond);
-    return rv;
 }
 
 void mxf_gate_leave(mxf_gate_t *gate)
 {
-    waiter_t *w;
+    struct sembuf op;
 
-    apr_thread_mutex_lock(gate->mutex);
-    w = gate->head;
-    if (w) {
-        /* The slot goes straight to the longest waiter. */
-        gate->head = w->next;
-        if (!gate->head) {
-            gate->tail = NULL;
-        }
-        gate->nwaiting--;
-        w->next = NULL;
-        w->granted = 1;
-        apr_thread_cond_signal(w->cond);
+    op.sem_num = 0;
+    op.sem_op = 1;
+    op.sem_flg = SEM_UNDO;
+    /* Fails only when the gate is gone, and then nobody waits on it. */
+    (void)semop(gate->semid, &op, 1);
+}
+
+void mxf_gate_stats(mxf_gate_t *gate, int *busy, int *waiting)
+{
+    int free_slots = semctl(gate->semid, 0, GETVAL);
+    int n = semctl(gate->semid, 0, GETNCNT);
+
+    if (free_slots < 0 || n < 0) {
+        *busy = *waiting = -1;
+        return;
     }
-    else if (gate->busy > 0) {
-        gate->busy--;
-    }
-    apr_thread_mutex_unlock(gate->mutex);
+    *busy = gate->slots - free_slots;
+    *waiting = n;
 }
 
 unsigned mxf_gate_refused(mxf_gate_t *gate, apr_time_t now, apr_interval_time_t every)
@@ -141,12 +180,4 @@ unsigned mxf_gate_refused(mxf_gate_t *gate, apr_time_t now, apr_interval_time_t 
     }
     apr_thread_mutex_unlock(gate->mutex);
     return n;
-}
-
-void mxf_gate_stats(mxf_gate_t *gate, int *busy, int *waiting)
-{
-    apr_thread_mutex_lock(gate->mutex);
-    *busy = gate->busy;
-    *waiting = gate->nwaiting;
-    apr_thread_mutex_unlock(gate->mutex);
 }

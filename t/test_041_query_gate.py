@@ -1,15 +1,18 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""MatrixFedQueryConcurrency: at most that many statements per child process
-reach PostgreSQL at once; the other requests wait their turn, and one that
-waits longer than MatrixFedQueryWait is answered 503 with Retry-After.
+"""MatrixFedQueryConcurrency: at most that many statements of all child
+processes together reach PostgreSQL at once; the other requests wait their
+turn, and one that waits longer than MatrixFedQueryWait is answered 503 with
+Retry-After.
 
 PostgreSQL itself shows how many statements got in: while a test holds an
 exclusive lock on the event table, every /event statement that reaches the
-database waits on that lock, visible in pg_stat_activity. The server runs
-one child process with all its database connections opened at start, so
-that the only place a request can wait before the database is the gate."""
+database waits on that lock, visible in pg_stat_activity. The server's
+database connections are all opened at start, so that the only place a
+request can wait before the database is the gate."""
 import concurrent.futures
 import os
+import pwd
+import re
 import subprocess
 import time
 
@@ -32,6 +35,21 @@ MaxRequestWorkers 8
 DBDMin 8
 DBDKeep 8
 DBDMax 8
+"""
+
+# Two children of four workers each, each with its four connections opened
+# at start. A child whose workers are all busy accepts no more connections,
+# so eight requests held at once are spread over both.
+TWO_CHILDREN = """
+ServerLimit 2
+StartServers 2
+ThreadsPerChild 4
+MaxRequestWorkers 8
+MinSpareThreads 4
+MaxSpareThreads 8
+DBDMin 4
+DBDKeep 4
+DBDMax 4
 """
 
 
@@ -90,6 +108,49 @@ def settle(postgres, want, seconds=5.0):
         time.sleep(0.05)
         n = waiting_on_lock(postgres)
     return n
+
+
+def connection_owners(port):
+    """The processes holding the server side of established TCP connections
+    to 127.0.0.1:port, one entry per connection."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if int(cols[1].split(":")[1], 16) == port and cols[3] == "01":
+                inodes.add(cols[9])
+    owners = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                owners.append(int(pid))
+    return owners
+
+
+def semaphores():
+    """The System V semaphore sets of this machine: {semid: (uid, mode)}."""
+    out = {}
+    with open("/proc/sysvipc/sem") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            out[int(cols[1])] = (int(cols[4]), int(cols[2], 8) & 0o777)
+    return out
+
+
+def gate_ids(httpd):
+    """The semaphores the server's error log says it made, oldest first."""
+    with open(httpd.error_log, errors="replace") as f:
+        return [int(m) for m in re.findall(
+            r"MXF25076: MatrixFedQueryConcurrency \d+: one queue for all child processes "
+            r"\(System V semaphore (\d+)\)", f.read())]
 
 
 class TestQueryGateRefuses:
@@ -162,6 +223,76 @@ class TestQueryGateQueues:
             assert resp.json["origin"] == SERVER_NAME
         # The served PDUs are the events asked for (IDs recomputed from them).
         assert [event_id(r.json["pdus"][0], room.version) for r in answers] == eids
+
+
+class TestQueryGateAcrossChildren:
+    SITE_EXTRA = TWO_CHILDREN + "MatrixFedQueryConcurrency 2\nMatrixFedQueryWait 30s\n"
+    N = 8
+
+    def test_one_queue_for_all_children(self, httpd, room, postgres):
+        eids = room.order[-self.N:]
+        assert event_get(httpd, room, eids[0]).status == 200
+
+        with concurrent.futures.ThreadPoolExecutor(self.N) as pool:
+            with EventsLocked(postgres):
+                futures = [pool.submit(event_get, httpd, room, eid) for eid in eids]
+                assert settle(postgres, 2) == 2
+                deadline = time.time() + 10
+                while len(connection_owners(httpd.port)) < self.N and time.time() < deadline:
+                    time.sleep(0.05)
+                owners = connection_owners(httpd.port)
+                time.sleep(0.5)
+                # Both children hold requests (four each: all their workers),
+                # and still only two statements are in the database: a gate
+                # per child would have let in two of each.
+                assert len(owners) == self.N, owners
+                assert len(set(owners)) == 2, owners
+                assert waiting_on_lock(postgres) == 2
+                assert not any(f.done() for f in futures)
+            answers = [f.result(timeout=30) for f in futures]
+
+        for eid, resp in zip(eids, answers):
+            assert resp.status == 200, resp
+        assert [event_id(r.json["pdus"][0], room.version) for r in answers] == eids
+
+
+def test_041_gate_semaphore_lifecycle(httpd_factory, postgres, signing_key, backend, room,
+                                      build_env):
+    """One semaphore per configuration generation: made when the server
+    starts (not for the first, trial pass over the configuration), owned by
+    the user the children run as, mode 0600; a graceful restart makes a new
+    one and removes the old; stopping removes it."""
+    from conftest import site_config
+    h = httpd_factory.new("httpd-gate-ipc")
+    h.start(site_config(postgres, signing_key, backend,
+                        extra="MatrixFedQueryConcurrency 3\nMatrixFedQueryWait 5s\n"))
+    try:
+        ids = gate_ids(h)
+        assert len(ids) == 1, ids
+        first = ids[0]
+        user = pwd.getpwnam("www-data").pw_uid if os.geteuid() == 0 else os.geteuid()
+        assert semaphores().get(first) == (user, 0o600)
+        assert event_get(h, room, room.order[-1]).status == 200
+
+        r = subprocess.run([build_env.httpd, "-d", h.dir, "-f", h.conf, "-k", "graceful"],
+                           env=build_env.sanitizer_env(h.dir), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout
+        deadline = time.time() + 15
+        while len(gate_ids(h)) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+        ids = gate_ids(h)
+        assert len(ids) == 2, ids
+        second = ids[1]
+        assert second != first
+        held = semaphores()
+        assert first not in held
+        assert held.get(second) == (user, 0o600)
+        for eid in room.order[-3:]:
+            assert event_get(h, room, eid).status == 200
+    finally:
+        h.stop()
+    assert second not in semaphores()
 
 
 def test_041_bad_directives(httpd_factory, postgres, signing_key, backend):

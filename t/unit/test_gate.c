@@ -1,6 +1,9 @@
 /* Licensed under the Apache License, Version 2.0 (see LICENSE). */
 #include <apr_thread_mutex.h>
 #include <apr_thread_proc.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mxf_gate.h"
 #include "mxf_test.h"
@@ -27,23 +30,23 @@ START_TEST(slots_and_timeouts)
     apr_time_t t0;
 
     ck_assert_int_eq(mxf_gate_create(&gate, 2, mxf_test_pool), APR_SUCCESS);
-    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_SUCCESS);
-    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
     mxf_gate_stats(gate, &busy, &waiting);
     ck_assert_int_eq(busy, 2);
     ck_assert_int_eq(waiting, 0);
 
     /* Full: no wait allowed, or a short one that runs out. */
-    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_TIMEUP);
+    ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_TIMEUP);
     t0 = apr_time_now();
-    ck_assert_int_eq(mxf_gate_enter(gate, apr_time_from_msec(50), mxf_test_pool), APR_TIMEUP);
+    ck_assert_int_eq(mxf_gate_enter(gate, apr_time_from_msec(50)), APR_TIMEUP);
     ck_assert_int_ge(apr_time_now() - t0, apr_time_from_msec(50));
     mxf_gate_stats(gate, &busy, &waiting);
     ck_assert_int_eq(busy, 2);
     ck_assert_int_eq(waiting, 0);           /* the one who gave up left the queue */
 
     mxf_gate_leave(gate);
-    ck_assert_int_eq(mxf_gate_enter(gate, 0, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
     mxf_gate_leave(gate);
     mxf_gate_leave(gate);
     mxf_gate_stats(gate, &busy, &waiting);
@@ -88,11 +91,9 @@ static void *APR_THREAD_FUNC waiter(apr_thread_t *thd, void *data)
 {
     arg_t *a = data;
     fifo_t *f = a->f;
-    apr_pool_t *pool;
     apr_status_t rv;
 
-    apr_pool_create(&pool, NULL);
-    rv = mxf_gate_enter(f->gate, f->timeout[a->idx], pool);
+    rv = mxf_gate_enter(f->gate, f->timeout[a->idx]);
     f->result[a->idx] = rv;
     if (rv == APR_SUCCESS) {
         apr_thread_mutex_lock(f->mutex);
@@ -101,7 +102,6 @@ static void *APR_THREAD_FUNC waiter(apr_thread_t *thd, void *data)
         apr_sleep(apr_time_from_msec(2));
         mxf_gate_leave(f->gate);
     }
-    apr_pool_destroy(pool);
     apr_thread_exit(thd, APR_SUCCESS);
     return NULL;
 }
@@ -124,7 +124,7 @@ START_TEST(first_come_first_served)
     ck_assert_int_eq(mxf_gate_create(&f.gate, 1, mxf_test_pool), APR_SUCCESS);
     ck_assert_int_eq(apr_thread_mutex_create(&f.mutex, APR_THREAD_MUTEX_DEFAULT,
                                              mxf_test_pool), APR_SUCCESS);
-    ck_assert_int_eq(mxf_gate_enter(f.gate, 0, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_enter(f.gate, 0), APR_SUCCESS);
     for (i = 0; i < NTHREADS; i++) {
         f.timeout[i] = i == gives_up ? apr_time_from_msec(30) : apr_time_from_sec(10);
         args[i].f = &f;
@@ -157,6 +157,106 @@ START_TEST(first_come_first_served)
 }
 END_TEST
 
+/* Runs @a fn in a forked process; returns its exit status (0: it passed). */
+static int in_child(int (*fn)(mxf_gate_t *), mxf_gate_t *gate)
+{
+    int status = -1;
+    pid_t pid = fork();
+
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(fn(gate));
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status), "the child did not exit");
+    return WEXITSTATUS(status);
+}
+
+static int enter_refused(mxf_gate_t *gate)
+{
+    return mxf_gate_enter(gate, apr_time_from_msec(20)) == APR_TIMEUP ? 0 : 1;
+}
+
+/* Takes the slot and exits holding it. */
+static int enter_and_die(mxf_gate_t *gate)
+{
+    return mxf_gate_enter(gate, 0) == APR_SUCCESS ? 0 : 1;
+}
+
+static int wait_until_gone(mxf_gate_t *gate)
+{
+    return mxf_gate_enter(gate, apr_time_from_sec(10)) == APR_ENOENT ? 0 : 1;
+}
+
+/* A forked process clears its copy of the gate's pool and exits. */
+static apr_pool_t *forked_pool;
+
+static int clear_copy(mxf_gate_t *gate)
+{
+    (void)gate;
+    apr_pool_destroy(forked_pool);
+    return 0;
+}
+
+/*
+ * The slots are counted across processes: a forked process finds the
+ * parent's slot taken; one that dies holding a slot gives it back; a forked
+ * process clearing its copy of the pool leaves the gate, and the owner
+ * clearing it removes the gate under those waiting (APR_ENOENT).
+ */
+START_TEST(shared_by_forked_processes)
+{
+    mxf_gate_t *gate;
+    apr_pool_t *pool;
+    int busy, waiting, i;
+    pid_t pid;
+    int status;
+
+    apr_pool_create(&pool, mxf_test_pool);
+    ck_assert_int_eq(mxf_gate_create(&gate, 1, pool), APR_SUCCESS);
+    ck_assert_int_ge(mxf_gate_id(gate), 0);
+
+    ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
+    ck_assert_int_eq(in_child(enter_refused, gate), 0);
+    mxf_gate_leave(gate);
+
+    ck_assert_int_eq(in_child(enter_and_die, gate), 0);
+    mxf_gate_stats(gate, &busy, &waiting);
+    ck_assert_int_eq(busy, 0);              /* the kernel gave it back */
+    ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
+
+    forked_pool = pool;
+    ck_assert_int_eq(in_child(clear_copy, gate), 0);
+    mxf_gate_stats(gate, &busy, &waiting);
+    ck_assert_int_eq(busy, 1);              /* still there, the slot still held */
+
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(wait_until_gone(gate));
+    }
+    for (i = 0; i < 5000 && waiting < 1; i++) {
+        apr_sleep(apr_time_from_msec(1));
+        mxf_gate_stats(gate, &busy, &waiting);
+    }
+    ck_assert_int_eq(waiting, 1);
+    apr_pool_destroy(pool);                 /* the owner removes it */
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+
+START_TEST(slots_out_of_range)
+{
+    mxf_gate_t *gate = NULL;
+
+    ck_assert_int_eq(mxf_gate_create(&gate, 0, mxf_test_pool), APR_EINVAL);
+    ck_assert_int_eq(mxf_gate_create(&gate, 10001, mxf_test_pool), APR_EINVAL);
+    ck_assert_ptr_null(gate);
+    ck_assert_int_eq(mxf_gate_create(&gate, 10000, mxf_test_pool), APR_SUCCESS);
+}
+END_TEST
+
 Suite *mxf_suite_gate(void)
 {
     Suite *s = suite_create("gate");
@@ -165,6 +265,8 @@ Suite *mxf_suite_gate(void)
     tcase_add_test(tc, slots_and_timeouts);
     tcase_add_test(tc, first_come_first_served);
     tcase_add_test(tc, refusals_reported_at_intervals);
+    tcase_add_test(tc, shared_by_forked_processes);
+    tcase_add_test(tc, slots_out_of_range);
     suite_add_tcase(s, tc);
     return s;
 }
