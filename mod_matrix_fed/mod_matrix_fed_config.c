@@ -327,8 +327,8 @@ const command_rec mxf_cmds[] = {
                   "Most events one backfill answer holds (default 100)"),
     AP_INIT_TAKE1("MatrixFedQueryConcurrency", set_query_slots, NULL, RSRC_CONF,
                   "Most short database statements (not those of the streamed "
-                  "answers) each child process runs at once; the others wait their "
-                  "turn in arrival order (default off: no limit)"),
+                  "answers) the server runs at once, all child processes together; "
+                  "the others wait their turn in arrival order (default off: no limit)"),
     AP_INIT_TAKE1("MatrixFedQueryWait", set_query_wait, NULL, RSRC_CONF,
                   "How long a request waits for its turn under MatrixFedQueryConcurrency "
                   "before it is answered 503 (default 5s; suffixes ms, s, mi, h)"),

@@ -3,6 +3,7 @@
 
 #include <apr_optional.h>
 #include <apr_strings.h>
+#include <ap_mpm.h>
 #include <http_core.h>
 #include <http_protocol.h>
 #include <errno.h>
@@ -269,11 +270,10 @@ const char *mxf_db_find_dbd(cmd_parms *cmd)
 
 /*
  * MatrixFedQueryConcurrency: the server's gate in front of the database
- * (NULL: no limit), made by the parent in post_config before it starts the
- * children, which inherit it; reset when the configuration's pool is
- * cleared (a restart makes a new one). How long a request waits at it, and
- * the statement time limits, set per process in child_init. All are only
- * read by request threads.
+ * (NULL: no limit), opened by the parent in post_config before it starts
+ * the children, which inherit it; reset when the configuration's pool is
+ * cleared. How long a request waits at it, and the statement time limits,
+ * set per process in child_init. All are only read by request threads.
  */
 static mxf_gate_t *db_gate;
 static apr_interval_time_t db_gate_wait;
@@ -282,10 +282,33 @@ static apr_interval_time_t db_gate_wait;
 static apr_interval_time_t db_query_timeout = MXF_DEFAULT_QUERY_TIMEOUT;
 static apr_interval_time_t db_stream_timeout = MXF_DEFAULT_STREAM_TIMEOUT;
 
-static apr_status_t db_gate_reset(void *unused)
+/*
+ * The gate's semaphore, kept by the parent over restarts (httpd's retained
+ * data: the module's code and configuration are reloaded at each one): the
+ * children of the generation before keep using it while they finish, in the
+ * same queue as the new ones. A restart that changes the number of slots,
+ * or turns the limit off, removes it; so does stopping.
+ */
+#define GATE_KEPT_KEY "mod_matrix_fed-query-gate"
+
+typedef struct {
+    int semid;                          /* -1: none */
+    int slots;
+    pid_t owner;                        /* the process that removes it */
+} gate_kept_t;
+
+static apr_status_t db_gate_cleanup(void *data)
 {
-    (void)unused;
+    gate_kept_t *kept = data;
+
     db_gate = NULL;
+    /* Not on a restart (the next generation takes the semaphore over), and
+     * only in the parent (a process it forked may clear its copy too). */
+    if (kept->semid >= 0 && ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_DESTROY_CONFIG
+        && getpid() == kept->owner) {
+        mxf_gate_remove(kept->semid);
+        kept->semid = -1;
+    }
     return APR_SUCCESS;
 }
 
@@ -294,37 +317,61 @@ static int db_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
 {
     const mxf_srv_conf_t *conf = mxf_config_get(s);
     int slots = mxf_config_query_slots(conf);
-    mxf_gate_t *gate;
+    gate_kept_t *kept;
+    const char *how = "kept";
     apr_status_t rv;
 
-    (void)plog;
-    (void)ptemp;
     /* The first pass over the configuration at start-up serves no requests. */
-    if (slots <= 0 || ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
         return OK;
     }
-    rv = mxf_gate_create(&gate, slots, pconf);
-    if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25061)
-                     "MatrixFedQueryConcurrency %d: cannot create the System V semaphore "
-                     "the child processes share (see ipcs -s and the kernel's sem limits)",
-                     slots);
-        return HTTP_INTERNAL_SERVER_ERROR;
+    kept = ap_retained_data_get(GATE_KEPT_KEY);
+    if (!kept) {
+        kept = ap_retained_data_create(GATE_KEPT_KEY, sizeof(*kept));
+        kept->semid = -1;
     }
-    /* Made by root, used by the children under User and Group. */
+    if (kept->semid >= 0 && kept->slots != slots) {
+        /* The old generation's requests go on unqueued while it finishes. */
+        mxf_gate_remove(kept->semid);
+        kept->semid = -1;
+    }
+    apr_pool_cleanup_register(pconf, kept, db_gate_cleanup, apr_pool_cleanup_null);
+    if (slots <= 0) {
+        return OK;
+    }
+    if (kept->semid < 0) {
+        rv = mxf_gate_make(slots, &kept->semid);
+        if (rv != APR_SUCCESS) {
+            kept->semid = -1;
+            ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25078)
+                         "MatrixFedQueryConcurrency %d: cannot make the System V semaphore "
+                         "the child processes share (see ipcs -s and the kernel's limits, "
+                         "sysctl kernel.sem)", slots);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        kept->slots = slots;
+        kept->owner = getpid();
+        how = "new";
+    }
+    /* Made by root, used by the children under User and Group (which a
+     * restart may have changed). */
     if (geteuid() == 0
-        && (rv = mxf_gate_give(gate, (long)ap_unixd_config.user_id,
+        && (rv = mxf_gate_give(kept->semid, (long)ap_unixd_config.user_id,
                                (long)ap_unixd_config.group_id)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25075)
                      "MatrixFedQueryConcurrency %d: cannot hand the semaphore to the "
                      "user the child processes run as", slots);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    db_gate = gate;
-    apr_pool_cleanup_register(pconf, NULL, db_gate_reset, apr_pool_cleanup_null);
+    if ((rv = mxf_gate_open(&db_gate, kept->semid, slots, pconf)) != APR_SUCCESS) {
+        db_gate = NULL;
+        ap_log_error(APLOG_MARK, APLOG_EMERG, rv, s, MXFLOGNO(25079)
+                     "MatrixFedQueryConcurrency %d: cannot create the gate's mutex", slots);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, MXFLOGNO(25076)
                  "MatrixFedQueryConcurrency %d: one queue for all child processes "
-                 "(System V semaphore %d)", slots, mxf_gate_id(gate));
+                 "(System V semaphore %d, %s)", slots, kept->semid, how);
     return OK;
 }
 
@@ -332,7 +379,6 @@ static void db_child_init(apr_pool_t *pchild, server_rec *s)
 {
     const mxf_srv_conf_t *conf = mxf_config_get(s);
 
-    (void)pchild;
     db_query_timeout = mxf_config_query_timeout(conf);
     db_stream_timeout = mxf_config_stream_timeout(conf);
     db_gate_wait = mxf_config_query_wait(conf);
@@ -340,7 +386,6 @@ static void db_child_init(apr_pool_t *pchild, server_rec *s)
 
 void mxf_db_register_hooks(apr_pool_t *p)
 {
-    (void)p;
     ap_hook_post_config(db_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(db_child_init, NULL, NULL, APR_HOOK_MIDDLE);
 }
@@ -364,11 +409,19 @@ static int gate_enter(request_rec *r, mxf_stmt_t id, int *held)
         return OK;
     }
     if (rv == APR_ENOENT) {
-        /* A restart removed this generation's gate; the process is on its
-         * way out and finishes what it has without one. */
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, MXFLOGNO(25077)
-                      "statement %s: the query gate is gone (restart); not queued",
-                      statements[id].label);
+        /* Removed by a restart that changed the number of slots (this
+         * process is on its way out), or by someone else (ipcrm). */
+        int state = 0, level;
+
+        ap_mpm_query(AP_MPMQ_MPM_STATE, &state);
+        level = state != AP_MPMQ_STOPPING && mxf_gate_first_gone(db_gate)
+                ? APLOG_WARNING : APLOG_DEBUG;
+        ap_log_rerror(APLOG_MARK, level, 0, r, MXFLOGNO(25077)
+                      "statement %s: the semaphore of MatrixFedQueryConcurrency (%d) was "
+                      "removed; this process runs its statements unqueued%s",
+                      statements[id].label, mxf_gate_id(db_gate),
+                      state == AP_MPMQ_STOPPING ? " while it finishes"
+                                                : " until the next restart");
         return OK;
     }
     if (rv != APR_TIMEUP) {

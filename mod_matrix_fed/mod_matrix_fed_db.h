@@ -105,7 +105,7 @@ const char *mxf_db_stream_get(const mxf_db_stream_t *s, int col);
 /* Its length in bytes. */
 apr_size_t mxf_db_stream_len(const mxf_db_stream_t *s, int col);
 
-/* Hooks of the database layer (MatrixFedQueryConcurrency's per-child gate). */
+/* Hooks of the database layer (MatrixFedQueryConcurrency's gate, statement time limits). */
 void mxf_db_register_hooks(apr_pool_t *p);
 
 /*

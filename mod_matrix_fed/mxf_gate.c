@@ -8,7 +8,6 @@
 #include <sys/ipc.h>
 #include <sys/sem.h>
 #include <sys/types.h>
-#include <unistd.h>
 
 #include <apr_errno.h>
 #include <apr_thread_mutex.h>
@@ -22,10 +21,10 @@
 struct mxf_gate {
     int semid;
     int slots;
-    pid_t owner;                        /* the process that removes it */
-    apr_thread_mutex_t *mutex;          /* guards the two below, per process */
+    apr_thread_mutex_t *mutex;          /* guards the three below, per process */
     unsigned refused;                   /* refusals not reported yet */
     apr_time_t reported;                /* when they last were (0: never) */
+    int gone_reported;
 };
 
 /* semctl()'s fourth argument, which the caller declares. */
@@ -35,62 +34,64 @@ union gate_semun {
     unsigned short *array;
 };
 
-static apr_status_t gate_remove(void *data)
+apr_status_t mxf_gate_make(int slots, int *id)
 {
-    mxf_gate_t *gate = data;
-
-    if (gate->semid >= 0 && getpid() == gate->owner) {
-        semctl(gate->semid, 0, IPC_RMID);
-    }
-    gate->semid = -1;
-    return APR_SUCCESS;
-}
-
-apr_status_t mxf_gate_create(mxf_gate_t **out, int slots, apr_pool_t *pool)
-{
-    mxf_gate_t *gate = apr_pcalloc(pool, sizeof(*gate));
     union gate_semun arg;
     apr_status_t rv;
+    int semid;
 
     if (slots < 1 || slots > 10000) {
         return APR_EINVAL;
     }
-    rv = apr_thread_mutex_create(&gate->mutex, APR_THREAD_MUTEX_DEFAULT, pool);
-    if (rv != APR_SUCCESS) {
-        return rv;
-    }
-    gate->slots = slots;
-    gate->owner = getpid();
-    gate->semid = semget(IPC_PRIVATE, 1, IPC_CREAT | IPC_EXCL | 0600);
-    if (gate->semid < 0) {
+    semid = semget(IPC_PRIVATE, 1, 0600);
+    if (semid < 0) {
         return APR_FROM_OS_ERROR(errno);
     }
-    apr_pool_cleanup_register(pool, gate, gate_remove, apr_pool_cleanup_null);
     arg.val = slots;
-    if (semctl(gate->semid, 0, SETVAL, arg) < 0) {
+    if (semctl(semid, 0, SETVAL, arg) < 0) {
         rv = APR_FROM_OS_ERROR(errno);
-        apr_pool_cleanup_run(pool, gate, gate_remove);
+        mxf_gate_remove(semid);
         return rv;
     }
-    *out = gate;
+    *id = semid;
     return APR_SUCCESS;
 }
 
-apr_status_t mxf_gate_give(mxf_gate_t *gate, long uid, long gid)
+apr_status_t mxf_gate_remove(int id)
+{
+    return semctl(id, 0, IPC_RMID) < 0 ? APR_FROM_OS_ERROR(errno) : APR_SUCCESS;
+}
+
+apr_status_t mxf_gate_give(int id, long uid, long gid)
 {
     struct semid_ds ds;
     union gate_semun arg;
 
     arg.buf = &ds;
-    if (semctl(gate->semid, 0, IPC_STAT, arg) < 0) {
+    if (semctl(id, 0, IPC_STAT, arg) < 0) {
         return APR_FROM_OS_ERROR(errno);
     }
     ds.sem_perm.uid = (uid_t)uid;
     ds.sem_perm.gid = (gid_t)gid;
     ds.sem_perm.mode = 0600;
-    if (semctl(gate->semid, 0, IPC_SET, arg) < 0) {
+    if (semctl(id, 0, IPC_SET, arg) < 0) {
         return APR_FROM_OS_ERROR(errno);
     }
+    return APR_SUCCESS;
+}
+
+apr_status_t mxf_gate_open(mxf_gate_t **out, int id, int slots, apr_pool_t *pool)
+{
+    mxf_gate_t *gate = apr_pcalloc(pool, sizeof(*gate));
+    apr_status_t rv;
+
+    rv = apr_thread_mutex_create(&gate->mutex, APR_THREAD_MUTEX_DEFAULT, pool);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    gate->semid = id;
+    gate->slots = slots;
+    *out = gate;
     return APR_SUCCESS;
 }
 
@@ -127,7 +128,8 @@ apr_status_t mxf_gate_enter(mxf_gate_t *gate, apr_interval_time_t timeout)
             return APR_SUCCESS;
         }
         switch (errno) {
-        case EINTR:                     /* a signal: wait what is left */
+        case EINTR:                     /* a signal: wait what is left, */
+                                        /* at the back of the queue */
             if (left <= 0) {
                 return APR_TIMEUP;
             }
@@ -152,6 +154,17 @@ void mxf_gate_leave(mxf_gate_t *gate)
     op.sem_flg = SEM_UNDO;
     /* Fails only when the gate is gone, and then nobody waits on it. */
     (void)semop(gate->semid, &op, 1);
+}
+
+int mxf_gate_first_gone(mxf_gate_t *gate)
+{
+    int first;
+
+    apr_thread_mutex_lock(gate->mutex);
+    first = !gate->gone_reported;
+    gate->gone_reported = 1;
+    apr_thread_mutex_unlock(gate->mutex);
+    return first;
 }
 
 void mxf_gate_stats(mxf_gate_t *gate, int *busy, int *waiting)

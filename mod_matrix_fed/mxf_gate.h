@@ -7,7 +7,7 @@
  *
  * The module puts its short database statements behind one gate for the
  * whole server (MatrixFedQueryConcurrency), made in the parent before it
- * starts its children: when more requests want the database than the
+ * starts its children and kept over restarts: when more requests want the database than the
  * machine has cores to run their statements, letting them all in makes
  * every one of them slow (PostgreSQL's backends share the cores by time
  * slices, so the unlucky ones wait many slices) and the slowest very slow;
@@ -26,19 +26,29 @@
 typedef struct mxf_gate mxf_gate_t;
 
 /*
- * A gate of @a slots slots (1 to 10000). The process calling this owns it:
- * when @a pool is cleared in that process the semaphore is removed (the
- * processes it forked see the gate as gone: APR_ENOENT below). Returns
- * APR_SUCCESS, or the error of creating the semaphore or the mutex.
+ * Makes a semaphore of @a slots free slots (1 to 10000) and puts its ID in
+ * @a id. It lasts until mxf_gate_remove(). Returns APR_SUCCESS or the
+ * error of making it.
  */
-apr_status_t mxf_gate_create(mxf_gate_t **out, int slots, apr_pool_t *pool);
+apr_status_t mxf_gate_make(int slots, int *id);
+
+/* Removes semaphore @a id: those waiting on it get APR_ENOENT, as do later
+ * callers. */
+apr_status_t mxf_gate_remove(int id);
 
 /*
- * Hands the gate to @a uid and @a gid (the user the processes that use it
- * run as, when its creator is root and they are not). Returns APR_SUCCESS
- * or the error of the change.
+ * Hands semaphore @a id to @a uid and @a gid (the user the processes that
+ * use it run as, when its maker is root and they are not), mode 0600.
+ * Returns APR_SUCCESS or the error of the change.
  */
-apr_status_t mxf_gate_give(mxf_gate_t *gate, long uid, long gid);
+apr_status_t mxf_gate_give(int id, long uid, long gid);
+
+/*
+ * The gate of semaphore @a id, made with @a slots slots, for this process
+ * and the processes it forks; its bookkeeping (not the semaphore) lives in
+ * @a pool. Returns APR_SUCCESS or the error of creating its mutex.
+ */
+apr_status_t mxf_gate_open(mxf_gate_t **out, int id, int slots, apr_pool_t *pool);
 
 /* The semaphore's ID (for logs and tests). */
 int mxf_gate_id(const mxf_gate_t *gate);
@@ -46,9 +56,8 @@ int mxf_gate_id(const mxf_gate_t *gate);
 /*
  * Takes a slot, waiting up to @a timeout (<= 0: no wait) behind those who
  * came first. Returns APR_SUCCESS (holding a slot: mxf_gate_leave() it),
- * APR_TIMEUP (no slot in time; the caller holds none), APR_ENOENT (the gate
- * was removed: its owner made a new one on a restart; none held), or
- * another error (none held).
+ * APR_TIMEUP (no slot in time; the caller holds none), APR_ENOENT (the
+ * semaphore was removed; none held), or another error (none held).
  */
 apr_status_t mxf_gate_enter(mxf_gate_t *gate, apr_interval_time_t timeout);
 
@@ -69,5 +78,9 @@ void mxf_gate_stats(mxf_gate_t *gate, int *busy, int *waiting);
  * are refused.
  */
 unsigned mxf_gate_refused(mxf_gate_t *gate, apr_time_t now, apr_interval_time_t every);
+
+/* 1 the first time it is called in this process for @a gate, 0 after (to
+ * report a removed semaphore once). */
+int mxf_gate_first_gone(mxf_gate_t *gate);
 
 #endif /* mxf_gate_h */

@@ -135,6 +135,16 @@ def connection_owners(port):
     return owners
 
 
+def semaphore_group(semid):
+    """The group that owns System V semaphore set semid."""
+    with open("/proc/sysvipc/sem") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if int(cols[1]) == semid:
+                return int(cols[5])
+    return None
+
+
 def semaphores():
     """The System V semaphore sets of this machine: {semid: (uid, mode)}."""
     out = {}
@@ -145,12 +155,13 @@ def semaphores():
     return out
 
 
-def gate_ids(httpd):
-    """The semaphores the server's error log says it made, oldest first."""
+def gate_log(httpd):
+    """What the server's error log says of its gate's semaphore, oldest
+    first: [(slots, semaphore ID, "new" or "kept")]."""
     with open(httpd.error_log, errors="replace") as f:
-        return [int(m) for m in re.findall(
-            r"MXF25076: MatrixFedQueryConcurrency \d+: one queue for all child processes "
-            r"\(System V semaphore (\d+)\)", f.read())]
+        return [(int(n), int(i), how) for n, i, how in re.findall(
+            r"MXF25076: MatrixFedQueryConcurrency (\d+): one queue for all child processes "
+            r"\(System V semaphore (\d+), (new|kept)\)", f.read())]
 
 
 class TestQueryGateRefuses:
@@ -241,13 +252,17 @@ class TestQueryGateAcrossChildren:
                 while len(connection_owners(httpd.port)) < self.N and time.time() < deadline:
                     time.sleep(0.05)
                 owners = connection_owners(httpd.port)
-                time.sleep(0.5)
                 # Both children hold requests (four each: all their workers),
                 # and still only two statements are in the database: a gate
                 # per child would have let in two of each.
                 assert len(owners) == self.N, owners
                 assert len(set(owners)) == 2, owners
-                assert waiting_on_lock(postgres) == 2
+                seen = set()
+                deadline = time.time() + 2
+                while time.time() < deadline:
+                    seen.add(waiting_on_lock(postgres))
+                    time.sleep(0.05)
+                assert seen == {2}, seen
                 assert not any(f.done() for f in futures)
             answers = [f.result(timeout=30) for f in futures]
 
@@ -258,41 +273,91 @@ class TestQueryGateAcrossChildren:
 
 def test_041_gate_semaphore_lifecycle(httpd_factory, postgres, signing_key, backend, room,
                                       build_env):
-    """One semaphore per configuration generation: made when the server
-    starts (not for the first, trial pass over the configuration), owned by
-    the user the children run as, mode 0600; a graceful restart makes a new
-    one and removes the old; stopping removes it."""
+    """One semaphore for the server: made when it starts (not for the first,
+    trial pass over the configuration), owned by the user and group the
+    children run as, mode 0600; kept over a graceful restart that keeps the
+    number of slots (the old children finish in the same queue), replaced
+    by one that changes it, removed by one that turns the limit off, and by
+    stopping."""
     from conftest import site_config
-    h = httpd_factory.new("httpd-gate-ipc")
-    h.start(site_config(postgres, signing_key, backend,
-                        extra="MatrixFedQueryConcurrency 3\nMatrixFedQueryWait 5s\n"))
-    try:
-        ids = gate_ids(h)
-        assert len(ids) == 1, ids
-        first = ids[0]
-        user = pwd.getpwnam("www-data").pw_uid if os.geteuid() == 0 else os.geteuid()
-        assert semaphores().get(first) == (user, 0o600)
-        assert event_get(h, room, room.order[-1]).status == 200
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("www-data")
+        owner = (pw.pw_uid, pw.pw_gid)
+    else:
+        owner = (os.geteuid(), os.getegid())
 
+    def config(line):
+        return site_config(postgres, signing_key, backend, extra=line + "\nMatrixFedQueryWait 5s\n")
+
+    def graceful(line):
+        h.render(config(line))
         r = subprocess.run([build_env.httpd, "-d", h.dir, "-f", h.conf, "-k", "graceful"],
                            env=build_env.sanitizer_env(h.dir), stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=60)
         assert r.returncode == 0, r.stdout
+        time.sleep(1.5)
         deadline = time.time() + 15
-        while len(gate_ids(h)) < 2 and time.time() < deadline:
+        while event_get(h, room, room.order[-1]).status != 200 and time.time() < deadline:
             time.sleep(0.1)
-        ids = gate_ids(h)
-        assert len(ids) == 2, ids
-        second = ids[1]
+        return gate_log(h)
+
+    h = httpd_factory.new("httpd-gate-ipc")
+    h.start(config("MatrixFedQueryConcurrency 3"))
+    try:
+        log = gate_log(h)
+        assert [(n, how) for n, _, how in log] == [(3, "new")], log
+        first = log[0][1]
+        assert semaphores().get(first) == (owner[0], 0o600)
+        assert semaphore_group(first) == owner[1]
+        assert event_get(h, room, room.order[-1]).status == 200
+
+        log = graceful("MatrixFedQueryConcurrency 3")
+        assert log[1:] == [(3, first, "kept")], log
+        assert first in semaphores()
+
+        log = graceful("MatrixFedQueryConcurrency 5")
+        assert [(n, how) for n, _, how in log[2:]] == [(5, "new")], log
+        second = log[2][1]
         assert second != first
         held = semaphores()
-        assert first not in held
-        assert held.get(second) == (user, 0o600)
+        assert first not in held and held.get(second) == (owner[0], 0o600)
+
+        log = graceful("")
+        assert len(log) == 3, log              # no gate, no semaphore
+        assert second not in semaphores()
         for eid in room.order[-3:]:
             assert event_get(h, room, eid).status == 200
+
+        log = graceful("MatrixFedQueryConcurrency 2")
+        assert [(n, how) for n, _, how in log[3:]] == [(2, "new")], log
+        third = log[3][1]
+        assert third in semaphores()
     finally:
         h.stop()
-    assert second not in semaphores()
+    assert third not in semaphores()
+
+
+def test_041_gate_removed_by_hand(httpd_factory, postgres, signing_key, backend, room):
+    """A semaphore removed from outside (ipcrm): requests are still served,
+    unqueued, and each child says so once, at warn."""
+    from conftest import site_config
+    h = httpd_factory.new("httpd-gate-ipcrm")
+    h.start(site_config(postgres, signing_key, backend,
+                        extra=ONE_CHILD + "MatrixFedQueryConcurrency 2\n"))
+    try:
+        assert event_get(h, room, room.order[-1]).status == 200
+        (_, semid, _), = gate_log(h)
+        subprocess.run(["ipcrm", "-s", str(semid)], check=True)
+        for eid in room.order[-4:]:
+            assert event_get(h, room, eid).status == 200
+        lines = [l for l in h.log_tail(400).splitlines() if "MXF25077" in l]
+        warned = [l for l in lines if ":warn]" in l]
+        assert len(warned) == 1, lines
+        assert f"semaphore of MatrixFedQueryConcurrency ({semid}) was removed" in warned[0]
+        assert "until the next restart" in warned[0]
+        assert len(lines) == 4, lines          # the others at debug
+    finally:
+        h.stop()
 
 
 def test_041_bad_directives(httpd_factory, postgres, signing_key, backend):

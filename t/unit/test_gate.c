@@ -8,6 +8,25 @@
 #include "mxf_gate.h"
 #include "mxf_test.h"
 
+static apr_status_t remove_semaphore(void *data)
+{
+    mxf_gate_remove(*(int *)data);
+    return APR_SUCCESS;
+}
+
+/* A gate of @a slots slots; its semaphore is removed with the test's pool. */
+static mxf_gate_t *new_gate(int slots)
+{
+    int *id = apr_palloc(mxf_test_pool, sizeof(*id));
+    mxf_gate_t *gate = NULL;
+
+    ck_assert_int_eq(mxf_gate_make(slots, id), APR_SUCCESS);
+    apr_pool_cleanup_register(mxf_test_pool, id, remove_semaphore, apr_pool_cleanup_null);
+    ck_assert_int_eq(mxf_gate_open(&gate, *id, slots, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_id(gate), *id);
+    return gate;
+}
+
 /* Waits (up to 5 s) until @a gate has @a n waiters. */
 static void wait_for_waiters(mxf_gate_t *gate, int n)
 {
@@ -25,11 +44,10 @@ static void wait_for_waiters(mxf_gate_t *gate, int n)
 
 START_TEST(slots_and_timeouts)
 {
-    mxf_gate_t *gate;
+    mxf_gate_t *gate = new_gate(2);
     int busy, waiting;
     apr_time_t t0;
 
-    ck_assert_int_eq(mxf_gate_create(&gate, 2, mxf_test_pool), APR_SUCCESS);
     ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
     ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
     mxf_gate_stats(gate, &busy, &waiting);
@@ -57,11 +75,10 @@ END_TEST
 /* Refusals are reported at most once per interval, with their count. */
 START_TEST(refusals_reported_at_intervals)
 {
-    mxf_gate_t *gate;
+    mxf_gate_t *gate = new_gate(1);
     const apr_interval_time_t every = apr_time_from_sec(10);
     const apr_time_t t0 = apr_time_from_sec(1000);
 
-    ck_assert_int_eq(mxf_gate_create(&gate, 1, mxf_test_pool), APR_SUCCESS);
     ck_assert_uint_eq(mxf_gate_refused(gate, t0, every), 1);       /* the first: at once */
     ck_assert_uint_eq(mxf_gate_refused(gate, t0 + 1, every), 0);
     ck_assert_uint_eq(mxf_gate_refused(gate, t0 + every - 1, every), 0);
@@ -121,12 +138,12 @@ START_TEST(first_come_first_served)
     int i, busy, waiting, expect = 0;
     const int gives_up = 2;
 
-    ck_assert_int_eq(mxf_gate_create(&f.gate, 1, mxf_test_pool), APR_SUCCESS);
+    f.gate = new_gate(1);
     ck_assert_int_eq(apr_thread_mutex_create(&f.mutex, APR_THREAD_MUTEX_DEFAULT,
                                              mxf_test_pool), APR_SUCCESS);
     ck_assert_int_eq(mxf_gate_enter(f.gate, 0), APR_SUCCESS);
     for (i = 0; i < NTHREADS; i++) {
-        f.timeout[i] = i == gives_up ? apr_time_from_msec(30) : apr_time_from_sec(10);
+        f.timeout[i] = i == gives_up ? apr_time_from_msec(500) : apr_time_from_sec(10);
         args[i].f = &f;
         args[i].idx = i;
         ck_assert_int_eq(apr_thread_create(&thr[i], NULL, waiter, &args[i], mxf_test_pool),
@@ -188,33 +205,17 @@ static int wait_until_gone(mxf_gate_t *gate)
     return mxf_gate_enter(gate, apr_time_from_sec(10)) == APR_ENOENT ? 0 : 1;
 }
 
-/* A forked process clears its copy of the gate's pool and exits. */
-static apr_pool_t *forked_pool;
-
-static int clear_copy(mxf_gate_t *gate)
-{
-    (void)gate;
-    apr_pool_destroy(forked_pool);
-    return 0;
-}
-
 /*
  * The slots are counted across processes: a forked process finds the
- * parent's slot taken; one that dies holding a slot gives it back; a forked
- * process clearing its copy of the pool leaves the gate, and the owner
- * clearing it removes the gate under those waiting (APR_ENOENT).
+ * parent's slot taken; one that dies holding a slot gives it back; removing
+ * the semaphore sends those waiting on it away (APR_ENOENT), and later
+ * callers too.
  */
 START_TEST(shared_by_forked_processes)
 {
-    mxf_gate_t *gate;
-    apr_pool_t *pool;
-    int busy, waiting, i;
+    mxf_gate_t *gate = new_gate(1);
+    int busy, waiting, i, status;
     pid_t pid;
-    int status;
-
-    apr_pool_create(&pool, mxf_test_pool);
-    ck_assert_int_eq(mxf_gate_create(&gate, 1, pool), APR_SUCCESS);
-    ck_assert_int_ge(mxf_gate_id(gate), 0);
 
     ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
     ck_assert_int_eq(in_child(enter_refused, gate), 0);
@@ -225,35 +226,40 @@ START_TEST(shared_by_forked_processes)
     ck_assert_int_eq(busy, 0);              /* the kernel gave it back */
     ck_assert_int_eq(mxf_gate_enter(gate, 0), APR_SUCCESS);
 
-    forked_pool = pool;
-    ck_assert_int_eq(in_child(clear_copy, gate), 0);
-    mxf_gate_stats(gate, &busy, &waiting);
-    ck_assert_int_eq(busy, 1);              /* still there, the slot still held */
-
     pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         _exit(wait_until_gone(gate));
     }
+    waiting = 0;
     for (i = 0; i < 5000 && waiting < 1; i++) {
         apr_sleep(apr_time_from_msec(1));
         mxf_gate_stats(gate, &busy, &waiting);
     }
     ck_assert_int_eq(waiting, 1);
-    apr_pool_destroy(pool);                 /* the owner removes it */
+    ck_assert_int_eq(mxf_gate_remove(mxf_gate_id(gate)), APR_SUCCESS);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    ck_assert_int_eq(mxf_gate_enter(gate, apr_time_from_msec(10)), APR_ENOENT);
+    mxf_gate_stats(gate, &busy, &waiting);
+    ck_assert_int_eq(busy, -1);
+    ck_assert_int_eq(waiting, -1);
+    ck_assert_int_eq(mxf_gate_first_gone(gate), 1);
+    ck_assert_int_eq(mxf_gate_first_gone(gate), 0);
 }
 END_TEST
 
 START_TEST(slots_out_of_range)
 {
-    mxf_gate_t *gate = NULL;
+    int id = -1;
 
-    ck_assert_int_eq(mxf_gate_create(&gate, 0, mxf_test_pool), APR_EINVAL);
-    ck_assert_int_eq(mxf_gate_create(&gate, 10001, mxf_test_pool), APR_EINVAL);
-    ck_assert_ptr_null(gate);
-    ck_assert_int_eq(mxf_gate_create(&gate, 10000, mxf_test_pool), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_make(0, &id), APR_EINVAL);
+    ck_assert_int_eq(mxf_gate_make(10001, &id), APR_EINVAL);
+    ck_assert_int_eq(id, -1);
+    ck_assert_int_eq(mxf_gate_make(10000, &id), APR_SUCCESS);
+    ck_assert_int_eq(mxf_gate_remove(id), APR_SUCCESS);
+    ck_assert_int_ne(mxf_gate_remove(id), APR_SUCCESS);
 }
 END_TEST
 
@@ -267,6 +273,7 @@ Suite *mxf_suite_gate(void)
     tcase_add_test(tc, refusals_reported_at_intervals);
     tcase_add_test(tc, shared_by_forked_processes);
     tcase_add_test(tc, slots_out_of_range);
+    tcase_set_timeout(tc, 20);
     suite_add_tcase(s, tc);
     return s;
 }
