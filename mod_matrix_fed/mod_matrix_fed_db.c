@@ -8,6 +8,7 @@
 #include <http_protocol.h>
 #include <errno.h>
 #include <libpq-fe.h>
+#include <mod_status.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -384,10 +385,45 @@ static void db_child_init(apr_pool_t *pchild, server_rec *s)
     db_gate_wait = mxf_config_query_wait(conf);
 }
 
+/*
+ * mod_status's page (server-status): the gate's slots, how many are taken
+ * and how many requests wait for one, all child processes together (read
+ * from the semaphore). Nothing without MatrixFedQueryConcurrency.
+ */
+static int db_status_hook(request_rec *r, int flags)
+{
+    int busy, waiting;
+
+    if (!db_gate) {
+        return OK;
+    }
+    mxf_gate_stats(db_gate, &busy, &waiting);
+    if (flags & AP_STATUS_SHORT) {
+        ap_rprintf(r, "MatrixQuerySlots: %d\n", mxf_gate_slots(db_gate));
+        if (busy >= 0) {
+            ap_rprintf(r, "MatrixQueryBusy: %d\nMatrixQueryWaiting: %d\n", busy, waiting);
+        }
+        return OK;
+    }
+    ap_rputs("<hr />\n<h2>mod_matrix_fed</h2>\n", r);
+    if (busy >= 0) {
+        ap_rprintf(r, "<dl><dt>MatrixFedQueryConcurrency %d: %d statement(s) in the "
+                   "database, %d request(s) waiting for a turn (all child processes)"
+                   "</dt></dl>\n", mxf_gate_slots(db_gate), busy, waiting);
+    }
+    else {
+        ap_rprintf(r, "<dl><dt>MatrixFedQueryConcurrency %d: the semaphore (%d) was removed; "
+                   "statements run unqueued until the next restart</dt></dl>\n",
+                   mxf_gate_slots(db_gate), mxf_gate_id(db_gate));
+    }
+    return OK;
+}
+
 void mxf_db_register_hooks(apr_pool_t *p)
 {
     ap_hook_post_config(db_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(db_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, db_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 /*

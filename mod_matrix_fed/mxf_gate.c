@@ -100,6 +100,11 @@ int mxf_gate_id(const mxf_gate_t *gate)
     return gate->semid;
 }
 
+int mxf_gate_slots(const mxf_gate_t *gate)
+{
+    return gate->slots;
+}
+
 apr_status_t mxf_gate_enter(mxf_gate_t *gate, apr_interval_time_t timeout)
 {
     const apr_time_t deadline = apr_time_now() + timeout;

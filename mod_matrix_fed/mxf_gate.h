@@ -53,6 +53,9 @@ apr_status_t mxf_gate_open(mxf_gate_t **out, int id, int slots, apr_pool_t *pool
 /* The semaphore's ID (for logs and tests). */
 int mxf_gate_id(const mxf_gate_t *gate);
 
+/* The number of slots it was opened with. */
+int mxf_gate_slots(const mxf_gate_t *gate);
+
 /*
  * Takes a slot, waiting up to @a timeout (<= 0: no wait) behind those who
  * came first. Returns APR_SUCCESS (holding a slot: mxf_gate_leave() it),
@@ -65,8 +68,8 @@ apr_status_t mxf_gate_enter(mxf_gate_t *gate, apr_interval_time_t timeout);
 void mxf_gate_leave(mxf_gate_t *gate);
 
 /*
- * Slots in use and waiters, at this moment, in all processes (for logs
- * and tests). Both -1 when the gate is gone.
+ * Slots in use and waiters, at this moment, in all processes (for
+ * mod_status and tests). Both -1 when the gate is gone.
  */
 void mxf_gate_stats(mxf_gate_t *gate, int *busy, int *waiting);
 

@@ -10,6 +10,7 @@ database waits on that lock, visible in pg_stat_activity. The server's
 database connections are all opened at start, so that the only place a
 request can wait before the database is the gate."""
 import concurrent.futures
+import http.client
 import os
 import pwd
 import re
@@ -269,6 +270,90 @@ class TestQueryGateAcrossChildren:
         for eid, resp in zip(eids, answers):
             assert resp.status == 200, resp
         assert [event_id(r.json["pdus"][0], room.version) for r in answers] == eids
+
+
+def test_041_gate_on_server_status(httpd_factory, postgres, signing_key, backend, room):
+    """mod_status's page shows the gate of the whole server, whichever child
+    answers: its slots, the statements in the database and the requests
+    waiting their turn."""
+    from conftest import site_config
+    from mxftest.httpd import BASE_MODULES
+    status = """
+ProxyPass /server-status !
+<Location /server-status>
+  SetHandler server-status
+</Location>
+"""
+    h = httpd_factory.new("httpd-gate-status")
+    h.start(site_config(postgres, signing_key, backend,
+                        extra=TWO_CHILDREN + "MatrixFedQueryConcurrency 2\n"
+                        "MatrixFedQueryWait 30s\n" + status),
+            modules=BASE_MODULES + ["status"])
+
+    def page(path):
+        conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read().decode()
+        finally:
+            conn.close()
+        assert resp.status == 200, body
+        return body
+
+    def auto():
+        return dict(line.split(": ", 1) for line in page("/server-status?auto").splitlines()
+                    if line.startswith("MatrixQuery"))
+
+    def gate(busy, waiting):
+        return {"MatrixQuerySlots": "2", "MatrixQueryBusy": str(busy),
+                "MatrixQueryWaiting": str(waiting)}
+
+    held = 6                                    # of 8 workers: one is free for the page
+    try:
+        eids = room.order[-held:]
+        assert event_get(h, room, eids[0]).status == 200
+        assert auto() == gate(0, 0)
+        with concurrent.futures.ThreadPoolExecutor(held) as pool:
+            with EventsLocked(postgres):
+                futures = [pool.submit(event_get, h, room, eid) for eid in eids]
+                assert settle(postgres, 2) == 2
+                deadline = time.time() + 10
+                while auto() != gate(2, held - 2) and time.time() < deadline:
+                    time.sleep(0.05)
+                assert auto() == gate(2, held - 2)
+                assert not any(f.done() for f in futures)
+            answers = [f.result(timeout=30) for f in futures]
+        assert [r.status for r in answers] == [200] * held
+        assert auto() == gate(0, 0)
+        html = page("/server-status")
+        assert ("MatrixFedQueryConcurrency 2: 0 statement(s) in the database, "
+                "0 request(s) waiting for a turn (all child processes)") in html
+    finally:
+        h.stop()
+
+
+def test_041_no_gate_on_server_status(httpd_factory, postgres, signing_key, backend):
+    """Without MatrixFedQueryConcurrency the page has nothing of the module."""
+    from conftest import site_config
+    from mxftest.httpd import BASE_MODULES
+    h = httpd_factory.new("httpd-nogate-status")
+    h.start(site_config(postgres, signing_key, backend, extra="""
+ProxyPass /server-status !
+<Location /server-status>
+  SetHandler server-status
+</Location>
+"""), modules=BASE_MODULES + ["status"])
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+        conn.request("GET", "/server-status?auto")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        conn.close()
+        assert resp.status == 200 and "ServerVersion" in body, body
+        assert "MatrixQuery" not in body
+    finally:
+        h.stop()
 
 
 def test_041_gate_semaphore_lifecycle(httpd_factory, postgres, signing_key, backend, room,
