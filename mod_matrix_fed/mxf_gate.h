@@ -7,12 +7,12 @@
  *
  * The module puts its short database statements behind one gate for the
  * whole server (MatrixFedQueryConcurrency), made in the parent before it
- * starts its children and kept over restarts: when more requests want the database than the
- * machine has cores to run their statements, letting them all in makes
- * every one of them slow (PostgreSQL's backends share the cores by time
- * slices, so the unlucky ones wait many slices) and the slowest very slow;
- * queueing them in order keeps each statement's own time short and the
- * wait fair, whichever child process a request reached.
+ * starts its children and kept over restarts: when more requests want the
+ * database than the machine has cores to run their statements, letting
+ * them all in makes every one of them slow (PostgreSQL's backends share
+ * the cores by time slices, so the unlucky ones wait many slices) and the
+ * slowest very slow; queueing them in order keeps each statement's own
+ * time short and the wait fair, whichever child process a request reached.
  *
  * A holder that dies gives its slots back (the kernel undoes its
  * operations), so a child killed mid-request does not shrink the gate.

@@ -276,37 +276,48 @@ class TestQueryGateAcrossChildren:
         assert [event_id(r.json["pdus"][0], room.version) for r in answers] == eids
 
 
-def test_041_gate_on_server_status(httpd_factory, postgres, signing_key, backend, room):
-    """mod_status's page shows the gate of the whole server (its semaphore,
-    which all children share: TestQueryGateAcrossChildren): its slots, the
-    statements in the database and the requests waiting their turn."""
-    from conftest import site_config
-    from mxftest.httpd import BASE_MODULES
-    status = """
+# mod_status's page, outside the proxied paths.
+SERVER_STATUS = """
 ProxyPass /server-status !
 <Location /server-status>
   SetHandler server-status
 </Location>
 """
-    h = httpd_factory.new("httpd-gate-status")
-    h.start(site_config(postgres, signing_key, backend,
-                        extra=ONE_CHILD + "MatrixFedQueryConcurrency 2\n"
-                        "MatrixFedQueryWait 30s\nMatrixFedQueryTimeout 60s\n" + status),
-            modules=BASE_MODULES + ["status"])
 
-    def page(path):
-        conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read().decode()
-        finally:
-            conn.close()
-        assert resp.status == 200, body
-        return body
+
+def status_server(httpd_factory, name, postgres, signing_key, backend, extra):
+    from conftest import site_config
+    from mxftest.httpd import BASE_MODULES
+    h = httpd_factory.new(name)
+    h.start(site_config(postgres, signing_key, backend, extra=extra + SERVER_STATUS),
+            modules=BASE_MODULES + ["status"])
+    return h
+
+
+def status_page(h, path):
+    """The body of a 200 answer to GET path (no signature)."""
+    conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read().decode()
+    finally:
+        conn.close()
+    assert resp.status == 200, body
+    return body
+
+
+def test_041_gate_on_server_status(httpd_factory, postgres, signing_key, backend, room):
+    """mod_status's page shows the gate of the whole server (its semaphore,
+    which all children share: TestQueryGateAcrossChildren): its slots, the
+    statements in the database and the requests waiting their turn."""
+    h = status_server(httpd_factory, "httpd-gate-status", postgres, signing_key, backend,
+                      ONE_CHILD + "MatrixFedQueryConcurrency 2\nMatrixFedQueryWait 30s\n"
+                      "MatrixFedQueryTimeout 60s\n")
 
     def auto():
-        return dict(line.split(": ", 1) for line in page("/server-status?auto").splitlines()
+        return dict(line.split(": ", 1)
+                    for line in status_page(h, "/server-status?auto").splitlines()
                     if line.startswith("MatrixQuery"))
 
     def gate(busy, waiting):
@@ -330,7 +341,7 @@ ProxyPass /server-status !
             answers = [f.result(timeout=30) for f in futures]
         assert [r.status for r in answers] == [200] * held
         assert auto() == gate(0, 0)
-        html = page("/server-status")
+        html = status_page(h, "/server-status")
         assert ("MatrixFedQueryConcurrency 2: 0 statement(s) in the database, "
                 "0 request(s) waiting for a turn (all child processes)") in html
     finally:
@@ -339,22 +350,10 @@ ProxyPass /server-status !
 
 def test_041_no_gate_on_server_status(httpd_factory, postgres, signing_key, backend):
     """Without MatrixFedQueryConcurrency the page has nothing of the module."""
-    from conftest import site_config
-    from mxftest.httpd import BASE_MODULES
-    h = httpd_factory.new("httpd-nogate-status")
-    h.start(site_config(postgres, signing_key, backend, extra="""
-ProxyPass /server-status !
-<Location /server-status>
-  SetHandler server-status
-</Location>
-"""), modules=BASE_MODULES + ["status"])
+    h = status_server(httpd_factory, "httpd-nogate-status", postgres, signing_key, backend, "")
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", h.port, timeout=10)
-        conn.request("GET", "/server-status?auto")
-        resp = conn.getresponse()
-        body = resp.read().decode()
-        conn.close()
-        assert resp.status == 200 and "ServerVersion" in body, body
+        body = status_page(h, "/server-status?auto")
+        assert "ServerVersion" in body, body
         assert "MatrixQuery" not in body
     finally:
         h.stop()
